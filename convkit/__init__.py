@@ -1,1 +1,25 @@
+"""convkit: hand-written CPU (C++) and CUDA kernels for 2-D convolution (direct, im2col + GEMM,
+1x1), max and average pooling and ReLU, forward and backward, as drop-in PyTorch ops and layers
+that also take NumPy arrays. See README.md.
+"""
+from ._backend import available_backends, use_backend
+from ._errors import ConvkitError, ConvkitTypeError, ConvkitValueError
+from ._kernels import get_num_threads, set_num_threads
+from ._params import CONV_ALGOS
+from . import flops, functional
 
+__version__ = "0.1.0"
+
+#: When True, algo="auto" times the applicable algorithms once per shape and caches the fastest
+#: (like torch.backends.cudnn.benchmark). When False, a heuristic by shape picks.
+benchmark = False
+
+try:  # the nn layers need torch; functional works on NumPy arrays without it
+    from . import nn
+except ImportError:  # pragma: no cover
+    nn = None
+
+__all__ = [
+    "available_backends", "use_backend", "set_num_threads", "get_num_threads", "benchmark",
+    "ConvkitError", "ConvkitValueError", "ConvkitTypeError", "CONV_ALGOS", "functional", "nn", "flops",
+]

@@ -1,0 +1,15 @@
+"""convkit's exceptions. torch raises RuntimeError for bad convolution arguments, so every convkit
+error is a RuntimeError (drop-in code that catches it keeps working) and also a ValueError or
+TypeError as fits."""
+
+
+class ConvkitError(RuntimeError):
+    """Base of convkit's errors (a RuntimeError, as torch's)."""
+
+
+class ConvkitValueError(ConvkitError, ValueError):
+    """A bad value: shape, size, stride, padding, groups, algorithm name."""
+
+
+class ConvkitTypeError(ConvkitError, TypeError):
+    """A bad type: dtype, array kind, mixed devices or frameworks."""

@@ -1,0 +1,288 @@
+"""Calls into the compiled kernel modules for torch tensors and NumPy arrays alike.
+
+Arrays arrive C-contiguous (NCHW) and checked (convkit._params). Outputs and workspaces are
+allocated here by the array's own framework (torch's allocator, NumPy), poisoned with NaN when
+CONVKIT_POISON=1 so that an element a kernel forgets to write cannot pass a test. Every call is
+counted in `kernel_calls`, so tests can tell that a gradient nobody needs ran no kernel.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _backend
+from ._params import ConvArgs, PoolArgs, dtype_name
+
+try:
+    import torch
+except ImportError:  # NumPy-only use
+    torch = None
+
+kernel_calls: collections.Counter = collections.Counter()
+
+#: the most bytes an im2col column buffer may take; the batch is chunked to stay under it
+WORKSPACE_CAP_BYTES = int(os.environ.get("CONVKIT_WORKSPACE_CAP", 64 << 20))
+
+_threads_user = 0      # set by convkit.set_num_threads; 0: follow torch.get_num_threads()
+_threads_set = {}      # backend module -> thread count last given to it
+_algo_cache = {}       # convkit.benchmark's timed choices, by shape
+
+
+def set_num_threads(n: int) -> None:
+    global _threads_user
+    if int(n) < 1:
+        from ._errors import ConvkitValueError
+        raise ConvkitValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _threads_user = int(n)
+
+
+def get_num_threads() -> int:
+    if _threads_user:
+        return _threads_user
+    return torch.get_num_threads() if torch is not None else (os.cpu_count() or 1)
+
+
+def _poison() -> bool:
+    return os.environ.get("CONVKIT_POISON", "") not in ("", "0")
+
+
+def _is_torch(a) -> bool:
+    return torch is not None and isinstance(a, torch.Tensor)
+
+
+def _device_type(a) -> str:
+    return a.device.type if _is_torch(a) else "cpu"
+
+
+def _ptr(a) -> int:
+    if a is None:
+        return 0
+    return a.data_ptr() if _is_torch(a) else a.ctypes.data
+
+
+def _new(like, shape, dtype=None):
+    """An uninitialized array of `like`'s framework and device (NaN/-1 filled when poisoning)."""
+    if _is_torch(like):
+        out = torch.empty(tuple(shape), dtype=dtype or like.dtype, device=like.device)
+        if _poison():
+            out.fill_(float("nan") if out.is_floating_point() else -(2 ** 62))
+        return out
+    out = np.empty(tuple(shape), dtype=dtype or like.dtype)
+    if _poison():
+        out.fill(np.nan if out.dtype.kind == "f" else -(2 ** 62))
+    return out
+
+
+def _zeros(like, shape):
+    if _is_torch(like):
+        return torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)
+    return np.zeros(tuple(shape), dtype=like.dtype)
+
+
+def _workspace(like, nbytes: int):
+    if nbytes == 0:
+        return None
+    if _is_torch(like):
+        ws = torch.empty(nbytes, dtype=torch.uint8, device=like.device)
+        if _poison():
+            ws.fill_(255)  # every float32/float64 read of it is NaN
+        return ws
+    ws = np.empty(nbytes, dtype=np.uint8)
+    if _poison():
+        ws.fill(255)
+    return ws
+
+
+def _module(a, op: str):
+    name, mod = _backend.module_for(_device_type(a), op)
+    n = get_num_threads()
+    if _threads_set.get(name) != n and hasattr(mod, "set_num_threads"):
+        mod.set_num_threads(n)
+        _threads_set[name] = n
+    return name, mod
+
+
+# ---- convolution --------------------------------------------------------------------------
+
+def _conv_params(mod, x_shape, w_shape, args: ConvArgs):
+    n, c, h, w = x_shape
+    k, _, r, s = w_shape
+    return mod.ConvParams(n, c, h, w, k, r, s, args.stride[0], args.stride[1], *args.pads,
+                          args.dilation[0], args.dilation[1], args.groups)
+
+
+def _candidates(p, args: ConvArgs):
+    algos = ["direct", "im2col"]
+    if p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0):
+        algos.append("1x1")
+    return algos
+
+
+def _resolve_algo(name, mod, like, x_shape, w_shape, p, args: ConvArgs) -> str:
+    """algo='auto': the 1x1 GEMM for pointwise layers, direct for depthwise and tiny reductions,
+    im2col + GEMM otherwise; with convkit.benchmark = True, the fastest forward, timed once per shape."""
+    if args.algo != "auto":
+        return args.algo
+    import convkit
+    if not convkit.benchmark:
+        if p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0):
+            return "1x1"
+        cg = p.C // p.groups
+        return "direct" if (cg == 1 or cg * p.R * p.S < 8) else "im2col"
+    dt = dtype_name(like.dtype)
+    key = (name, dt, tuple(x_shape), tuple(w_shape), args.stride, args.pads, args.dilation, args.groups)
+    if key not in _algo_cache:
+        _algo_cache[key] = _time_algos(mod, like, x_shape, w_shape, p, args, dt)
+    return _algo_cache[key]
+
+
+def _time_algos(mod, like, x_shape, w_shape, p, args: ConvArgs, dt: str) -> str:
+    """Times each applicable algorithm's forward on zero-filled arrays; returns the fastest."""
+    x, w, y = _zeros(like, x_shape), _zeros(like, w_shape), _zeros(like, (p.N, p.K, p.P, p.Q))
+    best, best_t = None, float("inf")
+    for algo in _candidates(p, args):
+        ws = _workspace(like, mod.conv2d_workspace_bytes(algo, "fwd", dt, p, WORKSPACE_CAP_BYTES))
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            mod.conv2d_fwd(algo, dt, p, _ptr(x), _ptr(w), 0, _ptr(y), _ptr(ws), 0 if ws is None else ws.nbytes)
+            times.append(time.perf_counter() - t0)
+        if min(times) < best_t:
+            best, best_t = algo, min(times)
+    return best
+
+
+def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, bias=None):
+    """One convolution pass: kind 'fwd' (a=x, b=w), 'bwd_input' (a=dy, b=w), 'bwd_weight' (a=dy, b=x)."""
+    op = {"fwd": "conv2d", "bwd_input": "conv2d_backward_input", "bwd_weight": "conv2d_backward_weight"}[kind]
+    name, mod = _module(a, op)
+    if x_shape[0] == 0:
+        return _zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
+    p = _conv_params(mod, x_shape, w_shape, args)
+    dt = dtype_name(a.dtype)
+    algo = _resolve_algo(name, mod, a, x_shape, w_shape, p, args)
+    out = _new(a, out_shape)
+    ws = _workspace(a, mod.conv2d_workspace_bytes(algo, kind, dt, p, WORKSPACE_CAP_BYTES))
+    ws_ptr, ws_bytes = _ptr(ws), (0 if ws is None else ws.nbytes)
+    kernel_calls[f"conv2d_{kind}"] += 1
+    if kind == "fwd":
+        mod.conv2d_fwd(algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(bias), _ptr(out), ws_ptr, ws_bytes)
+    elif kind == "bwd_input":
+        mod.conv2d_bwd_input(algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(out), ws_ptr, ws_bytes)
+    else:
+        mod.conv2d_bwd_weight(algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(out), ws_ptr, ws_bytes)
+    return out
+
+
+def conv2d_fwd(x, w, bias, args: ConvArgs):
+    """y[N, K, P, Q] = conv2d(x[N, C, H, W], w[K, C/g, R, S]) + bias[K]."""
+    p_, q_ = _out_hw(x.shape, w.shape, args)
+    return _run_conv("fwd", x, w, (x.shape[0], w.shape[0], p_, q_), tuple(x.shape), tuple(w.shape), args, bias)
+
+
+def conv2d_bwd_input(dy, w, input_shape, args: ConvArgs):
+    """dx[N, C, H, W] from dy[N, K, P, Q] and w[K, C/g, R, S]."""
+    return _run_conv("bwd_input", dy, w, input_shape, tuple(input_shape), tuple(w.shape), args)
+
+
+def conv2d_bwd_weight(dy, x, weight_shape, args: ConvArgs):
+    """dw[K, C/g, R, S] from dy[N, K, P, Q] and x[N, C, H, W]."""
+    return _run_conv("bwd_weight", dy, x, weight_shape, tuple(x.shape), tuple(weight_shape), args)
+
+
+def conv2d_bwd_bias(dy):
+    """db[K] = sum of dy[N, K, P, Q] over N, P, Q."""
+    name, mod = _module(dy, "conv2d_backward_bias")
+    n, k, p_, q_ = dy.shape
+    if n == 0 or p_ == 0 or q_ == 0:
+        return _zeros(dy, (k,))
+    params = mod.ConvParams(n, k, p_, q_, k, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, k)  # shape carrier: P=H, Q=W
+    db = _new(dy, (k,))
+    kernel_calls["conv2d_bwd_bias"] += 1
+    mod.conv2d_bwd_bias(dtype_name(dy.dtype), params, _ptr(dy), _ptr(db))
+    return db
+
+
+def _out_hw(x_shape, w_shape, args: ConvArgs) -> Tuple[int, int]:
+    from ._params import conv_output_hw
+    return conv_output_hw(x_shape[2], x_shape[3], w_shape[2], w_shape[3], args)
+
+
+# ---- pooling and ReLU ---------------------------------------------------------------------
+
+def _pool_params(mod, x_shape, a: PoolArgs):
+    n, c, h, w = x_shape
+    return mod.PoolParams(n, c, h, w, a.kernel[0], a.kernel[1], a.stride[0], a.stride[1],
+                          a.padding[0], a.padding[1], a.dilation[0], a.dilation[1], a.ceil_mode)
+
+
+def max_pool2d_fwd(x, a: PoolArgs, want_indices: bool):
+    """y[N, C, P, Q] (and int64 indices into each H*W plane) of a max pool of x[N, C, H, W]."""
+    name, mod = _module(x, "max_pool2d")
+    out_shape = tuple(x.shape[:2]) + a.out_hw
+    y = _new(x, out_shape)
+    idx = _new(x, out_shape, dtype=torch.int64 if _is_torch(x) else np.int64) if want_indices else None
+    if x.shape[0] == 0:
+        return y, idx
+    kernel_calls["max_pool2d_fwd"] += 1
+    mod.max_pool2d_fwd(dtype_name(x.dtype), _pool_params(mod, x.shape, a), _ptr(x), _ptr(y), _ptr(idx))
+    return y, idx
+
+
+def max_pool2d_bwd(dy, input_shape, idx, a: PoolArgs):
+    """dx[N, C, H, W]: each dy element added at its window's argmax (indices from the forward)."""
+    name, mod = _module(dy, "max_pool2d_backward")
+    dx = _new(dy, input_shape)
+    if input_shape[0] == 0:
+        return dx
+    kernel_calls["max_pool2d_bwd"] += 1
+    mod.max_pool2d_bwd(dtype_name(dy.dtype), _pool_params(mod, input_shape, a), _ptr(dy), _ptr(idx), _ptr(dx))
+    return dx
+
+
+def avg_pool2d_fwd(x, a: PoolArgs, count_include_pad: bool, divisor_override: Optional[int]):
+    name, mod = _module(x, "avg_pool2d")
+    y = _new(x, tuple(x.shape[:2]) + a.out_hw)
+    if x.shape[0] == 0:
+        return y
+    kernel_calls["avg_pool2d_fwd"] += 1
+    mod.avg_pool2d_fwd(dtype_name(x.dtype), _pool_params(mod, x.shape, a), bool(count_include_pad),
+                       int(divisor_override or 0), _ptr(x), _ptr(y))
+    return y
+
+
+def avg_pool2d_bwd(dy, input_shape, a: PoolArgs, count_include_pad: bool, divisor_override: Optional[int]):
+    name, mod = _module(dy, "avg_pool2d_backward")
+    dx = _new(dy, input_shape)
+    if input_shape[0] == 0:
+        return dx
+    kernel_calls["avg_pool2d_bwd"] += 1
+    mod.avg_pool2d_bwd(dtype_name(dy.dtype), _pool_params(mod, input_shape, a), bool(count_include_pad),
+                       int(divisor_override or 0), _ptr(dy), _ptr(dx))
+    return dx
+
+
+def relu_fwd(x, out=None):
+    """max(x, 0) elementwise into a new array, or into `out` (which may be x itself)."""
+    name, mod = _module(x, "relu")
+    y = _new(x, x.shape) if out is None else out
+    n = int(np.prod(x.shape))
+    if n:
+        kernel_calls["relu_fwd"] += 1
+        mod.relu_fwd(dtype_name(x.dtype), n, _ptr(x), _ptr(y))
+    return y
+
+
+def relu_bwd(dy, y, out=None):
+    """dx = dy where y > 0, else 0 (dy, y and out laid out alike in memory)."""
+    name, mod = _module(dy, "relu_backward")
+    dx = _new(dy, dy.shape) if out is None else out
+    n = int(np.prod(dy.shape))
+    if n:
+        kernel_calls["relu_bwd"] += 1
+        mod.relu_bwd(dtype_name(dy.dtype), n, _ptr(dy), _ptr(y), _ptr(dx))
+    return dx

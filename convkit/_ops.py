@@ -1,0 +1,373 @@
+"""convkit's torch.library custom ops: every forward and every backward is an op of its own, with
+a fake (meta) implementation and an autograd formula built from the other ops, so
+torch.compile(fullgraph=True) traces convkit layers, torch.export exports them, opcheck passes,
+and double backward works (each backward op is differentiable in terms of the others).
+
+The ops take 4-D tensors and explicit int parameters (padding already resolved to
+(top, bottom, left, right) for conv2d); convkit.functional does the checking and the
+unbatched / padding-form conveniences before calling them.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch._prims_common import suggest_memory_format
+
+from . import _kernels as K
+from ._params import ConvArgs, PoolArgs, conv_output_hw, pool_output_size
+
+_CL = torch.channels_last
+
+
+def _is_cl(*tensors: Tensor) -> bool:
+    """torch's rule for a convolution or pooling output: channels_last if an operand suggests it."""
+    return any(t is not None and t.dim() == 4 and suggest_memory_format(t) == _CL for t in tensors)
+
+
+def _finish(out: Tensor, channels_last: bool) -> Tensor:
+    """The kernels write NCHW; give the output the memory format torch would."""
+    return out.contiguous(memory_format=_CL) if channels_last else out
+
+
+def _empty(like: Tensor, shape, channels_last: bool) -> Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device,
+                       memory_format=_CL if channels_last else torch.contiguous_format)
+
+
+def _conv_args(stride, padding, dilation, groups, algo) -> ConvArgs:
+    return ConvArgs(tuple(stride), tuple(padding), tuple(dilation), groups, algo)
+
+
+def _pool_args(input_hw, kernel_size, stride, padding, dilation, ceil_mode) -> PoolArgs:
+    out = tuple(pool_output_size(s, k, st, p, d, ceil_mode)
+                for s, k, st, p, d in zip(input_hw, kernel_size, stride, padding, dilation))
+    return PoolArgs(tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), bool(ceil_mode), out)
+
+
+# ---- conv2d ----------------------------------------------------------------------------------
+
+@torch.library.custom_op("convkit::conv2d", mutates_args=())
+def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
+           dilation: List[int], groups: int, algo: str) -> Tensor:
+    """input[N, C, H, W], weight[K, C/groups, R, S], bias[K] -> [N, K, P, Q]; padding (t, b, l, r)."""
+    args = _conv_args(stride, padding, dilation, groups, algo)
+    y = K.conv2d_fwd(input.contiguous(), weight.contiguous(),
+                     None if bias is None else bias.contiguous(), args)
+    return _finish(y, _is_cl(input, weight))
+
+
+@conv2d.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups, algo):
+    p, q = conv_output_hw(input.shape[2], input.shape[3], weight.shape[2], weight.shape[3],
+                          _conv_args(stride, padding, dilation, groups, algo))
+    return _empty(input, (input.shape[0], weight.shape[0], p, q), _is_cl(input, weight))
+
+
+@torch.library.custom_op("convkit::conv2d_backward_input", mutates_args=())
+def conv2d_backward_input(grad_output: Tensor, weight: Tensor, input_size: List[int], stride: List[int],
+                          padding: List[int], dilation: List[int], groups: int, algo: str) -> Tensor:
+    """grad_output[N, K, P, Q], weight[K, C/groups, R, S] -> grad_input[input_size]."""
+    args = _conv_args(stride, padding, dilation, groups, algo)
+    dx = K.conv2d_bwd_input(grad_output.contiguous(), weight.contiguous(), tuple(input_size), args)
+    return _finish(dx, _is_cl(grad_output, weight))
+
+
+@conv2d_backward_input.register_fake
+def _(grad_output, weight, input_size, stride, padding, dilation, groups, algo):
+    return _empty(grad_output, tuple(input_size), _is_cl(grad_output, weight))
+
+
+@torch.library.custom_op("convkit::conv2d_backward_weight", mutates_args=())
+def conv2d_backward_weight(grad_output: Tensor, input: Tensor, weight_size: List[int], stride: List[int],
+                           padding: List[int], dilation: List[int], groups: int, algo: str) -> Tensor:
+    """grad_output[N, K, P, Q], input[N, C, H, W] -> grad_weight[weight_size] (NCHW contiguous)."""
+    args = _conv_args(stride, padding, dilation, groups, algo)
+    return K.conv2d_bwd_weight(grad_output.contiguous(), input.contiguous(), tuple(weight_size), args)
+
+
+@conv2d_backward_weight.register_fake
+def _(grad_output, input, weight_size, stride, padding, dilation, groups, algo):
+    return _empty(grad_output, tuple(weight_size), False)
+
+
+@torch.library.custom_op("convkit::conv2d_backward_bias", mutates_args=())
+def conv2d_backward_bias(grad_output: Tensor) -> Tensor:
+    """grad_output[N, K, P, Q] -> grad_bias[K] (the sum over N, P, Q)."""
+    return K.conv2d_bwd_bias(grad_output.contiguous())
+
+
+@conv2d_backward_bias.register_fake
+def _(grad_output):
+    return grad_output.new_empty((grad_output.shape[1],))
+
+
+def _conv_setup(ctx, inputs, output):
+    input, weight, bias, stride, padding, dilation, groups, algo = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.has_bias = bias is not None
+    ctx.conf = (stride, padding, dilation, groups, algo)
+
+
+def _conv_backward(ctx, grad):
+    input, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    gx = conv2d_backward_input(grad, weight, list(input.shape), *ctx.conf) if need[0] else None
+    gw = conv2d_backward_weight(grad, input, list(weight.shape), *ctx.conf) if need[1] else None
+    gb = conv2d_backward_bias(grad) if ctx.has_bias and need[2] else None
+    return gx, gw, gb, None, None, None, None, None
+
+
+conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)
+
+
+def _bwd_input_setup(ctx, inputs, output):
+    grad_output, weight, input_size, *conf = inputs
+    ctx.save_for_backward(grad_output, weight)
+    ctx.conf = tuple(conf)
+
+
+def _bwd_input_backward(ctx, gg):
+    # dx = B(dy, w) is bilinear: d<gg, dx>/d(dy) = conv2d(gg, w), d<gg, dx>/dw = dW(dy, gg).
+    dy, weight = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    g_dy = conv2d(gg, weight, None, *ctx.conf) if need[0] else None
+    g_w = conv2d_backward_weight(dy, gg, list(weight.shape), *ctx.conf) if need[1] else None
+    return (g_dy, g_w) + (None,) * 6
+
+
+conv2d_backward_input.register_autograd(_bwd_input_backward, setup_context=_bwd_input_setup)
+
+
+def _bwd_weight_setup(ctx, inputs, output):
+    grad_output, input, weight_size, *conf = inputs
+    ctx.save_for_backward(grad_output, input)
+    ctx.conf = tuple(conf)
+
+
+def _bwd_weight_backward(ctx, gg):
+    # dw = W(dy, x) is bilinear: d<gg, dw>/d(dy) = conv2d(x, gg), d<gg, dw>/dx = B(dy, gg).
+    dy, input = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    g_dy = conv2d(input, gg, None, *ctx.conf) if need[0] else None
+    g_x = conv2d_backward_input(dy, gg, list(input.shape), *ctx.conf) if need[1] else None
+    return (g_dy, g_x) + (None,) * 6
+
+
+conv2d_backward_weight.register_autograd(_bwd_weight_backward, setup_context=_bwd_weight_setup)
+
+
+def _bwd_bias_setup(ctx, inputs, output):
+    ctx.dy_shape = tuple(inputs[0].shape)
+
+
+def _bwd_bias_backward(ctx, gg):
+    return gg.view(1, -1, 1, 1).expand(ctx.dy_shape)
+
+
+conv2d_backward_bias.register_autograd(_bwd_bias_backward, setup_context=_bwd_bias_setup)
+
+
+# ---- max_pool2d ------------------------------------------------------------------------------
+
+@torch.library.custom_op("convkit::max_pool2d", mutates_args=())
+def max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
+               dilation: List[int], ceil_mode: bool) -> Tuple[Tensor, Tensor]:
+    """input[N, C, H, W] -> (output[N, C, P, Q], int64 indices into each H*W plane)."""
+    a = _pool_args(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    y, idx = K.max_pool2d_fwd(input.contiguous(), a, True)
+    cl = _is_cl(input)
+    return _finish(y, cl), _finish(idx, cl)
+
+
+@max_pool2d.register_fake
+def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+    a = _pool_args(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    shape, cl = tuple(input.shape[:2]) + a.out_hw, _is_cl(input)
+    idx = torch.empty(shape, dtype=torch.int64, device=input.device,
+                      memory_format=_CL if cl else torch.contiguous_format)
+    return _empty(input, shape, cl), idx
+
+
+@torch.library.custom_op("convkit::max_pool2d_backward", mutates_args=())
+def max_pool2d_backward(grad_output: Tensor, input: Tensor, indices: Tensor, kernel_size: List[int],
+                        stride: List[int], padding: List[int], dilation: List[int], ceil_mode: bool) -> Tensor:
+    """grad_output[N, C, P, Q] and the forward's indices -> grad_input[N, C, H, W]."""
+    a = _pool_args(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    dx = K.max_pool2d_bwd(grad_output.contiguous(), tuple(input.shape), indices.contiguous(), a)
+    return _finish(dx, _is_cl(grad_output))
+
+
+@max_pool2d_backward.register_fake
+def _(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    return _empty(grad_output, tuple(input.shape), _is_cl(grad_output))
+
+
+def _max_pool_setup(ctx, inputs, output):
+    input, *conf = inputs
+    ctx.save_for_backward(input, output[1])
+    ctx.conf = tuple(conf)
+
+
+def _max_pool_backward(ctx, grad, _grad_indices):
+    input, indices = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return (None,) * 6
+    return (max_pool2d_backward(grad, input, indices, *ctx.conf),) + (None,) * 5
+
+
+max_pool2d.register_autograd(_max_pool_backward, setup_context=_max_pool_setup)
+
+
+def _max_pool_bwd_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[2])
+
+
+def _max_pool_bwd_backward(ctx, gg):
+    # dx is linear in dy: the adjoint gathers gg at each window's argmax.
+    (indices,) = ctx.saved_tensors
+    g_dy = gg.flatten(2).gather(2, indices.flatten(2)).view(indices.shape) if ctx.needs_input_grad[0] else None
+    return (g_dy,) + (None,) * 7
+
+
+max_pool2d_backward.register_autograd(_max_pool_bwd_backward, setup_context=_max_pool_bwd_setup)
+
+
+# ---- avg_pool2d ------------------------------------------------------------------------------
+
+@torch.library.custom_op("convkit::avg_pool2d", mutates_args=())
+def avg_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
+               count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
+    """input[N, C, H, W] -> output[N, C, P, Q], torch's divisor rules."""
+    a = _pool_args(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
+    y = K.avg_pool2d_fwd(input.contiguous(), a, count_include_pad, divisor_override)
+    return _finish(y, _is_cl(input))
+
+
+@avg_pool2d.register_fake
+def _(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    a = _pool_args(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
+    return _empty(input, tuple(input.shape[:2]) + a.out_hw, _is_cl(input))
+
+
+@torch.library.custom_op("convkit::avg_pool2d_backward", mutates_args=())
+def avg_pool2d_backward(grad_output: Tensor, input: Tensor, kernel_size: List[int], stride: List[int],
+                        padding: List[int], ceil_mode: bool, count_include_pad: bool,
+                        divisor_override: Optional[int]) -> Tensor:
+    """grad_output[N, C, P, Q] -> grad_input[N, C, H, W] (input only gives the shape)."""
+    a = _pool_args(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
+    dx = K.avg_pool2d_bwd(grad_output.contiguous(), tuple(input.shape), a, count_include_pad, divisor_override)
+    return _finish(dx, _is_cl(grad_output))
+
+
+@avg_pool2d_backward.register_fake
+def _(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    return _empty(grad_output, tuple(input.shape), _is_cl(grad_output))
+
+
+def _avg_pool_setup(ctx, inputs, output):
+    input, *conf = inputs
+    ctx.save_for_backward(input)
+    ctx.conf = tuple(conf)
+
+
+def _avg_pool_backward(ctx, grad):
+    (input,) = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return (None,) * 7
+    return (avg_pool2d_backward(grad, input, *ctx.conf),) + (None,) * 6
+
+
+avg_pool2d.register_autograd(_avg_pool_backward, setup_context=_avg_pool_setup)
+
+
+def _avg_pool_bwd_setup(ctx, inputs, output):
+    ctx.conf = tuple(inputs[2:])
+
+
+def _avg_pool_bwd_backward(ctx, gg):
+    # dx is linear in dy; its adjoint is the forward pool itself.
+    g_dy = avg_pool2d(gg, *ctx.conf) if ctx.needs_input_grad[0] else None
+    return (g_dy,) + (None,) * 7
+
+
+avg_pool2d_backward.register_autograd(_avg_pool_bwd_backward, setup_context=_avg_pool_bwd_setup)
+
+
+# ---- relu ------------------------------------------------------------------------------------
+
+def _elementwise_pair(a: Tensor, b: Optional[Tensor] = None):
+    """Operands an elementwise kernel can run over as flat memory: both dense with the same
+    strides as `torch.empty_like(a)`, else contiguous copies (and a flag saying so)."""
+    out = torch.empty_like(a)
+    same = out.stride() == a.stride() and (b is None or b.stride() == a.stride())
+    if same:
+        return a, b, out, False
+    return a.contiguous(), None if b is None else b.contiguous(), out, True
+
+
+@torch.library.custom_op("convkit::relu", mutates_args=())
+def relu(input: Tensor) -> Tensor:
+    """max(input, 0), NaN kept; the output has torch.empty_like's layout."""
+    x, _, out, copied = _elementwise_pair(input)
+    if not copied:
+        return K.relu_fwd(x, out=out)
+    return out.copy_(K.relu_fwd(x))
+
+
+@relu.register_fake
+def _(input):
+    return torch.empty_like(input)
+
+
+@torch.library.custom_op("convkit::relu_", mutates_args=("input",))
+def relu_(input: Tensor) -> None:
+    """In place: input = max(input, 0). Used where no gradient flows through it."""
+    if input.is_contiguous() or torch.empty_like(input).stride() == input.stride():
+        K.relu_fwd(input, out=input)
+    else:
+        input.copy_(K.relu_fwd(input.contiguous()))
+
+
+@relu_.register_fake
+def _(input):
+    return None
+
+
+@torch.library.custom_op("convkit::relu_backward", mutates_args=())
+def relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
+    """grad_input = grad_output where output > 0, else 0."""
+    dy, y, out, copied = _elementwise_pair(grad_output, output)
+    if not copied:
+        return K.relu_bwd(dy, y, out=out)
+    return out.copy_(K.relu_bwd(dy, y))
+
+
+@relu_backward.register_fake
+def _(grad_output, output):
+    return torch.empty_like(grad_output)
+
+
+def _relu_setup(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _relu_backward(ctx, grad):
+    (output,) = ctx.saved_tensors
+    return relu_backward(grad, output) if ctx.needs_input_grad[0] else None
+
+
+relu.register_autograd(_relu_backward, setup_context=_relu_setup)
+
+
+def _relu_bwd_setup(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+
+
+def _relu_bwd_backward(ctx, gg):
+    (output,) = ctx.saved_tensors
+    return (relu_backward(gg, output) if ctx.needs_input_grad[0] else None), None
+
+
+relu_backward.register_autograd(_relu_bwd_backward, setup_context=_relu_bwd_setup)

@@ -1,0 +1,209 @@
+"""Argument checking and normalization, shared by the torch and NumPy paths.
+
+Every public op resolves its arguments here before any kernel runs: ints and pairs become tuples,
+every padding form becomes explicit (top, bottom, left, right) pads, and bad input raises a
+ConvkitValueError / ConvkitTypeError (both RuntimeError) naming the argument and its value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+from ._errors import ConvkitTypeError, ConvkitValueError
+
+CONV_ALGOS = ("auto", "direct", "im2col", "1x1")
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def dtype_name(dtype) -> str:
+    """'float32' for torch.float32, numpy.float32, np.dtype('float32')."""
+    s = str(dtype)
+    return s[len("torch."):] if s.startswith("torch.") else s
+
+
+def _int(v, op: str, name: str) -> int:
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise ConvkitTypeError(f"{op}: {name} must be an int, got {v!r}")
+    return int(v)
+
+
+def int_pair(v, op: str, name: str) -> Tuple[int, int]:
+    """(v, v) for an int, (a, b) for a pair; anything else raises."""
+    if isinstance(v, (list, tuple)):
+        if len(v) == 1:
+            v = (v[0], v[0])
+        if len(v) != 2:
+            raise ConvkitValueError(f"{op}: {name} must be an int or a pair of ints, got {tuple(v)!r}")
+        return (_int(v[0], op, name), _int(v[1], op, name))
+    x = _int(v, op, name)
+    return (x, x)
+
+
+@dataclass(frozen=True)
+class ConvArgs:
+    """A checked convolution: stride (2), pads (top, bottom, left, right), dilation (2), groups."""
+    stride: Tuple[int, int]
+    pads: Tuple[int, int, int, int]
+    dilation: Tuple[int, int]
+    groups: int
+    algo: str
+
+
+def check_float_dtype(op: str, name: str, dtype) -> str:
+    d = dtype_name(dtype)
+    if d not in FLOAT_DTYPES:
+        raise ConvkitTypeError(f"{op}: {name} has dtype {d}; convkit supports {', '.join(FLOAT_DTYPES)} here")
+    return d
+
+
+def check_rank(op: str, name: str, shape: Sequence[int], ranks=(3, 4)) -> None:
+    if len(shape) not in ranks:
+        want = " or ".join(f"{r} ({'N, ' if r == 4 else ''}C, H, W)" for r in ranks)
+        raise ConvkitValueError(f"{op}: expected {name} of rank {want}, got rank {len(shape)} (shape {tuple(shape)})")
+
+
+def conv_padding(padding, kernel: Tuple[int, int], dilation: Tuple[int, int],
+                 stride: Tuple[int, int], op: str) -> Tuple[int, int, int, int]:
+    """Four explicit pads from an int, a pair, 'valid' or 'same' (torch's rule: an even kernel's
+    extra pad goes bottom/right)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ConvkitValueError(f"{op}: padding='same' is not supported for strided convolutions (stride={stride})")
+            pads = []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)
+        raise ConvkitValueError(f"{op}: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    if isinstance(padding, (list, tuple)) and len(padding) == 4:
+        pads = tuple(_int(p, op, "padding") for p in padding)
+    else:
+        ph, pw = int_pair(padding, op, "padding")
+        pads = (ph, ph, pw, pw)
+    if min(pads) < 0:
+        raise ConvkitValueError(f"{op}: padding must be >= 0, got {padding!r}")
+    return pads
+
+
+def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bias_shape=None,
+               bias_dtype=None, stride=1, padding=0, dilation=1, groups=1, algo="auto") -> ConvArgs:
+    """Checks a 4-D convolution's arguments (input [N, C, H, W], weight [K, C/groups, R, S])."""
+    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+    check_rank(op, "input", input_shape, (4,))
+    if len(weight_shape) != 4:
+        raise ConvkitValueError(f"{op}: expected weight of rank 4 (K, C/groups, R, S), got shape {weight_shape}")
+    xd = check_float_dtype(op, "input", input_dtype)
+    wd = check_float_dtype(op, "weight", weight_dtype)
+    if xd != wd:
+        raise ConvkitTypeError(f"{op}: input ({xd}) and weight ({wd}) must have the same dtype")
+    if not isinstance(algo, str) or algo not in CONV_ALGOS:
+        raise ConvkitValueError(f"{op}: unknown algo {algo!r}; choose one of {', '.join(CONV_ALGOS)}")
+    groups = _int(groups, op, "groups")
+    stride = int_pair(stride, op, "stride")
+    dilation = int_pair(dilation, op, "dilation")
+    if min(stride) < 1:
+        raise ConvkitValueError(f"{op}: stride must be >= 1, got {stride}")
+    if min(dilation) < 1:
+        raise ConvkitValueError(f"{op}: dilation must be >= 1, got {dilation}")
+    if groups < 1:
+        raise ConvkitValueError(f"{op}: groups must be >= 1, got {groups}")
+    n, c, h, w = input_shape
+    k, cg, r, s = weight_shape
+    if min(k, cg, r, s) < 1:
+        raise ConvkitValueError(f"{op}: weight has an empty dimension, shape {weight_shape}")
+    if c % groups:
+        raise ConvkitValueError(f"{op}: groups={groups} does not divide the {c} input channels")
+    if k % groups:
+        raise ConvkitValueError(f"{op}: groups={groups} does not divide the {k} output channels (weight.shape[0])")
+    if cg * groups != c:
+        raise ConvkitValueError(
+            f"{op}: input has {c} channels but weight {weight_shape} with groups={groups} expects "
+            f"{cg * groups} (weight.shape[1] * groups)")
+    if h < 1 or w < 1:
+        raise ConvkitValueError(f"{op}: input has an empty spatial dimension, shape {input_shape}")
+    pads = conv_padding(padding, (r, s), dilation, stride, op)
+    eh, ew = dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1
+    if eh > h + pads[0] + pads[1] or ew > w + pads[2] + pads[3]:
+        raise ConvkitValueError(
+            f"{op}: kernel size ({r}, {s}) with dilation {dilation} spans ({eh}, {ew}), larger than the "
+            f"padded input ({h + pads[0] + pads[1]}, {w + pads[2] + pads[3]})")
+    if bias_shape is not None:
+        if tuple(bias_shape) != (k,):
+            raise ConvkitValueError(f"{op}: bias must have shape ({k},) for {k} output channels, got {tuple(bias_shape)}")
+        bd = check_float_dtype(op, "bias", bias_dtype)
+        if bd != xd:
+            raise ConvkitTypeError(f"{op}: bias ({bd}) must have the input's dtype ({xd})")
+    if algo == "1x1" and not (r == 1 and s == 1 and pads == (0, 0, 0, 0)):
+        raise ConvkitValueError(
+            f"{op}: algo='1x1' needs a 1x1 kernel and zero padding, got kernel ({r}, {s}) and padding {padding!r}")
+    return ConvArgs(stride, pads, dilation, groups, algo)
+
+
+def conv_output_hw(h: int, w: int, r: int, s: int, args: ConvArgs) -> Tuple[int, int]:
+    pt, pb, pl, pr = args.pads
+    (sh, sw), (dh, dw) = args.stride, args.dilation
+    return ((h + pt + pb - dh * (r - 1) - 1) // sh + 1, (w + pl + pr - dw * (s - 1) - 1) // sw + 1)
+
+
+@dataclass(frozen=True)
+class PoolArgs:
+    kernel: Tuple[int, int]
+    stride: Tuple[int, int]
+    padding: Tuple[int, int]
+    dilation: Tuple[int, int]
+    ceil_mode: bool
+    out_hw: Tuple[int, int]
+
+
+def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's pooling output size: with ceil_mode a last window starting in the right padding is dropped."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def check_pool(op: str, input_shape, dtype, kernel_size, stride=None, padding=0, dilation=1,
+               ceil_mode=False) -> PoolArgs:
+    """Checks a pooling's arguments on a 4-D input [N, C, H, W]."""
+    input_shape = tuple(input_shape)
+    check_rank(op, "input", input_shape, (4,))
+    check_float_dtype(op, "input", dtype)
+    kernel = int_pair(kernel_size, op, "kernel_size")
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
+        else int_pair(stride, op, "stride")
+    padding = int_pair(padding, op, "padding")
+    dilation = int_pair(dilation, op, "dilation")
+    if min(kernel) < 1:
+        raise ConvkitValueError(f"{op}: kernel_size must be >= 1, got {kernel}")
+    if min(stride) < 1:
+        raise ConvkitValueError(f"{op}: stride must be >= 1, got {stride}")
+    if min(dilation) < 1:
+        raise ConvkitValueError(f"{op}: dilation must be >= 1, got {dilation}")
+    if min(padding) < 0 or padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ConvkitValueError(
+            f"{op}: padding must be between 0 and half the kernel size, got padding={padding} for kernel_size={kernel}")
+    n, c, h, w = input_shape
+    if c < 1 or h < 1 or w < 1:
+        raise ConvkitValueError(f"{op}: input has an empty non-batch dimension, shape {input_shape}")
+    ceil_mode = bool(ceil_mode)
+    out = (pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode),
+           pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode))
+    if min(out) < 1:
+        raise ConvkitValueError(
+            f"{op}: output would be empty: input ({h}, {w}), kernel_size={kernel}, stride={stride}, "
+            f"padding={padding}, dilation={dilation} give output size {out}")
+    return PoolArgs(kernel, stride, padding, dilation, ceil_mode, out)
+
+
+def check_divisor(op: str, divisor_override: Optional[int]) -> Optional[int]:
+    if divisor_override is None:
+        return None
+    d = _int(divisor_override, op, "divisor_override")
+    if d == 0:
+        raise ConvkitValueError(f"{op}: divisor_override must be non-zero, got 0")
+    return d

@@ -1,0 +1,312 @@
+"""convkit.functional: torch.nn.functional's conv2d, max_pool2d, avg_pool2d and relu on convkit's
+kernels, plus the backward functions as public API.
+
+torch tensors in, torch tensors out, with autograd (through the convkit:: custom ops).
+NumPy arrays in, NumPy arrays out, straight to the kernels (no autograd: call the public
+backward functions yourself). Semantics are torch's, including unbatched (C, H, W) input, empty
+batches, non-contiguous and channels_last input. Every argument is checked before any kernel runs.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from . import _kernels as K
+from ._backend import available_backends
+from ._errors import ConvkitTypeError, ConvkitValueError
+from ._params import (check_conv, check_divisor, check_float_dtype, check_pool, check_rank,
+                      conv_output_hw)
+
+try:
+    import torch
+    from . import _ops  # noqa: F401  (registers torch.ops.convkit.*)
+except ImportError:  # NumPy-only use
+    torch = None
+
+__all__ = [
+    "conv2d", "max_pool2d", "avg_pool2d", "relu", "relu_",
+    "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias",
+    "max_pool2d_backward", "avg_pool2d_backward", "relu_backward",
+]
+
+IntOrPair = Union[int, Sequence[int]]
+
+
+# ---- array kinds, devices, ranks ---------------------------------------------------------------
+
+def _kind(op: str, *arrays) -> str:
+    """'torch' or 'numpy'; mixing the two, or anything else, is a TypeError."""
+    kinds = set()
+    for a in arrays:
+        if a is None:
+            continue
+        if torch is not None and isinstance(a, torch.Tensor):
+            kinds.add("torch")
+        elif isinstance(a, np.ndarray):
+            kinds.add("numpy")
+        else:
+            raise ConvkitTypeError(f"{op}: expected torch.Tensor or numpy.ndarray arguments, got {type(a).__name__}")
+    if len(kinds) != 1:
+        raise ConvkitTypeError(f"{op}: all array arguments must be of one kind (torch or NumPy), got {sorted(kinds)}")
+    return kinds.pop()
+
+
+def _check_devices(op: str, *tensors) -> None:
+    ts = [t for t in tensors if t is not None]
+    devices = {t.device for t in ts}
+    if len(devices) > 1:
+        raise ConvkitValueError(f"{op}: expected all tensors on one device, got {sorted(str(d) for d in devices)}")
+    dev = ts[0].device
+    if dev.type == "cuda" and "cuda" not in available_backends():
+        raise ConvkitTypeError(f"{op}: tensors are on {dev} but this install has no CUDA backend "
+                               f"(available: {', '.join(available_backends())})")
+    if dev.type not in ("cpu", "cuda", "meta"):
+        raise ConvkitTypeError(f"{op}: unsupported device {dev}")
+
+
+def _batched(op: str, name: str, shape) -> bool:
+    check_rank(op, name, tuple(shape))
+    return len(shape) == 4
+
+
+def _np(a):
+    return None if a is None else np.ascontiguousarray(a)
+
+
+def _shape4(shape) -> tuple:
+    shape = tuple(int(s) for s in shape)
+    return shape if len(shape) == 4 else (1,) + shape
+
+
+def _check_grad_shape(op: str, grad_output, expected) -> None:
+    if tuple(grad_output.shape) != tuple(expected):
+        raise ConvkitValueError(f"{op}: grad_output has shape {tuple(grad_output.shape)}, expected {tuple(expected)}")
+
+
+# ---- convolution -------------------------------------------------------------------------------
+
+def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[str, IntOrPair] = 0,
+           dilation: IntOrPair = 1, groups: int = 1, *, algo: str = "auto"):
+    """2-D cross-correlation, as torch.nn.functional.conv2d.
+
+    input: [N, C, H, W] or [C, H, W]; weight: [K, C/groups, R, S]; bias: [K] or None.
+    padding: int, pair, 'same' (torch's: the extra pad of an even kernel goes bottom/right) or 'valid'.
+    algo: 'auto', 'direct', 'im2col' or '1x1' (1x1 kernels with zero padding, any stride/groups).
+    Returns [N, K, P, Q] (or [K, P, Q]).
+    """
+    kind = _kind("conv2d", input, weight, bias)
+    batched = _batched("conv2d", "input", input.shape)
+    args = check_conv("conv2d", _shape4(input.shape), weight.shape, input.dtype, weight.dtype,
+                      None if bias is None else bias.shape, None if bias is None else bias.dtype,
+                      stride, padding, dilation, groups, algo)
+    if kind == "numpy":
+        y = K.conv2d_fwd(_np(input.reshape(_shape4(input.shape))), _np(weight), _np(bias), args)
+    else:
+        _check_devices("conv2d", input, weight, bias)
+        x = input if batched else input.unsqueeze(0)
+        y = torch.ops.convkit.conv2d(x, weight, bias, list(args.stride), list(args.pads),
+                                     list(args.dilation), args.groups, args.algo)
+    return y if batched else y[0]
+
+
+def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 1,
+                          padding: Union[str, IntOrPair] = 0, dilation: IntOrPair = 1, groups: int = 1,
+                          *, algo: str = "auto"):
+    """Gradient of conv2d with respect to its input.
+
+    grad_output: [N, K, P, Q] (or [K, P, Q]); weight: [K, C/groups, R, S];
+    input_shape: [N, C, H, W] (or [C, H, W]). Returns grad_input of input_shape.
+    """
+    op = "conv2d_backward_input"
+    kind = _kind(op, grad_output, weight)
+    batched = _batched(op, "input_shape", input_shape)
+    x4 = _shape4(input_shape)
+    args = check_conv(op, x4, weight.shape, grad_output.dtype, weight.dtype, stride=stride, padding=padding,
+                      dilation=dilation, groups=groups, algo=algo)
+    expected = (x4[0], weight.shape[0]) + conv_output_hw(x4[2], x4[3], weight.shape[2], weight.shape[3], args)
+    _check_grad_shape(op, grad_output, expected if batched else expected[1:])
+    if kind == "numpy":
+        dx = K.conv2d_bwd_input(_np(grad_output.reshape(expected)), _np(weight), x4, args)
+    else:
+        _check_devices(op, grad_output, weight)
+        dy = grad_output if batched else grad_output.unsqueeze(0)
+        dx = torch.ops.convkit.conv2d_backward_input(dy, weight, list(x4), list(args.stride), list(args.pads),
+                                                     list(args.dilation), args.groups, args.algo)
+    return dx if batched else dx[0]
+
+
+def conv2d_backward_weight(grad_output, input, weight_shape, stride: IntOrPair = 1,
+                           padding: Union[str, IntOrPair] = 0, dilation: IntOrPair = 1, groups: int = 1,
+                           *, algo: str = "auto"):
+    """Gradient of conv2d with respect to its weight.
+
+    grad_output: [N, K, P, Q] (or [K, P, Q]); input: [N, C, H, W] (or [C, H, W]);
+    weight_shape: [K, C/groups, R, S]. Returns grad_weight of weight_shape.
+    """
+    op = "conv2d_backward_weight"
+    kind = _kind(op, grad_output, input)
+    batched = _batched(op, "input", input.shape)
+    x4, w_shape = _shape4(input.shape), tuple(int(s) for s in weight_shape)
+    args = check_conv(op, x4, w_shape, input.dtype, grad_output.dtype, stride=stride, padding=padding,
+                      dilation=dilation, groups=groups, algo=algo)
+    expected = (x4[0], w_shape[0]) + conv_output_hw(x4[2], x4[3], w_shape[2], w_shape[3], args)
+    _check_grad_shape(op, grad_output, expected if batched else expected[1:])
+    if kind == "numpy":
+        return K.conv2d_bwd_weight(_np(grad_output.reshape(expected)), _np(input.reshape(x4)), w_shape, args)
+    _check_devices(op, grad_output, input)
+    dy = grad_output if batched else grad_output.unsqueeze(0)
+    x = input if batched else input.unsqueeze(0)
+    return torch.ops.convkit.conv2d_backward_weight(dy, x, list(w_shape), list(args.stride), list(args.pads),
+                                                    list(args.dilation), args.groups, args.algo)
+
+
+def conv2d_backward_bias(grad_output):
+    """Gradient of conv2d with respect to its bias: grad_output [N, K, P, Q] summed to [K]."""
+    op = "conv2d_backward_bias"
+    kind = _kind(op, grad_output)
+    batched = _batched(op, "grad_output", grad_output.shape)
+    check_float_dtype(op, "grad_output", grad_output.dtype)
+    if kind == "numpy":
+        return K.conv2d_bwd_bias(_np(grad_output.reshape(_shape4(grad_output.shape))))
+    _check_devices(op, grad_output)
+    return torch.ops.convkit.conv2d_backward_bias(grad_output if batched else grad_output.unsqueeze(0))
+
+
+# ---- pooling -----------------------------------------------------------------------------------
+
+def _shape_carrier(like, shape):
+    """A tensor of `shape` that costs no memory: the backward ops read only its shape."""
+    return like.new_zeros(()).expand(tuple(shape))
+
+
+def max_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False):
+    """Max pooling, as torch.nn.functional.max_pool2d (NaN propagates; indices are int64 offsets
+    h * W + w into each input plane). input: [N, C, H, W] or [C, H, W]."""
+    op = "max_pool2d"
+    kind = _kind(op, input)
+    batched = _batched(op, "input", input.shape)
+    a = check_pool(op, _shape4(input.shape), input.dtype, kernel_size, stride, padding, dilation, ceil_mode)
+    if kind == "numpy":
+        y, idx = K.max_pool2d_fwd(_np(input.reshape(_shape4(input.shape))), a, bool(return_indices))
+    else:
+        _check_devices(op, input)
+        x = input if batched else input.unsqueeze(0)
+        y, idx = torch.ops.convkit.max_pool2d(x, list(a.kernel), list(a.stride), list(a.padding),
+                                              list(a.dilation), a.ceil_mode)
+    if not batched:
+        y, idx = y[0], (None if idx is None else idx[0])
+    return (y, idx) if return_indices else y
+
+
+def max_pool2d_backward(grad_output, input_shape, indices, kernel_size: IntOrPair,
+                        stride: Optional[IntOrPair] = None, padding: IntOrPair = 0, dilation: IntOrPair = 1,
+                        ceil_mode: bool = False):
+    """Gradient of max_pool2d: grad_output [N, C, P, Q] and the forward's indices -> [input_shape]."""
+    op = "max_pool2d_backward"
+    kind = _kind(op, grad_output, indices)
+    batched = _batched(op, "input_shape", input_shape)
+    x4 = _shape4(input_shape)
+    a = check_pool(op, x4, grad_output.dtype, kernel_size, stride, padding, dilation, ceil_mode)
+    out_shape = x4[:2] + a.out_hw
+    _check_grad_shape(op, grad_output, out_shape if batched else out_shape[1:])
+    if tuple(indices.shape) != tuple(grad_output.shape) or "int64" not in str(indices.dtype):
+        raise ConvkitValueError(f"{op}: indices must be int64 of grad_output's shape {tuple(grad_output.shape)}, "
+                                f"got {indices.dtype} {tuple(indices.shape)}")
+    if kind == "numpy":
+        return K.max_pool2d_bwd(_np(grad_output.reshape(out_shape)), x4, _np(indices.reshape(out_shape)), a)
+    _check_devices(op, grad_output, indices)
+    dy = grad_output if batched else grad_output.unsqueeze(0)
+    idx = indices if batched else indices.unsqueeze(0)
+    dx = torch.ops.convkit.max_pool2d_backward(dy, _shape_carrier(dy, x4), idx, list(a.kernel), list(a.stride),
+                                               list(a.padding), list(a.dilation), a.ceil_mode)
+    return dx if batched else dx[0]
+
+
+def avg_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
+               ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: Optional[int] = None):
+    """Average pooling, as torch.nn.functional.avg_pool2d. input: [N, C, H, W] or [C, H, W]."""
+    op = "avg_pool2d"
+    kind = _kind(op, input)
+    batched = _batched(op, "input", input.shape)
+    a = check_pool(op, _shape4(input.shape), input.dtype, kernel_size, stride, padding, 1, ceil_mode)
+    div = check_divisor(op, divisor_override)
+    if kind == "numpy":
+        y = K.avg_pool2d_fwd(_np(input.reshape(_shape4(input.shape))), a, bool(count_include_pad), div)
+    else:
+        _check_devices(op, input)
+        x = input if batched else input.unsqueeze(0)
+        y = torch.ops.convkit.avg_pool2d(x, list(a.kernel), list(a.stride), list(a.padding), a.ceil_mode,
+                                         bool(count_include_pad), div)
+    return y if batched else y[0]
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
+                        padding: IntOrPair = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+                        divisor_override: Optional[int] = None):
+    """Gradient of avg_pool2d: grad_output [N, C, P, Q] -> [input_shape]."""
+    op = "avg_pool2d_backward"
+    kind = _kind(op, grad_output)
+    batched = _batched(op, "input_shape", input_shape)
+    x4 = _shape4(input_shape)
+    a = check_pool(op, x4, grad_output.dtype, kernel_size, stride, padding, 1, ceil_mode)
+    div = check_divisor(op, divisor_override)
+    out_shape = x4[:2] + a.out_hw
+    _check_grad_shape(op, grad_output, out_shape if batched else out_shape[1:])
+    if kind == "numpy":
+        return K.avg_pool2d_bwd(_np(grad_output.reshape(out_shape)), x4, a, bool(count_include_pad), div)
+    _check_devices(op, grad_output)
+    dy = grad_output if batched else grad_output.unsqueeze(0)
+    dx = torch.ops.convkit.avg_pool2d_backward(dy, _shape_carrier(dy, x4), list(a.kernel), list(a.stride),
+                                               list(a.padding), a.ceil_mode, bool(count_include_pad), div)
+    return dx if batched else dx[0]
+
+
+# ---- ReLU --------------------------------------------------------------------------------------
+
+def relu(input, inplace: bool = False):
+    """max(input, 0), as torch.nn.functional.relu (NaN stays NaN). inplace=True writes into input
+    and returns it; under autograd it runs the functional op and copies back, so gradients are
+    torch's."""
+    op = "relu_" if inplace else "relu"
+    kind = _kind(op, input)
+    check_float_dtype(op, "input", input.dtype)
+    if kind == "numpy":
+        if not inplace:
+            return K.relu_fwd(_np(input))
+        if input.flags.c_contiguous:
+            return K.relu_fwd(input, out=input)
+        input[...] = K.relu_fwd(_np(input))
+        return input
+    _check_devices(op, input)
+    if not inplace:
+        return torch.ops.convkit.relu(input)
+    if torch.is_grad_enabled() and input.requires_grad:
+        base = input if input._base is None else input._base
+        if base.is_leaf:
+            raise ConvkitValueError(
+                f"{op}: in-place ReLU on {'a view of ' if base is not input else ''}a leaf tensor that requires "
+                "grad (torch forbids it too); use inplace=False")
+        return input.copy_(torch.ops.convkit.relu(input))
+    torch.ops.convkit.relu_(input)
+    return input
+
+
+def relu_(input):
+    """In-place ReLU: relu(input, inplace=True)."""
+    return relu(input, inplace=True)
+
+
+def relu_backward(grad_output, output):
+    """Gradient of relu: grad_output where output > 0, else 0."""
+    op = "relu_backward"
+    kind = _kind(op, grad_output, output)
+    check_float_dtype(op, "grad_output", grad_output.dtype)
+    if tuple(grad_output.shape) != tuple(output.shape) or str(grad_output.dtype) != str(output.dtype):
+        raise ConvkitValueError(f"{op}: grad_output {tuple(grad_output.shape)} {grad_output.dtype} and output "
+                                f"{tuple(output.shape)} {output.dtype} must match")
+    if kind == "numpy":
+        return K.relu_bwd(_np(grad_output), _np(output))
+    _check_devices(op, grad_output, output)
+    return torch.ops.convkit.relu_backward(grad_output, output)
