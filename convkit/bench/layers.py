@@ -1,0 +1,351 @@
+"""The benchmark's layer table: every convolution and pooling layer of GoogLeNet plus the
+lecture's inception example, with op counts, input set-up and the calls to convkit and torch.
+
+One source for `convkit bench` (convkit/bench/runner.py) and the pytest-benchmark suites
+(benchmarks/). Layer names are fixed by DESIGN.md "Benchmark rows".
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from convkit import flops
+
+__all__ = [
+    "ConvSpec", "PoolSpec", "Layer", "LayerInputs", "GOOGLENET_TABLE1", "LAYERS", "QUICK_LAYERS",
+    "CONV_BENCH_ALGOS", "PASSES", "layers_by_name", "select_layers", "check_table",
+]
+
+# GoogLeNet channel numbers: Szegedy et al. 2015, "Going Deeper with Convolutions", Table 1
+# (the same numbers as ../shared/googlenet-table1.csv).
+# module: (input_hw, input_c, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj, output_c,
+#          the table's "ops" column in millions of MACs, used as a cross-check below)
+GOOGLENET_TABLE1: Dict[str, Tuple[int, ...]] = {
+    "3a": (28, 192, 64, 96, 128, 16, 32, 32, 256, 128),
+    "3b": (28, 256, 128, 128, 192, 32, 96, 64, 480, 304),
+    "4a": (14, 480, 192, 96, 208, 16, 48, 64, 512, 73),
+    "4b": (14, 512, 160, 112, 224, 24, 64, 64, 512, 88),
+    "4c": (14, 512, 128, 128, 256, 24, 64, 64, 512, 100),
+    "4d": (14, 512, 112, 144, 288, 32, 64, 64, 528, 119),
+    "4e": (14, 528, 256, 160, 320, 32, 128, 128, 832, 170),
+    "5a": (7, 832, 256, 160, 320, 32, 128, 128, 832, 54),
+    "5b": (7, 832, 384, 192, 384, 48, 128, 128, 1024, 71),
+}
+
+# Conv algorithms the benchmark times by default ("auto" can be asked for with --algos).
+CONV_BENCH_ALGOS = ("direct", "im2col", "1x1")
+# Passes: fwd = forward only (no autograd graph); fwd+bwd = forward, then .backward() of the
+# output with a fixed gradient, every input (x, weight, bias) requiring grad.
+PASSES = ("fwd", "fwd+bwd")
+# A few layers that cover each kind of op (1x1, 3x3, 5x5, strided stem, max and avg pool),
+# for `convkit bench --quick`.
+QUICK_LAYERS = ("stem.7x7", "3a.1x1", "3a.3x3", "4a.5x5", "lecture.3x3", "pool2", "3a.pool",
+                "avgpool")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    kernel: int
+    stride: int
+    padding: int = 0
+    ceil_mode: bool = False
+
+
+@dataclass
+class LayerInputs:
+    """Tensors for one layer: x [N, C, H, W]; for a conv also weight [K, C, R, S] and bias [K];
+    grad [N, K, P, Q] (or the pool's output shape), the fixed gradient of the output."""
+    x: "object"
+    weight: "object" = None
+    bias: "object" = None
+    grad: "object" = None
+
+    def leaves(self) -> list:
+        return [t for t in (self.x, self.weight, self.bias) if t is not None]
+
+    def to(self, dtype) -> "LayerInputs":
+        """A detached copy in another dtype, requires_grad as in self (for float64 references)."""
+        def conv(t):
+            if t is None:
+                return None
+            return t.detach().to(dtype).requires_grad_(t.requires_grad)
+        return LayerInputs(conv(self.x), conv(self.weight), conv(self.bias),
+                           None if self.grad is None else self.grad.to(dtype))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One benchmarked layer. op: "conv2d", "max_pool2d" or "avg_pool2d"; input_shape (C, H, W)."""
+    name: str
+    op: str
+    input_shape: Tuple[int, int, int]
+    conv: Optional[ConvSpec] = None
+    pool: Optional[PoolSpec] = None
+
+    # ---- shapes and op counts -------------------------------------------------------------
+    @property
+    def is_conv(self) -> bool:
+        return self.op == "conv2d"
+
+    @property
+    def is_1x1(self) -> bool:
+        return self.is_conv and self.conv.kernel == 1 and self.conv.padding == 0
+
+    def output_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:
+        shape = (batch,) + tuple(self.input_shape)
+        if self.is_conv:
+            c = self.conv
+            return flops.conv2d_output_shape(shape, c.out_channels, c.kernel, c.stride, c.padding)
+        p = self.pool
+        return tuple(flops.pool2d_output_shape(shape, p.kernel, p.stride, p.padding,
+                                               ceil_mode=p.ceil_mode))
+
+    def macs(self, batch: int = 1, pass_: str = "fwd") -> int:
+        """MACs of a convolution pass: the forward's N*K*P*Q*C*R*S; fwd+bwd is three times that
+        (grad input and grad weight each cost as much as the forward; the bias is ignored)."""
+        if not self.is_conv:
+            raise ValueError(f"{self.name} is a pooling layer: it has bytes, not MACs")
+        c = self.conv
+        fwd = flops.conv2d_macs((batch,) + tuple(self.input_shape), c.out_channels, c.kernel,
+                                c.stride, c.padding)
+        return {"fwd": fwd, "bwd_input": fwd, "bwd_weight": fwd, "fwd+bwd": 3 * fwd}[pass_]
+
+    def bytes(self, batch: int = 1, pass_: str = "fwd", itemsize: int = 4) -> int:
+        """Bytes a pooling pass must move at least. fwd: read the input, write the output.
+        fwd+bwd: the forward (a max pool also writes int64 indices, as autograd needs them),
+        then the backward: read grad output (and indices), write grad input."""
+        if self.is_conv:
+            raise ValueError(f"{self.name} is a convolution: it has MACs, not bytes")
+        in_shape = (batch,) + tuple(self.input_shape)
+        out_shape = self.output_shape(batch)
+        if pass_ == "fwd":
+            return flops.pool2d_bytes(in_shape, out_shape, itemsize)
+        if pass_ != "fwd+bwd":
+            raise ValueError(f"pooling layers have passes fwd and fwd+bwd, not {pass_!r}")
+        indices = self.op == "max_pool2d"
+        # The backward moves the same elements the other way: read dy (+ idx), write dx.
+        return 2 * flops.pool2d_bytes(in_shape, out_shape, itemsize, indices=indices)
+
+    def work(self, batch: int, pass_: str, itemsize: int = 4) -> int:
+        """MACs for a convolution, bytes for a pool."""
+        return self.macs(batch, pass_) if self.is_conv else self.bytes(batch, pass_, itemsize)
+
+    def algos(self) -> List[str]:
+        """The convkit algorithms that apply; pools have one implementation, named "direct"."""
+        if not self.is_conv:
+            return ["direct"]
+        return ["direct", "im2col"] + (["1x1"] if self.is_1x1 else [])
+
+    def passes(self) -> List[str]:
+        return list(PASSES)
+
+    # ---- inputs and calls -----------------------------------------------------------------
+    def make_inputs(self, batch: int, dtype=None, seed: int = 0, requires_grad: bool = False,
+                    device="cpu") -> LayerInputs:
+        """Deterministic random inputs: x ~ N(0, 1), weight ~ N(0, 1/fan_in) (outputs stay O(1)),
+        bias ~ N(0, 0.1), grad ~ N(0, 1)."""
+        import torch
+        dtype = dtype or torch.float32
+        gen = torch.Generator().manual_seed(seed)
+
+        def randn(*shape, scale=1.0):
+            t = torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
+            return t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+
+        c, h, w = self.input_shape
+        x = randn(batch, c, h, w)
+        weight = bias = None
+        if self.is_conv:
+            cs = self.conv
+            fan_in = c * cs.kernel * cs.kernel
+            weight = randn(cs.out_channels, c, cs.kernel, cs.kernel, scale=fan_in ** -0.5)
+            bias = randn(cs.out_channels, scale=0.1)
+        grad = torch.randn(*self.output_shape(batch), generator=gen, dtype=torch.float64)
+        return LayerInputs(x, weight, bias, grad.to(device=device, dtype=dtype))
+
+    def forward(self, inputs: LayerInputs, impl: str = "torch", algo: Optional[str] = None):
+        """The layer's op on inputs, by torch.nn.functional (impl="torch") or
+        convkit.functional (impl="convkit", with algo for a convolution)."""
+        if impl == "torch":
+            import torch.nn.functional as F
+            extra = {}
+        elif impl == "convkit":
+            import convkit.functional as F
+            extra = {"algo": algo} if (self.is_conv and algo) else {}
+        else:
+            raise ValueError(f"impl must be 'torch' or 'convkit', got {impl!r}")
+        if self.is_conv:
+            c = self.conv
+            return F.conv2d(inputs.x, inputs.weight, inputs.bias, c.stride, c.padding, **extra)
+        p = self.pool
+        if self.op == "max_pool2d":
+            return F.max_pool2d(inputs.x, p.kernel, p.stride, p.padding, ceil_mode=p.ceil_mode)
+        return F.avg_pool2d(inputs.x, p.kernel, p.stride, p.padding, ceil_mode=p.ceil_mode)
+
+    def step(self, inputs: LayerInputs, pass_: str, impl: str = "torch",
+             algo: Optional[str] = None):
+        """A callable that runs one pass. fwd: the forward under no_grad. fwd+bwd: clear the
+        leaves' .grad, forward, then .backward(inputs.grad) (inputs must require grad)."""
+        import torch
+        if pass_ == "fwd":
+            def run_fwd():
+                with torch.no_grad():
+                    return self.forward(inputs, impl, algo)
+            return run_fwd
+        if pass_ == "fwd+bwd":
+            leaves = inputs.leaves()
+            if not all(t.requires_grad for t in leaves):
+                raise ValueError("fwd+bwd needs inputs made with requires_grad=True")
+
+            def run_fwd_bwd():
+                for t in leaves:
+                    t.grad = None
+                y = self.forward(inputs, impl, algo)
+                y.backward(inputs.grad)
+                return y
+            return run_fwd_bwd
+        raise ValueError(f"pass must be one of {PASSES}, got {pass_!r}")
+
+    def results(self, inputs: LayerInputs, pass_: str, impl: str = "torch",
+                algo: Optional[str] = None) -> Dict[str, "object"]:
+        """Run one pass and return what it computed: {"y": ...} and, for fwd+bwd, the grads
+        {"dx", "dweight", "dbias"}, detached."""
+        y = self.step(inputs, pass_, impl, algo)()
+        out = {"y": y.detach()}
+        if pass_ == "fwd+bwd":
+            for key, t in (("dx", inputs.x), ("dweight", inputs.weight), ("dbias", inputs.bias)):
+                if t is not None:
+                    out[key] = None if t.grad is None else t.grad.detach().clone()
+                    t.grad = None
+        return out
+
+
+# ---- the table ------------------------------------------------------------------------------
+def _conv(name, c, hw, k_out, kernel, stride=1, padding=0) -> Layer:
+    return Layer(name, "conv2d", (c, hw, hw), conv=ConvSpec(k_out, kernel, stride, padding))
+
+
+def _maxpool(name, c, hw, kernel, stride, padding=0, ceil_mode=False) -> Layer:
+    return Layer(name, "max_pool2d", (c, hw, hw), pool=PoolSpec(kernel, stride, padding, ceil_mode))
+
+
+def _inception(module: str, hw: int, c: int, n1x1: int, n3r: int, n3: int, n5r: int, n5: int,
+               pool_proj: int) -> List[Layer]:
+    """The branches of one inception module, in Table 1's column order; the 5x5 is a real 5x5."""
+    return [
+        _conv(f"{module}.1x1", c, hw, n1x1, 1),
+        _conv(f"{module}.3x3_reduce", c, hw, n3r, 1),
+        _conv(f"{module}.3x3", n3r, hw, n3, 3, padding=1),
+        _conv(f"{module}.5x5_reduce", c, hw, n5r, 1),
+        _conv(f"{module}.5x5", n5r, hw, n5, 5, padding=2),
+        # 3x3/1 pad 1: the same output size with or without ceil_mode; torchvision sets it.
+        _maxpool(f"{module}.pool", c, hw, 3, 1, padding=1, ceil_mode=True),
+        _conv(f"{module}.pool_proj", c, hw, pool_proj, 1),
+    ]
+
+
+def _build_layers() -> List[Layer]:
+    t = {m: row[:8] for m, row in GOOGLENET_TABLE1.items()}
+    layers = [
+        _conv("stem.7x7", 3, 224, 64, 7, stride=2, padding=3),          # -> 64x112x112
+        _maxpool("pool1", 64, 112, 3, 2, ceil_mode=True),                 # -> 64x56x56
+        _conv("stem.1x1", 64, 56, 64, 1),
+        _conv("stem.3x3", 64, 56, 192, 3, padding=1),                      # -> 192x56x56
+        _maxpool("pool2", 192, 56, 3, 2, ceil_mode=True),                 # -> 192x28x28
+    ]
+    layers += _inception("3a", *t["3a"]) + _inception("3b", *t["3b"])
+    layers.append(_maxpool("pool3", 480, 28, 3, 2, ceil_mode=True))       # -> 480x14x14
+    for m in ("4a", "4b", "4c", "4d", "4e"):
+        layers += _inception(m, *t[m])
+    layers.append(_maxpool("pool4", 832, 14, 3, 2, ceil_mode=True))       # -> 832x7x7
+    layers += _inception("5a", *t["5a"]) + _inception("5b", *t["5b"])
+    layers.append(Layer("avgpool", "avg_pool2d", (1024, 7, 7), pool=PoolSpec(7, 1)))  # -> 1024x1x1
+    # The lecture's inception example on 28x28x256: bottleneck widths (1x1 128; reduce 64 ->
+    # 3x3 192; reduce 64 -> 5x5 96; pool proj 64), plus the naive module's 3x3 and 5x5.
+    layers += [lay for lay in _inception("lecture", 28, 256, 128, 64, 192, 64, 96, 64)]
+    layers += [
+        _conv("lecture.naive_3x3", 256, 28, 192, 3, padding=1),
+        _conv("lecture.naive_5x5", 256, 28, 96, 5, padding=2),
+    ]
+    return layers
+
+
+LAYERS: List[Layer] = _build_layers()
+
+
+def layers_by_name() -> Dict[str, Layer]:
+    return {lay.name: lay for lay in LAYERS}
+
+
+def check_table(layers: Sequence[Layer] = LAYERS) -> None:
+    """Cross-check the table: shapes chain as in the paper, each module's MACs round to Table 1's
+    ops column, and the lecture layers match convkit.flops.LECTURE_INCEPTION_*. Raises
+    AssertionError on a mismatch."""
+    by = {lay.name: lay for lay in layers}
+    # Output sizes of the stem and the stride-2 pools (Table 1's "output size" column).
+    expect = {"stem.7x7": (64, 112), "pool1": (64, 56), "stem.3x3": (192, 56), "pool2": (192, 28),
+              "pool3": (480, 14), "pool4": (832, 7), "avgpool": (1024, 1)}
+    for name, (c, hw) in expect.items():
+        got = by[name].output_shape(1)
+        assert got == (1, c, hw, hw), f"{name}: output {got}, Table 1 says {c}x{hw}x{hw}"
+    stem = by["stem.1x1"].macs(1) + by["stem.3x3"].macs(1)
+    assert round(stem / 1e6) == 360, f"stem 1x1 + 3x3: {stem} MACs, Table 1 says 360M ops"
+    for m, row in GOOGLENET_TABLE1.items():
+        out_c, ops_m = row[8], row[9]
+        branches = [by[f"{m}.{b}"] for b in ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5",
+                                             "pool_proj")]
+        total = sum(b.macs(1) for b in branches)
+        # Table 1 rounds loosely (4a: 73.6M printed as 73M). Its 5a entry, 54M, does not follow
+        # from its own channel numbers (51.1M, as its 1072K params vs 1042K do not): skipped.
+        if m != "5a":
+            assert abs(total / 1e6 - ops_m) < 1, f"{m}: {total} MACs, Table 1 says {ops_m}M ops"
+        concat = sum(by[f"{m}.{b}"].output_shape(1)[1] for b in ("1x1", "3x3", "5x5", "pool_proj"))
+        assert concat == out_c, f"{m}: branches concatenate to {concat} channels, not {out_c}"
+    for branch, macs in flops.LECTURE_INCEPTION_BOTTLENECK.items():
+        assert by[f"lecture.{branch}"].macs(1) == macs, f"lecture.{branch}"
+    naive = {"1x1": "lecture.1x1", "3x3": "lecture.naive_3x3", "5x5": "lecture.naive_5x5"}
+    for branch, macs in flops.LECTURE_INCEPTION_NAIVE.items():
+        assert by[naive[branch]].macs(1) == macs, naive[branch]
+    assert sum(flops.LECTURE_INCEPTION_NAIVE.values()) == 854_196_224   # the slide's "854M ops"
+
+
+check_table()
+
+
+def _match(pattern: str, name: str, names: Sequence[str]) -> bool:
+    """A glob matches by fnmatch; a full layer name matches only itself ("3a.3x3" is not
+    "3a.3x3_reduce"); anything else matches as a substring."""
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    if pattern in names:
+        return pattern == name
+    return pattern in name
+
+
+def select_layers(patterns: Optional[Iterable[str] | str] = None,
+                  layers: Sequence[Layer] = LAYERS) -> List[Layer]:
+    """Layers whose name matches any pattern (comma-separated string or list): a glob
+    ("3a.*", "*.5x5"), a full layer name (just that layer), or else a substring ("pool"
+    matches pool1..4, the branch pools and pool_proj). None or empty: all layers. Table order is kept. Raises ValueError when a
+    pattern matches nothing."""
+    if patterns is None:
+        return list(layers)
+    if isinstance(patterns, str):
+        patterns = patterns.split(",")
+    patterns = [p.strip() for p in patterns if p.strip()]
+    if not patterns:
+        return list(layers)
+    names = {lay.name for lay in layers}
+    for p in patterns:
+        if not any(_match(p, lay.name, names) for lay in layers):
+            raise ValueError(f"--layers: {p!r} matches no layer (see `convkit layers`)")
+    return [lay for lay in layers if any(_match(p, lay.name, names) for p in patterns)]
