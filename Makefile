@@ -23,13 +23,16 @@ $(STAMP): requirements-dev.txt | $(PYTHON)
 	else \
 	  $(PIP) install "$$(grep '^torch==' requirements-dev.txt)"; \
 	fi
-	@if $(PYTHON) -c "import numpy, tqdm, pybind11, setuptools, wheel, pytest, pytest_benchmark, xdist; from setuptools.command import editable_wheel" 2>/dev/null \
+	@if $(PYTHON) -c "import numpy, pybind11, setuptools, pytest; from setuptools.command import editable_wheel" 2>/dev/null \
 	    && { command -v cmake >/dev/null || test -x $(VENV)/bin/cmake; }; then \
 	  echo "build and test tools present"; \
 	else \
 	  grep -v '^torch' requirements-dev.txt > $(VENV)/reqs-no-torch.txt; \
 	  $(PIP) install -r $(VENV)/reqs-no-torch.txt; \
 	fi
+	@# Nice to have (progress bar, pytest-benchmark, parallel tests): best effort on an offline box.
+	@$(PYTHON) -c "import tqdm, pytest_benchmark, xdist" 2>/dev/null || \
+	  $(PIP) install tqdm pytest-benchmark pytest-xdist || echo "note: tqdm/pytest-benchmark/pytest-xdist not installed"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -37,8 +40,11 @@ venv: $(STAMP)
 build: $(STAMP)
 	$(PIP) install --no-build-isolation --no-deps -e .
 
+# pytest-xdist spreads the suite over the cores when it is installed.
+XDIST = $(shell $(PYTHON) -c "import xdist" 2>/dev/null && echo "-n 2")
+
 test: build
-	$(PYTHON) -m pytest tests -n 2 -q $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests $(XDIST) -q $(PYTEST_ARGS)
 
 bench: build
 	$(PYTHON) -m convkit bench $(BENCH_ARGS)

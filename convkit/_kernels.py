@@ -278,7 +278,7 @@ def relu_fwd(x, out=None):
 
 
 def relu_bwd(dy, y, out=None):
-    """dx = dy where y > 0, else 0 (dy, y and out laid out alike in memory)."""
+    """dx = 0 where y <= 0, else dy (a NaN y passes dy, as torch); dy, y, out laid out alike."""
     name, mod = _module(dy, "relu_backward")
     dx = _new(dy, dy.shape) if out is None else out
     n = int(np.prod(dy.shape))

@@ -16,7 +16,9 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from . import _kernels as K
-from ._params import ConvArgs, PoolArgs, conv_output_hw, pool_output_size
+from ._errors import ConvkitValueError
+from ._params import (ConvArgs, PoolArgs, check_conv, check_divisor, check_pool, conv_output_hw,
+                      pool_output_size)
 
 _CL = torch.channels_last
 
@@ -40,6 +42,28 @@ def _conv_args(stride, padding, dilation, groups, algo) -> ConvArgs:
     return ConvArgs(tuple(stride), tuple(padding), tuple(dilation), groups, algo)
 
 
+def _checked_backward(op, grad_output, input_size, weight_size, other_dtype, stride, padding, dilation,
+                      groups, algo) -> ConvArgs:
+    """Checks a convolution backward's arguments, grad_output's shape included."""
+    args = check_conv(op, input_size, weight_size, grad_output.dtype, other_dtype, None, None, stride, padding,
+                      dilation, groups, algo)
+    expected = (input_size[0], weight_size[0]) + conv_output_hw(input_size[2], input_size[3], weight_size[2],
+                                                               weight_size[3], args)
+    if tuple(grad_output.shape) != tuple(expected):
+        raise ConvkitValueError(f"{op}: grad_output has shape {tuple(grad_output.shape)}, expected {expected}")
+    return args
+
+
+def _checked_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, grad_output=None) -> PoolArgs:
+    """Checks a pooling op's arguments (and grad_output's shape for a backward)."""
+    a = check_pool(op, input.shape, input.dtype if grad_output is None else grad_output.dtype, kernel_size,
+                   stride, padding, dilation, ceil_mode)
+    if grad_output is not None and tuple(grad_output.shape) != tuple(input.shape[:2]) + a.out_hw:
+        raise ConvkitValueError(f"{op}: grad_output has shape {tuple(grad_output.shape)}, "
+                                f"expected {tuple(input.shape[:2]) + a.out_hw}")
+    return a
+
+
 def _pool_args(input_hw, kernel_size, stride, padding, dilation, ceil_mode) -> PoolArgs:
     out = tuple(pool_output_size(s, k, st, p, d, ceil_mode)
                 for s, k, st, p, d in zip(input_hw, kernel_size, stride, padding, dilation))
@@ -52,7 +76,9 @@ def _pool_args(input_hw, kernel_size, stride, padding, dilation, ceil_mode) -> P
 def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[int], padding: List[int],
            dilation: List[int], groups: int, algo: str) -> Tensor:
     """input[N, C, H, W], weight[K, C/groups, R, S], bias[K] -> [N, K, P, Q]; padding (t, b, l, r)."""
-    args = _conv_args(stride, padding, dilation, groups, algo)
+    args = check_conv("convkit::conv2d", input.shape, weight.shape, input.dtype, weight.dtype,
+                      None if bias is None else bias.shape, None if bias is None else bias.dtype,
+                      stride, padding, dilation, groups, algo)
     y = K.conv2d_fwd(input.contiguous(), weight.contiguous(),
                      None if bias is None else bias.contiguous(), args)
     return _finish(y, _is_cl(input, weight))
@@ -69,7 +95,8 @@ def _(input, weight, bias, stride, padding, dilation, groups, algo):
 def conv2d_backward_input(grad_output: Tensor, weight: Tensor, input_size: List[int], stride: List[int],
                           padding: List[int], dilation: List[int], groups: int, algo: str) -> Tensor:
     """grad_output[N, K, P, Q], weight[K, C/groups, R, S] -> grad_input[input_size]."""
-    args = _conv_args(stride, padding, dilation, groups, algo)
+    args = _checked_backward("convkit::conv2d_backward_input", grad_output, input_size, weight.shape,
+                             weight.dtype, stride, padding, dilation, groups, algo)
     dx = K.conv2d_bwd_input(grad_output.contiguous(), weight.contiguous(), tuple(input_size), args)
     return _finish(dx, _is_cl(grad_output, weight))
 
@@ -83,7 +110,8 @@ def _(grad_output, weight, input_size, stride, padding, dilation, groups, algo):
 def conv2d_backward_weight(grad_output: Tensor, input: Tensor, weight_size: List[int], stride: List[int],
                            padding: List[int], dilation: List[int], groups: int, algo: str) -> Tensor:
     """grad_output[N, K, P, Q], input[N, C, H, W] -> grad_weight[weight_size] (NCHW contiguous)."""
-    args = _conv_args(stride, padding, dilation, groups, algo)
+    args = _checked_backward("convkit::conv2d_backward_weight", grad_output, input.shape, weight_size,
+                             input.dtype, stride, padding, dilation, groups, algo)
     return K.conv2d_bwd_weight(grad_output.contiguous(), input.contiguous(), tuple(weight_size), args)
 
 
@@ -175,7 +203,7 @@ conv2d_backward_bias.register_autograd(_bwd_bias_backward, setup_context=_bwd_bi
 def max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
                dilation: List[int], ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     """input[N, C, H, W] -> (output[N, C, P, Q], int64 indices into each H*W plane)."""
-    a = _pool_args(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    a = _checked_pool("convkit::max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
     y, idx = K.max_pool2d_fwd(input.contiguous(), a, True)
     cl = _is_cl(input)
     return _finish(y, cl), _finish(idx, cl)
@@ -194,7 +222,11 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d_backward(grad_output: Tensor, input: Tensor, indices: Tensor, kernel_size: List[int],
                         stride: List[int], padding: List[int], dilation: List[int], ceil_mode: bool) -> Tensor:
     """grad_output[N, C, P, Q] and the forward's indices -> grad_input[N, C, H, W]."""
-    a = _pool_args(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    a = _checked_pool("convkit::max_pool2d_backward", input, kernel_size, stride, padding, dilation, ceil_mode,
+                      grad_output)
+    if indices.dtype != torch.int64 or indices.shape != grad_output.shape:
+        raise ConvkitValueError(f"convkit::max_pool2d_backward: indices must be int64 of grad_output's shape, "
+                                f"got {indices.dtype} {tuple(indices.shape)}")
     dx = K.max_pool2d_bwd(grad_output.contiguous(), tuple(input.shape), indices.contiguous(), a)
     return _finish(dx, _is_cl(grad_output))
 
@@ -240,7 +272,8 @@ max_pool2d_backward.register_autograd(_max_pool_bwd_backward, setup_context=_max
 def avg_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int], ceil_mode: bool,
                count_include_pad: bool, divisor_override: Optional[int]) -> Tensor:
     """input[N, C, H, W] -> output[N, C, P, Q], torch's divisor rules."""
-    a = _pool_args(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
+    a = _checked_pool("convkit::avg_pool2d", input, kernel_size, stride, padding, (1, 1), ceil_mode)
+    check_divisor("convkit::avg_pool2d", divisor_override)
     y = K.avg_pool2d_fwd(input.contiguous(), a, count_include_pad, divisor_override)
     return _finish(y, _is_cl(input))
 
@@ -256,7 +289,9 @@ def avg_pool2d_backward(grad_output: Tensor, input: Tensor, kernel_size: List[in
                         padding: List[int], ceil_mode: bool, count_include_pad: bool,
                         divisor_override: Optional[int]) -> Tensor:
     """grad_output[N, C, P, Q] -> grad_input[N, C, H, W] (input only gives the shape)."""
-    a = _pool_args(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
+    a = _checked_pool("convkit::avg_pool2d_backward", input, kernel_size, stride, padding, (1, 1), ceil_mode,
+                      grad_output)
+    check_divisor("convkit::avg_pool2d_backward", divisor_override)
     dx = K.avg_pool2d_bwd(grad_output.contiguous(), tuple(input.shape), a, count_include_pad, divisor_override)
     return _finish(dx, _is_cl(grad_output))
 
@@ -337,7 +372,10 @@ def _(input):
 
 @torch.library.custom_op("convkit::relu_backward", mutates_args=())
 def relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
-    """grad_input = grad_output where output > 0, else 0."""
+    """grad_input = 0 where output <= 0, else grad_output (torch's threshold_backward)."""
+    if grad_output.shape != output.shape or grad_output.dtype != output.dtype:
+        raise ConvkitValueError(f"convkit::relu_backward: grad_output {tuple(grad_output.shape)} {grad_output.dtype} "
+                                f"and output {tuple(output.shape)} {output.dtype} must match")
     dy, y, out, copied = _elementwise_pair(grad_output, output)
     if not copied:
         return K.relu_bwd(dy, y, out=out)

@@ -215,12 +215,13 @@ def max_pool2d_backward(grad_output, input_shape, indices, kernel_size: IntOrPai
         raise ConvkitValueError(f"{op}: indices must be int64 of grad_output's shape {tuple(grad_output.shape)}, "
                                 f"got {indices.dtype} {tuple(indices.shape)}")
     if kind == "numpy":
-        return K.max_pool2d_bwd(_np(grad_output.reshape(out_shape)), x4, _np(indices.reshape(out_shape)), a)
-    _check_devices(op, grad_output, indices)
-    dy = grad_output if batched else grad_output.unsqueeze(0)
-    idx = indices if batched else indices.unsqueeze(0)
-    dx = torch.ops.convkit.max_pool2d_backward(dy, _shape_carrier(dy, x4), idx, list(a.kernel), list(a.stride),
-                                               list(a.padding), list(a.dilation), a.ceil_mode)
+        dx = K.max_pool2d_bwd(_np(grad_output.reshape(out_shape)), x4, _np(indices.reshape(out_shape)), a)
+    else:
+        _check_devices(op, grad_output, indices)
+        dy = grad_output if batched else grad_output.unsqueeze(0)
+        idx = indices if batched else indices.unsqueeze(0)
+        dx = torch.ops.convkit.max_pool2d_backward(dy, _shape_carrier(dy, x4), idx, list(a.kernel),
+                                                   list(a.stride), list(a.padding), list(a.dilation), a.ceil_mode)
     return dx if batched else dx[0]
 
 
@@ -255,11 +256,12 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair, stride
     out_shape = x4[:2] + a.out_hw
     _check_grad_shape(op, grad_output, out_shape if batched else out_shape[1:])
     if kind == "numpy":
-        return K.avg_pool2d_bwd(_np(grad_output.reshape(out_shape)), x4, a, bool(count_include_pad), div)
-    _check_devices(op, grad_output)
-    dy = grad_output if batched else grad_output.unsqueeze(0)
-    dx = torch.ops.convkit.avg_pool2d_backward(dy, _shape_carrier(dy, x4), list(a.kernel), list(a.stride),
-                                               list(a.padding), a.ceil_mode, bool(count_include_pad), div)
+        dx = K.avg_pool2d_bwd(_np(grad_output.reshape(out_shape)), x4, a, bool(count_include_pad), div)
+    else:
+        _check_devices(op, grad_output)
+        dy = grad_output if batched else grad_output.unsqueeze(0)
+        dx = torch.ops.convkit.avg_pool2d_backward(dy, _shape_carrier(dy, x4), list(a.kernel), list(a.stride),
+                                                   list(a.padding), a.ceil_mode, bool(count_include_pad), div)
     return dx if batched else dx[0]
 
 
@@ -299,7 +301,7 @@ def relu_(input):
 
 
 def relu_backward(grad_output, output):
-    """Gradient of relu: grad_output where output > 0, else 0."""
+    """Gradient of relu: 0 where output <= 0, else grad_output (NaN output passes it, as torch)."""
     op = "relu_backward"
     kind = _kind(op, grad_output, output)
     check_float_dtype(op, "grad_output", grad_output.dtype)
