@@ -1,0 +1,76 @@
+// convkit's own blocked GEMM for the CPU (no BLAS): C = alpha * A x B + beta * C (+ row bias),
+// row-major, batched. Operands are strided views whose axes may fold image/row/column indices
+// (MatAxis), so transposes, batch concatenation and strided 1x1 loads happen in the packing.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+namespace convkit::cpu {
+
+// One axis of a matrix view. Index j maps to the element offset
+//   (j % n0) * s0 + ((j / n0) % n1) * s1 + (j / (n0 * n1)) * s2,
+// which covers a plain stride (linear), a [P, Q] pixel grid read with a stride (1x1 loader),
+// and a pixel axis running across several images (a batch folded into the GEMM's N or K).
+struct MatAxis {
+  int64_t n0 = std::numeric_limits<int64_t>::max() / 4, n1 = 1;
+  int64_t s0 = 1, s1 = 0, s2 = 0;
+
+  static MatAxis linear(int64_t stride) {
+    MatAxis a;
+    a.s0 = stride;
+    return a;
+  }
+  // j = img * len + i  ->  img * img_stride + i * stride
+  static MatAxis segmented(int64_t len, int64_t stride, int64_t img_stride) {
+    MatAxis a;
+    a.n0 = len; a.n1 = 1; a.s0 = stride; a.s1 = 0; a.s2 = img_stride;
+    return a;
+  }
+  // j = (img * P + p) * Q + q  ->  img * img_stride + p * row_stride + q * col_stride
+  static MatAxis grid(int64_t P, int64_t Q, int64_t row_stride, int64_t col_stride, int64_t img_stride) {
+    MatAxis a;
+    a.n0 = Q; a.n1 = P; a.s0 = col_stride; a.s1 = row_stride; a.s2 = img_stride;
+    return a;
+  }
+};
+
+// Element (i, j) of a view is data[rows(i) + cols(j)].
+template <typename T>
+struct MatView {
+  T* data;
+  MatAxis rows, cols;
+};
+
+template <typename T>
+inline MatView<T> plain_view(T* data, int64_t ld) {  // row-major, leading dimension ld
+  return {data, MatAxis::linear(ld), MatAxis::linear(1)};
+}
+template <typename T>
+inline MatView<T> trans_view(T* data, int64_t ld) {  // the transpose of a row-major matrix
+  return {data, MatAxis::linear(1), MatAxis::linear(ld)};
+}
+
+// For b in [0, batch): C_b = alpha * A_b x B_b + beta * C_b + bias_b[i] (bias may be null),
+// with X_b = X.data + b * stride_x. A_b is M x K, B_b is K x N, C_b is M x N. With beta == 0 C
+// is never read. Parallel (OpenMP, num_threads()) over (batch, M block, N block) tiles; every
+// tile is computed by one thread in a fixed order, so results are deterministic.
+template <typename T>
+void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha,
+                  MatView<const T> A, int64_t stride_a, MatView<const T> B, int64_t stride_b, T beta,
+                  MatView<T> C, int64_t stride_c, const T* bias = nullptr, int64_t stride_bias = 0);
+
+// Plain row-major GEMM: C = alpha * op(A) x op(B) + beta * C.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  MatView<const T> a = trans_a ? trans_view(A, lda) : plain_view(A, lda);
+  MatView<const T> b = trans_b ? trans_view(B, ldb) : plain_view(B, ldb);
+  gemm_batched<T>(1, M, N, K, alpha, a, 0, b, 0, beta, plain_view(C, ldc), 0);
+}
+
+// Per-thread reusable scratch (64-byte aligned), grown when too small, never shrunk. Slots
+// 0..3 belong to the GEMM; the conv kernels use 4..7. Never call it inside a hot loop.
+void* thread_scratch(int slot, std::size_t bytes);
+
+}  // namespace convkit::cpu
