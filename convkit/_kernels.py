@@ -115,6 +115,23 @@ def _conv_params(mod, x_shape, w_shape, args: ConvArgs):
                           args.dilation[0], args.dilation[1], args.groups)
 
 
+def _heuristic_algo(p, args: ConvArgs) -> str:
+    """algo='auto' without timing. From `convkit bench` on a 2-core AVX-512 EPYC (batch 8,
+    benchmarks/results/cpu-googlenet-b8.json): the 1x1 GEMM wins every pointwise layer; direct
+    wins depthwise and tiny reductions, the 7x7 stem, 3x3 at 56x56, and 5x5 at 14x14 and up;
+    im2col + GEMM wins 3x3 at 28x28 and below and 5x5 at 7x7."""
+    if p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0):
+        return "1x1"
+    cg, pq = p.C // p.groups, p.P * p.Q
+    if cg == 1 or cg * p.R * p.S < 8:
+        return "direct"
+    if p.R * p.S >= 25 and pq >= 196:
+        return "direct"
+    if pq >= 56 * 56:
+        return "direct"
+    return "im2col"
+
+
 def _candidates(p, args: ConvArgs):
     algos = ["direct", "im2col"]
     if p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0):
@@ -123,16 +140,13 @@ def _candidates(p, args: ConvArgs):
 
 
 def _resolve_algo(name, mod, like, x_shape, w_shape, p, args: ConvArgs) -> str:
-    """algo='auto': the 1x1 GEMM for pointwise layers, direct for depthwise and tiny reductions,
-    im2col + GEMM otherwise; with convkit.benchmark = True, the fastest forward, timed once per shape."""
+    """algo='auto': a heuristic by shape (_heuristic_algo); with convkit.benchmark = True, the
+    fastest forward, timed once per shape and cached."""
     if args.algo != "auto":
         return args.algo
     import convkit
     if not convkit.benchmark:
-        if p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0):
-            return "1x1"
-        cg = p.C // p.groups
-        return "direct" if (cg == 1 or cg * p.R * p.S < 8) else "im2col"
+        return _heuristic_algo(p, args)
     dt = dtype_name(like.dtype)
     key = (name, dt, tuple(x_shape), tuple(w_shape), args.stride, args.pads, args.dilation, args.groups)
     if key not in _algo_cache:

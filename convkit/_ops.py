@@ -218,6 +218,22 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode):
     return _empty(input, shape, cl), idx
 
 
+@torch.library.custom_op("convkit::max_pool2d_inference", mutates_args=())
+def max_pool2d_inference(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
+                         dilation: List[int], ceil_mode: bool) -> Tensor:
+    """max_pool2d's values alone, for calls no gradient flows through (no indices to compute or
+    store). Has no autograd formula: convkit.functional routes here only when none is needed."""
+    a = _checked_pool("convkit::max_pool2d_inference", input, kernel_size, stride, padding, dilation, ceil_mode)
+    y, _ = K.max_pool2d_fwd(input.contiguous(), a, False)
+    return _finish(y, _is_cl(input))
+
+
+@max_pool2d_inference.register_fake
+def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+    a = _pool_args(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
+    return _empty(input, tuple(input.shape[:2]) + a.out_hw, _is_cl(input))
+
+
 @torch.library.custom_op("convkit::max_pool2d_backward", mutates_args=())
 def max_pool2d_backward(grad_output: Tensor, input: Tensor, indices: Tensor, kernel_size: List[int],
                         stride: List[int], padding: List[int], dilation: List[int], ceil_mode: bool) -> Tensor:

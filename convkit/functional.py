@@ -193,8 +193,11 @@ def max_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None
     else:
         _check_devices(op, input)
         x = input if batched else input.unsqueeze(0)
-        y, idx = torch.ops.convkit.max_pool2d(x, list(a.kernel), list(a.stride), list(a.padding),
-                                              list(a.dilation), a.ceil_mode)
+        conf = (list(a.kernel), list(a.stride), list(a.padding), list(a.dilation), a.ceil_mode)
+        if return_indices or (torch.is_grad_enabled() and input.requires_grad):
+            y, idx = torch.ops.convkit.max_pool2d(x, *conf)
+        else:  # no gradient and no indices wanted: skip computing them
+            y, idx = torch.ops.convkit.max_pool2d_inference(x, *conf), None
     if not batched:
         y, idx = y[0], (None if idx is None else idx[0])
     return (y, idx) if return_indices else y

@@ -166,6 +166,8 @@ def _opcheck_samples(dev):
          (go1, x1, [2, 3, 2, 2], [1, 1], [0, 1, 0, 1], [1, 1], 1, "im2col")),
         ("conv2d_backward_bias", ops.conv2d_backward_bias.default, (go,)),
         ("max_pool2d", ops.max_pool2d.default, (xp, [3, 3], [2, 2], [1, 1], [1, 1], True)),
+        ("max_pool2d_inference", ops.max_pool2d_inference.default,
+         (xp.detach(), [3, 3], [2, 2], [1, 1], [1, 1], True)),
         ("max_pool2d_backward", ops.max_pool2d_backward.default,
          (gp, xp, idx, [3, 3], [2, 2], [1, 1], [1, 1], True)),
         ("avg_pool2d", ops.avg_pool2d.default, (xp, [3, 3], [2, 2], [1, 1], True, False, None)),
@@ -189,7 +191,7 @@ def _opcheck_samples(dev):
 
 
 _OPCHECK_NAMES = ["conv2d", "conv2d_nobias", "conv2d_backward_input", "conv2d_backward_weight",
-                  "conv2d_backward_bias", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_div",
+                  "conv2d_backward_bias", "max_pool2d", "max_pool2d_inference", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_div",
                   "avg_pool2d_backward", "relu", "relu_backward", "relu_", "conv2d_channels_last",
                   "max_pool2d_channels_last", "avg_pool2d_channels_last", "relu_transposed"]
 

@@ -213,11 +213,13 @@ def test_max_pool2d_nan_propagates(backend, dtype, case):
     x = x.masked_fill(mask.to(dev), float("nan")).requires_grad_(True)
     with convkit.use_backend(backend):
         y, idx = CF.max_pool2d(x, **_mp_kw(case), return_indices=True)
+        y_values = CF.max_pool2d(x.detach(), **_mp_kw(case))  # the no-indices kernel path
         g = rand(y.shape, dtype, dev, gen)
         y.backward(g)
     ref = ref_max_pool2d(x, **_mp_kw(case), grad_out=g)
     assert torch.isnan(ref["y"]).any()
     assert_close(y, ref["y"], dtype, equal_nan=True, what="forward")
+    assert_close(y_values, ref["y"], dtype, equal_nan=True, what="forward without indices")
     assert torch.equal(idx.cpu(), ref["idx"]), "indices differ from torch's with NaN input"
     assert_close(x.grad, ref["gx"], dtype, L=_window(case), what="grad input")
 
