@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple, Union
 
+from ._params import conv_padding, int_pair, pool_output_size
+
 IntPair = Union[int, Sequence[int]]
 
 __all__ = [
@@ -22,33 +24,7 @@ __all__ = [
 
 def pair(v: IntPair, name: str = "value") -> Tuple[int, int]:
     """(v, v) for an int, (a, b) for a pair."""
-    if isinstance(v, int):
-        return (v, v)
-    t = tuple(int(x) for x in v)
-    if len(t) == 1:
-        return (t[0], t[0])
-    if len(t) != 2:
-        raise ValueError(f"{name} must be an int or a pair, got {v!r}")
-    return t
-
-
-def _conv_pads(padding, kernel: Tuple[int, int], dilation: Tuple[int, int]) -> Tuple[int, int, int, int]:
-    """(top, bottom, left, right) for int, pair, 4-tuple, 'valid' or 'same' (torch's rule: the
-    extra pad of an even kernel goes to the bottom/right)."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding == "same":
-            pads = []
-            for k, d in zip(kernel, dilation):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return tuple(pads)
-        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-    if not isinstance(padding, int) and len(tuple(padding)) == 4:
-        return tuple(int(x) for x in padding)
-    ph, pw = pair(padding, "padding")
-    return (ph, ph, pw, pw)
+    return int_pair(v, "flops", name)
 
 
 def conv2d_output_shape(input_shape, out_channels: int, kernel_size: IntPair, stride: IntPair = 1,
@@ -59,7 +35,9 @@ def conv2d_output_shape(input_shape, out_channels: int, kernel_size: IntPair, st
     r, s = pair(kernel_size, "kernel_size")
     sh, sw = pair(stride, "stride")
     dh, dw = pair(dilation, "dilation")
-    pt, pb, pl, pr = _conv_pads(padding, (r, s), (dh, dw))
+    pads = (tuple(int(x) for x in padding) if isinstance(padding, (list, tuple)) and len(padding) == 4
+            else conv_padding(padding, (r, s), (dh, dw), (sh, sw), "conv2d_output_shape"))
+    pt, pb, pl, pr = pads
     p = (h + pt + pb - dh * (r - 1) - 1) // sh + 1
     q = (w + pl + pr - dw * (s - 1) - 1) // sw + 1
     return (n, out_channels, p, q)
@@ -94,14 +72,8 @@ def pool2d_output_shape(input_shape, kernel_size: IntPair, stride=None, padding:
     ph, pw = pair(padding, "padding")
     dh, dw = pair(dilation, "dilation")
 
-    def out(size, k, s, p, d):
-        span = size + 2 * p - d * (k - 1) - 1
-        o = (span + (s - 1 if ceil_mode else 0)) // s + 1
-        if ceil_mode and (o - 1) * s >= size + p:
-            o -= 1
-        return o
-
-    return shape[:-2] + (out(shape[-2], kh, sh, ph, dh), out(shape[-1], kw, sw, pw, dw))
+    return shape[:-2] + (pool_output_size(shape[-2], kh, sh, ph, dh, ceil_mode),
+                         pool_output_size(shape[-1], kw, sw, pw, dw, ceil_mode))
 
 
 def pool2d_bytes(input_shape, output_shape, itemsize: int = 4, indices: bool = False) -> int:
