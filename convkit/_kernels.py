@@ -10,12 +10,12 @@ from __future__ import annotations
 import collections
 import os
 import time
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
 from . import _backend
-from ._params import ConvArgs, PoolArgs, dtype_name
+from ._params import ConvArgs, PoolArgs, conv_output_hw, dtype_name
 
 try:
     import torch
@@ -194,7 +194,7 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
 
 def conv2d_fwd(x, w, bias, args: ConvArgs):
     """y[N, K, P, Q] = conv2d(x[N, C, H, W], w[K, C/g, R, S]) + bias[K]."""
-    p_, q_ = _out_hw(x.shape, w.shape, args)
+    p_, q_ = conv_output_hw(x.shape[2], x.shape[3], w.shape[2], w.shape[3], args)
     return _run_conv("fwd", x, w, (x.shape[0], w.shape[0], p_, q_), tuple(x.shape), tuple(w.shape), args, bias)
 
 
@@ -219,11 +219,6 @@ def conv2d_bwd_bias(dy):
     kernel_calls["conv2d_bwd_bias"] += 1
     mod.conv2d_bwd_bias(dtype_name(dy.dtype), params, _ptr(dy), _ptr(db))
     return db
-
-
-def _out_hw(x_shape, w_shape, args: ConvArgs) -> Tuple[int, int]:
-    from ._params import conv_output_hw
-    return conv_output_hw(x_shape[2], x_shape[3], w_shape[2], w_shape[3], args)
 
 
 # ---- pooling and ReLU ---------------------------------------------------------------------

@@ -39,6 +39,14 @@ def int_pair(v, op: str, name: str) -> Tuple[int, int]:
     return (x, x)
 
 
+def positive_pair(v, op: str, name: str) -> Tuple[int, int]:
+    """int_pair(v) whose entries must be >= 1 (kernel sizes, strides, dilations)."""
+    pair = int_pair(v, op, name)
+    if min(pair) < 1:
+        raise ConvkitValueError(f"{op}: {name} must be >= 1, got {pair}")
+    return pair
+
+
 @dataclass(frozen=True)
 class ConvArgs:
     """A checked convolution: stride (2), pads (top, bottom, left, right), dilation (2), groups."""
@@ -102,12 +110,8 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
     if not isinstance(algo, str) or algo not in CONV_ALGOS:
         raise ConvkitValueError(f"{op}: unknown algo {algo!r}; choose one of {', '.join(CONV_ALGOS)}")
     groups = _int(groups, op, "groups")
-    stride = int_pair(stride, op, "stride")
-    dilation = int_pair(dilation, op, "dilation")
-    if min(stride) < 1:
-        raise ConvkitValueError(f"{op}: stride must be >= 1, got {stride}")
-    if min(dilation) < 1:
-        raise ConvkitValueError(f"{op}: dilation must be >= 1, got {dilation}")
+    stride = positive_pair(stride, op, "stride")
+    dilation = positive_pair(dilation, op, "dilation")
     if groups < 1:
         raise ConvkitValueError(f"{op}: groups must be >= 1, got {groups}")
     n, c, h, w = input_shape
@@ -173,17 +177,11 @@ def check_pool(op: str, input_shape, dtype, kernel_size, stride=None, padding=0,
     input_shape = tuple(input_shape)
     check_rank(op, "input", input_shape, (4,))
     check_float_dtype(op, "input", dtype)
-    kernel = int_pair(kernel_size, op, "kernel_size")
+    kernel = positive_pair(kernel_size, op, "kernel_size")
     stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
-        else int_pair(stride, op, "stride")
+        else positive_pair(stride, op, "stride")
     padding = int_pair(padding, op, "padding")
-    dilation = int_pair(dilation, op, "dilation")
-    if min(kernel) < 1:
-        raise ConvkitValueError(f"{op}: kernel_size must be >= 1, got {kernel}")
-    if min(stride) < 1:
-        raise ConvkitValueError(f"{op}: stride must be >= 1, got {stride}")
-    if min(dilation) < 1:
-        raise ConvkitValueError(f"{op}: dilation must be >= 1, got {dilation}")
+    dilation = positive_pair(dilation, op, "dilation")
     if min(padding) < 0 or padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
         raise ConvkitValueError(
             f"{op}: padding must be between 0 and half the kernel size, got padding={padding} for kernel_size={kernel}")
