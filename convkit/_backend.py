@@ -3,12 +3,14 @@
 A backend is a compiled kernel module: "cpu" (convkit._cpu, the C++ kernels), and with the CUDA
 issues "cudasim" (the CUDA sources on the CPU emulator) and "cuda". By default the array's device
 picks the backend; `use_backend(name)` (a context manager) or the CONVKIT_BACKEND environment
-variable forces one.
+variable forces one. CONVKIT_<NAME>_SO=/path/to/module.so loads a backend's module from
+another build (`make test-sanitize` points CONVKIT_CUDASIM_SO at the AddressSanitizer build).
 """
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import threading
 from typing import Dict, Iterator, List, Optional
@@ -28,7 +30,14 @@ def _load(name: str):
     if name in _load_errors:
         return None
     try:
-        _modules[name] = importlib.import_module(_KNOWN[name][0])
+        override = os.environ.get(f"CONVKIT_{name.upper()}_SO")  # e.g. the ASan build of _cudasim
+        if override:
+            spec = importlib.util.spec_from_file_location(_KNOWN[name][0], override)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _modules[name] = module
+        else:
+            _modules[name] = importlib.import_module(_KNOWN[name][0])
         return _modules[name]
     except ImportError as e:
         _load_errors[name] = str(e)
