@@ -1,12 +1,13 @@
 """Build convkit's compiled modules with CMake.
 
 setup.py only drives CMake (CMakeLists.txt holds the build): one CMake project builds every
-module (`convkit._cpu` now; `_cuda` and `_cudasim` with the CUDA backend) into the package folder.
+module (`convkit._cpu`, `convkit._cudasim`, and `convkit._cuda` where nvcc is found) into the package folder.
 Build options come from the environment and map to the CMake options of the same name:
 CONVKIT_NATIVE (ON/OFF), CONVKIT_CUDA (AUTO/ON/OFF), CONVKIT_CUDA_ARCHS, CONVKIT_SIM (ON/OFF),
 CONVKIT_BUILD_TYPE (Release), CONVKIT_BUILD_DIR (an incremental build folder, default build/).
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,15 @@ class CMakeExtension(Extension):
 
 
 class CMakeBuild(build_ext):
+    _built = False
+
     def build_extension(self, ext):
+        # One CMake build makes every module; the later extensions only check their file.
+        if CMakeBuild._built:
+            if not Path(self.get_ext_fullpath(ext.name)).exists():
+                raise RuntimeError(f"CMake did not build {ext.name}; see the configure messages above")
+            return
+        CMakeBuild._built = True
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
         default_build = ROOT / "build" / f"cmake-py{sys.version_info[0]}{sys.version_info[1]}"
         build_dir = Path(os.environ.get("CONVKIT_BUILD_DIR", default_build))
@@ -52,4 +61,17 @@ class CMakeBuild(build_ext):
         subprocess.check_call(["cmake", "--build", ".", "--parallel", jobs], cwd=build_dir, env=env)
 
 
-setup(ext_modules=[CMakeExtension("convkit._cpu")], cmdclass={"build_ext": CMakeBuild})
+def _extensions():
+    """The modules CMake will build, so that setuptools installs each of them (an editable
+    install copies only the declared extensions into the source tree). Mirrors CMakeLists.txt:
+    _cudasim unless CONVKIT_SIM=OFF; _cuda with CONVKIT_CUDA=ON, or AUTO when nvcc is found."""
+    names = ["convkit._cpu"]
+    if os.environ.get("CONVKIT_SIM", "ON").upper() not in ("OFF", "0", "FALSE", "NO"):
+        names.append("convkit._cudasim")
+    cuda = os.environ.get("CONVKIT_CUDA", "AUTO").upper()
+    if cuda == "ON" or (cuda == "AUTO" and (os.environ.get("CUDACXX") or shutil.which("nvcc"))):
+        names.append("convkit._cuda")
+    return [CMakeExtension(n) for n in names]
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": CMakeBuild})

@@ -1,0 +1,29 @@
+// Controls and counters of the CUDA emulator (csrc/sim/simt.cpp) in plain C++: no CUDA types, no
+// emulator macros, so the pybind11 bindings can include it. simt.h includes it for kernels' TUs.
+#pragma once
+#include <cstdint>
+
+namespace simt {
+
+// The seed of the per-block schedule shuffle (env CONVKIT_SIM_SEED, default 0). A block's order
+// depends on (seed, kernel name, block index) only, so a failure reproduces when run alone.
+void set_seed(std::uint64_t seed);
+std::uint64_t seed();
+
+// OS threads that run blocks (env CONVKIT_SIM_THREADS, default the cores, at most 16).
+void set_num_workers(int n);
+int num_workers();
+
+// Totals since the process started (or reset_counters()).
+struct Counters {
+  std::uint64_t launches;   // launches that ran (refused ones excluded)
+  std::uint64_t blocks;     // blocks run, to completion or to an error
+  std::uint64_t threads;    // fibers started
+  std::uint64_t switches;   // fiber context switches
+  std::uint64_t barriers;   // __syncthreads() releases
+  std::uint64_t warp_ops;   // completed warp meetings (shuffles, votes, __syncwarp, ...)
+};
+Counters counters();
+void reset_counters();
+
+}  // namespace simt
