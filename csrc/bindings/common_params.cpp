@@ -1,0 +1,33 @@
+// The ConvParams and PoolParams Python classes, registered identically by every kernel module
+// (_cpu, _cuda, _cudasim). Module-local: each module owns its own class objects, so several
+// modules can register the same C++ types in one interpreter; a module's functions take the
+// params built by that module's classes.
+#include <pybind11/pybind11.h>
+
+#include "bindings/bind_util.h"
+#include "common/params.h"
+
+namespace py = pybind11;
+
+namespace convkit::bind {
+
+void register_params(pybind11::module_& m) {
+  py::class_<ConvParams>(m, "ConvParams", py::module_local())
+      .def(py::init(&make_conv_params), py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"),
+           py::arg("K"), py::arg("R"), py::arg("S"), py::arg("stride_h"), py::arg("stride_w"),
+           py::arg("pad_t"), py::arg("pad_b"), py::arg("pad_l"), py::arg("pad_r"), py::arg("dil_h"),
+           py::arg("dil_w"), py::arg("groups"))
+      .def_readonly("N", &ConvParams::N).def_readonly("C", &ConvParams::C)
+      .def_readonly("H", &ConvParams::H).def_readonly("W", &ConvParams::W)
+      .def_readonly("K", &ConvParams::K).def_readonly("R", &ConvParams::R)
+      .def_readonly("S", &ConvParams::S).def_readonly("P", &ConvParams::P)
+      .def_readonly("Q", &ConvParams::Q).def_readonly("groups", &ConvParams::groups);
+
+  py::class_<PoolParams>(m, "PoolParams", py::module_local())
+      .def(py::init(&make_pool_params), py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"),
+           py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"),
+           py::arg("dh"), py::arg("dw"), py::arg("ceil_mode"))
+      .def_readonly("P", &PoolParams::P).def_readonly("Q", &PoolParams::Q);
+}
+
+}  // namespace convkit::bind

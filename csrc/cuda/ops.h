@@ -1,0 +1,53 @@
+// Launchers of convkit's CUDA pooling and ReLU kernels (csrc/cuda/pool_max.cu, pool_avg.cu,
+// relu.cu). Plain C++ that includes no CUDA header, so the pybind11 bindings compile without
+// CUDA: pointers are device pointers (host pointers under the emulator), streams are
+// cudaStream_t handles as integers, and every failure throws convkit::Error.
+#pragma once
+#include <cstdint>
+
+#include "common/params.h"
+
+namespace convkit::cuda {
+
+// Element types of the kernels; F16 and BF16 compute in float32, F32 in float32, F64 in float64.
+enum class DType { F32, F64, F16, BF16 };
+
+// "float32", "float64", "float16", "bfloat16".
+const char* dtype_name(DType dt);
+
+// Whether this build has the half types (always under nvcc; under the emulator only where
+// CUDA's host headers were found).
+bool has_half();
+
+// CUDA devices visible to this process: 0 (no exception) on a machine without GPU or driver.
+// The emulator reports one device. (runtime.h's inline device_count(), callable without CUDA
+// headers; the Python modules expose it as device_count().)
+int num_devices();
+
+// x: [N, C, H, W] -> y: [N, C, P, Q], NCHW contiguous. idx: int64 [N, C, P, Q] holding h * W + w
+// of each window's maximum within its (n, c) plane, or nullptr. torch's rules: the first
+// maximum in row-major window order wins a tie, a NaN wins (the last NaN of a window).
+void max_pool2d_fwd(DType dt, const PoolParams& p, const void* x, void* y, int64_t* idx, int device,
+                    std::uintptr_t stream);
+
+// dy, idx: [N, C, P, Q] -> dx: [N, C, H, W], every element of dx written (no zero-fill needed):
+// dx[h, w] = sum of dy over the windows covering (h, w) whose idx is h * W + w.
+void max_pool2d_bwd(DType dt, const PoolParams& p, const void* dy, const int64_t* idx, void* dx, int device,
+                    std::uintptr_t stream);
+
+// divisor_override == 0: none. p.dh and p.dw must be 1.
+void avg_pool2d_fwd(DType dt, const PoolParams& p, bool count_include_pad, int64_t divisor_override,
+                    const void* x, void* y, int device, std::uintptr_t stream);
+
+// dy: [N, C, P, Q] -> dx: [N, C, H, W], every element of dx written.
+void avg_pool2d_bwd(DType dt, const PoolParams& p, bool count_include_pad, int64_t divisor_override,
+                    const void* dy, void* dx, int device, std::uintptr_t stream);
+
+// y = max(x, 0) over n elements (NaN and -0.0 kept, as torch); y may equal x; any alignment.
+void relu_fwd(DType dt, int64_t n, const void* x, void* y, int device, std::uintptr_t stream);
+
+// dx = dy where y > 0 or y is NaN, else 0 (csrc/cpu/relu.cpp's rule); dx may equal dy.
+void relu_bwd(DType dt, int64_t n, const void* dy, const void* y, void* dx, int device,
+              std::uintptr_t stream);
+
+}  // namespace convkit::cuda
