@@ -53,5 +53,38 @@ bench: build
 bench-pytest: build
 	$(PYTHON) -m pytest benchmarks -q $(PYTEST_ARGS)
 
+# On a GPU machine with no network (the lent H100/H200): build convkit._cuda for sm_90, CUDA
+# tests, compute-sanitizer over every CUDA kernel, `convkit bench --device cuda`; summary last.
+# Uses the system python3 (the one with torch), not the venv. OUT: where results go.
+OUT ?= gpu-out
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check cuda-report
+gpu-check:
+	bash benchmarks/gpu_check.sh --out $(OUT) $(GPU_CHECK_ARGS)
+
+# ptxas's registers, shared memory, spills and stack per csrc/cuda kernel for sm_90 (needs
+# nvcc, no GPU): make cuda-report CUDA_REPORT_ARGS=--json
+CUDA_REPORT_ARGS ?=
+cuda-report:
+	$(SYS_PYTHON) tools/ptxas_report.py $(CUDA_REPORT_ARGS)
+
 clean:
 	rm -rf build convkit/*.so *.egg-info
+
+# The CUDA emulator built with AddressSanitizer (its own build dir, target _cudasim only), then the
+# emulator's tests with the ASan runtime preloaded into Python: an out-of-bounds access in a CUDA
+# kernel aborts with ASan's report (our memcheck without a GPU). libstdc++ is preloaded after
+# libasan because python doesn't link it, and ASan must find the real __cxa_throw when it starts.
+ASAN_BUILD     ?= build/asan
+SANITIZE_TESTS ?= tests/test_sim.py tests/test_pool.py tests/test_relu.py tests/test_cuda_kernels.py tests/test_half.py
+
+.PHONY: test-sanitize
+test-sanitize: build
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(ASAN_BUILD) -DCONVKIT_SIM_ASAN=ON -DCONVKIT_CUDA=OFF \
+	  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$(abspath $(ASAN_BUILD))/lib" -DPython_EXECUTABLE="$(abspath $(PYTHON))" \
+	  -Dpybind11_DIR="$$($(PYTHON) -m pybind11 --cmakedir)"
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(ASAN_BUILD) --target _cudasim --parallel
+	CONVKIT_CUDASIM_SO="$$(ls $(abspath $(ASAN_BUILD))/lib/_cudasim*.so)" CONVKIT_TEST_BACKENDS=cudasim \
+	  CONVKIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
+	  LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
+	  $(PYTHON) -m pytest $(SANITIZE_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS)

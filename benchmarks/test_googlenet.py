@@ -1,31 +1,49 @@
-"""GoogLeNet's layers and the lecture's inception example, one benchmark per (layer, pass, algo).
+"""GoogLeNet's layers, the lecture's inception example and a few ReLUs, one benchmark per
+(layer, pass, algo), on the CPU or (CONVKIT_BENCH_DEVICE=cuda) the GPU.
 
-Each case first checks convkit's result against torch in float64 (a wrong result fails the test
-and is not timed), then times torch's op on the same inputs (median of a few calls, stored in
-extra_info as ref_ms), then times convkit with pytest-benchmark. Groups are "<layer> <pass>",
-so the algorithms of one layer sit side by side; extra_info carries the MACs (or bytes), the
-reference's time, the ratio and GFLOP/s, so saved runs compare between commits.
+CPU: each case first checks convkit's result against torch in float64 (a wrong result fails the
+test and is not timed), then times torch's op on the same inputs (median of a few calls, stored
+in extra_info as ref_ms), then times convkit with pytest-benchmark.
+
+GPU: the check and the timing of both sides are `convkit bench --device cuda`'s own
+(convkit.bench.gpu.run_layer_pass: CUDA events, L2 flushed before each sample, median; cuDNN
+with TF32 off and on), so extra_info's ours_ms / ref_ms / ref_tf32_ms / ratio are the numbers
+the CLI would print. pytest-benchmark's own statistics, the ones --benchmark-compare tracks
+between commits, time convkit's call from the host: each round is one call followed by
+torch.cuda.synchronize(), after an untimed L2 flush and synchronize (pedantic's setup), so they
+include the launch and dispatch overhead a caller sees, which the event times leave out.
+Convolutions are skipped on the GPU until convkit's CUDA module has them.
+
+Groups are "<layer> <pass>", so the algorithms of one layer sit side by side; extra_info
+carries the MACs (or bytes), the reference's time, the ratio and GFLOP/s (GB/s), so saved runs
+compare between commits.
 """
 import math
+import os
 import statistics
 
 import pytest
 
 pytest.importorskip("pytest_benchmark", reason="the benchmark suites need pytest-benchmark")
 
-from convkit.bench.layers import LAYERS, PASSES  # noqa: E402
+from convkit.bench.layers import LAYERS, PASSES, select_layers  # noqa: E402
 from convkit.bench.runner import check_layer, time_interleaved  # noqa: E402
 
+DEVICE = os.environ.get("CONVKIT_BENCH_DEVICE", "") or "cpu"   # as conftest.py reads it
 CASES = [
-    pytest.param(layer, pass_, algo, seed, id=f"{layer.name}-{pass_}-{algo}")
-    for seed, layer in enumerate(LAYERS)
+    pytest.param(layer, pass_, algo, LAYERS.index(layer), id=f"{layer.name}-{pass_}-{algo}")
+    for layer in select_layers(None, device=DEVICE)
     for pass_ in PASSES
     for algo in layer.algos()
 ]
 
 
 @pytest.mark.parametrize("layer,pass_,algo,seed", CASES)
-def test_googlenet_layer(benchmark, bench_batch, bench_rounds, layer, pass_, algo, seed):
+def test_googlenet_layer(benchmark, bench_device, bench_batch, bench_rounds, layer, pass_, algo,
+                         seed, request):
+    if bench_device != "cpu":
+        return _bench_cuda(benchmark, request.getfixturevalue("cuda_timer"), bench_device,
+                           bench_batch, bench_rounds, layer, pass_, algo, seed)
     import torch
 
     inputs = layer.make_inputs(bench_batch, torch.float32, seed=seed,
@@ -42,7 +60,7 @@ def test_googlenet_layer(benchmark, bench_batch, bench_rounds, layer, pass_, alg
     benchmark.group = f"{layer.name} {pass_}"
     benchmark.extra_info.update({
         "op": layer.op, "layer": layer.name, "pass": pass_, "algo": algo, "dtype": "float32",
-        "batch": bench_batch, work_key: work, "ref": "torch-cpu", "ref_ms": ref_ms,
+        "batch": layer.batch_for(bench_batch), work_key: work, "ref": "torch-cpu", "ref_ms": ref_ms,
         "max_rel_err": check["max_rel_err"],
     })
 
@@ -61,3 +79,41 @@ def test_googlenet_layer(benchmark, bench_batch, bench_rounds, layer, pass_, alg
             benchmark.extra_info["gflops"] = 2 * work / (ours_ms / 1e3) / 1e9
         else:
             benchmark.extra_info["gbps"] = work / (ours_ms / 1e3) / 1e9
+
+
+def _bench_cuda(benchmark, timer, device, batch, rounds, layer, pass_, algo, seed):
+    import torch
+    from convkit.bench.gpu import convkit_cuda_has_conv, run_layer_pass
+
+    if layer.is_conv and not convkit_cuda_has_conv():
+        pytest.skip("convkit's CUDA module has no convolutions yet (no conv2d_fwd)")
+    inputs = layer.make_inputs(batch, torch.float32, seed=seed, requires_grad=(pass_ != "fwd"),
+                               device=device)
+    rows = run_layer_pass(layer, pass_, [algo], inputs, "float32", batch, timer, {},
+                          warmup=3, repeat=max(10, rounds), has_conv=True)
+    row = rows[0]
+    if row["status"] == "ref-only":
+        pytest.skip(f"{layer.name} {pass_} algo={algo}: {row.get('note')}")
+    if row["status"] != "ok":
+        pytest.fail(f"{layer.name} {pass_} algo={algo}: {row['status']}: {row.get('error')} (not timed)")
+    tf32_rows = [r for r in rows if r.get("ref_tf32")]
+    benchmark.group = f"{layer.name} {pass_}"
+    benchmark.extra_info.update({k: v for k, v in row.items() if v is not None and "ceiling" not in k})
+    if tf32_rows:
+        benchmark.extra_info["ref_tf32_ms"] = tf32_rows[0]["ref_ms"]
+
+    ours = layer.step(inputs, pass_, "convkit", algo)
+
+    def flushed():
+        torch.cuda.synchronize()
+        timer.flush()
+        torch.cuda.synchronize()
+
+    def call_and_wait():
+        ours()
+        torch.cuda.synchronize()
+
+    benchmark.pedantic(call_and_wait, setup=flushed, rounds=rounds, warmup_rounds=1)
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:
+        benchmark.extra_info["host_ms"] = stats.stats.median * 1e3

@@ -1,6 +1,7 @@
 """convkit's command line: `convkit <command>` or `python -m convkit <command>`.
 
   convkit bench [--quick] [--layers 3a.*,stem.*] [--algos direct,im2col,1x1] [--json PATH] ...
+  convkit bench --device cuda [--dtype float16] [--json PATH] [--markdown PATH]
   convkit layers [--layers ...] [--batch N]
 """
 from __future__ import annotations
@@ -18,9 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench", help="time convkit against torch on GoogLeNet's layers",
         description="Time every convkit algorithm against torch.nn.functional on GoogLeNet's "
-                    "convolution and pooling layers (Table 1, real 5x5) and the lecture's "
-                    "inception example, forward and forward+backward, in one run: interleaved "
-                    "samples, same thread count, results checked against float64 first.")
+                    "convolution and pooling layers (Table 1, real 5x5), the lecture's "
+                    "inception example and a few ReLUs, forward and forward+backward, in one "
+                    "run: interleaved samples, results checked against float64 first. On the "
+                    "CPU against oneDNN at the same thread count; with --device cuda against "
+                    "cuDNN (TF32 off and on) and torch's CUDA kernels, timed with CUDA events "
+                    "on a cold L2.")
     add_bench_arguments(b)
     lay = sub.add_parser("layers", help="list the benchmark's layer table")
     lay.add_argument("--layers", default=None, help="comma-separated globs or substrings")

@@ -1,8 +1,12 @@
 """The benchmark's layer table: every convolution and pooling layer of GoogLeNet plus the
-lecture's inception example, with op counts, input set-up and the calls to convkit and torch.
+lecture's inception example, a few ReLUs, with op counts, input set-up and the calls to convkit
+and torch.
 
 One source for `convkit bench` (convkit/bench/runner.py) and the pytest-benchmark suites
-(benchmarks/). Layer names are fixed by DESIGN.md "Benchmark rows".
+(benchmarks/). Layer names are fixed by DESIGN.md "Benchmark rows"; the ReLU layers, which
+DESIGN.md does not name, are `<conv layer>.relu` (a ReLU on that convolution's output, as
+GoogLeNet has after every convolution) and `relu.large` (one [1, 64, 1024, 1024] tensor, 256 MiB
+in float32, whatever --batch says: the bandwidth figure).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from convkit import flops
 
 __all__ = [
     "ConvSpec", "PoolSpec", "Layer", "LayerInputs", "GOOGLENET_TABLE1", "LAYERS", "QUICK_LAYERS",
-    "CONV_BENCH_ALGOS", "PASSES", "layers_by_name", "select_layers", "check_table",
+    "CONV_BENCH_ALGOS", "PASSES", "RELU_AFTER", "layers_by_name", "select_layers", "check_table",
 ]
 
 # GoogLeNet channel numbers: Szegedy et al. 2015, "Going Deeper with Convolutions", Table 1
@@ -41,7 +45,10 @@ PASSES = ("fwd", "fwd+bwd")
 # A few layers that cover each kind of op (1x1, 3x3, 5x5, strided stem, max and avg pool),
 # for `convkit bench --quick`.
 QUICK_LAYERS = ("stem.7x7", "3a.1x1", "3a.3x3", "4a.5x5", "lecture.3x3", "pool2", "3a.pool",
-                "avgpool")
+                "avgpool", "3a.3x3.relu")
+# The convolutions whose output the table also runs a ReLU on (`<name>.relu`): the stem's
+# large maps, then one 3x3 per stage, down to 7x7.
+RELU_AFTER = ("stem.7x7", "stem.3x3", "3a.3x3", "4e.3x3", "5b.3x3")
 
 
 @dataclass(frozen=True)
@@ -84,12 +91,17 @@ class LayerInputs:
 
 @dataclass(frozen=True)
 class Layer:
-    """One benchmarked layer. op: "conv2d", "max_pool2d" or "avg_pool2d"; input_shape (C, H, W)."""
+    """One benchmarked layer. op: "conv2d", "max_pool2d", "avg_pool2d" or "relu"; input_shape
+    (C, H, W). fixed_batch: the batch this layer always runs at, whatever --batch says (None:
+    --batch). default_devices: the device types whose full run includes the layer; elsewhere it
+    runs only when --layers names it."""
     name: str
     op: str
     input_shape: Tuple[int, int, int]
     conv: Optional[ConvSpec] = None
     pool: Optional[PoolSpec] = None
+    fixed_batch: Optional[int] = None
+    default_devices: Tuple[str, ...] = ("cpu", "cuda")
 
     # ---- shapes and op counts -------------------------------------------------------------
     @property
@@ -97,11 +109,25 @@ class Layer:
         return self.op == "conv2d"
 
     @property
+    def is_pool(self) -> bool:
+        return self.op in ("max_pool2d", "avg_pool2d")
+
+    @property
+    def is_relu(self) -> bool:
+        return self.op == "relu"
+
+    def batch_for(self, batch: int) -> int:
+        """The batch this layer runs at when the benchmark asks for `batch`."""
+        return self.fixed_batch if self.fixed_batch is not None else batch
+
+    @property
     def is_1x1(self) -> bool:
         return self.is_conv and self.conv.kernel == 1 and self.conv.padding == 0
 
     def output_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:
-        shape = (batch,) + tuple(self.input_shape)
+        shape = (self.batch_for(batch),) + tuple(self.input_shape)
+        if self.is_relu:
+            return shape
         if self.is_conv:
             c = self.conv
             return flops.conv2d_output_shape(shape, c.out_channels, c.kernel, c.stride, c.padding)
@@ -115,18 +141,28 @@ class Layer:
         if not self.is_conv:
             raise ValueError(f"{self.name} is a pooling layer: it has bytes, not MACs")
         c = self.conv
-        fwd = flops.conv2d_macs((batch,) + tuple(self.input_shape), c.out_channels, c.kernel,
-                                c.stride, c.padding)
+        fwd = flops.conv2d_macs((self.batch_for(batch),) + tuple(self.input_shape), c.out_channels,
+                                c.kernel, c.stride, c.padding)
         return {"fwd": fwd, "bwd_input": fwd, "bwd_weight": fwd, "fwd+bwd": 3 * fwd}[pass_]
 
     def bytes(self, batch: int = 1, pass_: str = "fwd", itemsize: int = 4) -> int:
-        """Bytes a pooling pass must move at least. fwd: read the input, write the output.
-        fwd+bwd: the forward (a max pool also writes int64 indices, as autograd needs them),
-        then the backward: read grad output (and indices), write grad input."""
+        """Bytes a pooling or ReLU pass must move at least. Pooling fwd: read the input, write
+        the output. fwd+bwd: the forward (a max pool also writes int64 indices, as autograd needs
+        them), then the backward: read grad output (and indices), write grad input.
+        ReLU fwd: read x, write y (2 per element); fwd+bwd: the forward, then read dy and y and
+        write dx (5 per element)."""
         if self.is_conv:
             raise ValueError(f"{self.name} is a convolution: it has MACs, not bytes")
-        in_shape = (batch,) + tuple(self.input_shape)
+        in_shape = (self.batch_for(batch),) + tuple(self.input_shape)
         out_shape = self.output_shape(batch)
+        if self.is_relu:
+            numel = 1
+            for d in in_shape:
+                numel *= d
+            if pass_ not in PASSES:
+                raise ValueError(f"ReLU layers have passes fwd and fwd+bwd, not {pass_!r}")
+            fwd = flops.relu_bytes(numel, itemsize)
+            return fwd if pass_ == "fwd" else fwd + 3 * numel * itemsize
         if pass_ == "fwd":
             return flops.pool2d_bytes(in_shape, out_shape, itemsize)
         if pass_ != "fwd+bwd":
@@ -140,7 +176,8 @@ class Layer:
         return self.macs(batch, pass_) if self.is_conv else self.bytes(batch, pass_, itemsize)
 
     def algos(self) -> List[str]:
-        """The convkit algorithms that apply; pools have one implementation, named "direct"."""
+        """The convkit algorithms that apply; pools and ReLU have one implementation, named
+        "direct"."""
         if not self.is_conv:
             return ["direct"]
         return ["direct", "im2col"] + (["1x1"] if self.is_1x1 else [])
@@ -152,14 +189,21 @@ class Layer:
     def make_inputs(self, batch: int, dtype=None, seed: int = 0, requires_grad: bool = False,
                     device="cpu") -> LayerInputs:
         """Deterministic random inputs: x ~ N(0, 1), weight ~ N(0, 1/fan_in) (outputs stay O(1)),
-        bias ~ N(0, 0.1), grad ~ N(0, 1)."""
+        bias ~ N(0, 0.1), grad ~ N(0, 1). On the CPU drawn in float64 (every dtype sees the same
+        numbers); on a GPU drawn there in float32 by that device's generator (fast for the
+        large tensors; other numbers than the CPU's, the same on every GPU run)."""
         import torch
         dtype = dtype or torch.float32
-        gen = torch.Generator().manual_seed(seed)
+        dev = torch.device(device)
+        if dev.type == "cpu":
+            gen, draw_dtype = torch.Generator().manual_seed(seed), torch.float64
+        else:
+            gen, draw_dtype = torch.Generator(device=dev).manual_seed(seed), torch.float32
+        batch = self.batch_for(batch)
 
-        def randn(*shape, scale=1.0):
-            t = torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
-            return t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+        def randn(*shape, scale=1.0, grad=True):
+            t = torch.randn(*shape, generator=gen, dtype=draw_dtype, device=dev) * scale
+            return t.to(dtype=dtype).requires_grad_(requires_grad and grad)
 
         c, h, w = self.input_shape
         x = randn(batch, c, h, w)
@@ -169,8 +213,8 @@ class Layer:
             fan_in = c * cs.kernel * cs.kernel
             weight = randn(cs.out_channels, c, cs.kernel, cs.kernel, scale=fan_in ** -0.5)
             bias = randn(cs.out_channels, scale=0.1)
-        grad = torch.randn(*self.output_shape(batch), generator=gen, dtype=torch.float64)
-        return LayerInputs(x, weight, bias, grad.to(device=device, dtype=dtype))
+        grad = randn(*self.output_shape(batch), grad=False)
+        return LayerInputs(x, weight, bias, grad)
 
     def forward(self, inputs: LayerInputs, impl: str = "torch", algo: Optional[str] = None):
         """The layer's op on inputs, by torch.nn.functional (impl="torch") or
@@ -186,6 +230,8 @@ class Layer:
         if self.is_conv:
             c = self.conv
             return F.conv2d(inputs.x, inputs.weight, inputs.bias, c.stride, c.padding, **extra)
+        if self.is_relu:
+            return F.relu(inputs.x)
         p = self.pool
         if self.op == "max_pool2d":
             return F.max_pool2d(inputs.x, p.kernel, p.stride, p.padding, ceil_mode=p.ceil_mode)
@@ -238,6 +284,11 @@ def _maxpool(name, c, hw, kernel, stride, padding=0, ceil_mode=False) -> Layer:
     return Layer(name, "max_pool2d", (c, hw, hw), pool=PoolSpec(kernel, stride, padding, ceil_mode))
 
 
+def _relu_after(conv: Layer) -> Layer:
+    """A ReLU on `conv`'s output: [N, K, P, Q]."""
+    return Layer(f"{conv.name}.relu", "relu", tuple(conv.output_shape(1)[1:]))
+
+
 def _inception(module: str, hw: int, c: int, n1x1: int, n3r: int, n3: int, n5r: int, n5: int,
                pool_proj: int) -> List[Layer]:
     """The branches of one inception module, in Table 1's column order; the 5x5 is a real 5x5."""
@@ -276,6 +327,12 @@ def _build_layers() -> List[Layer]:
         _conv("lecture.naive_3x3", 256, 28, 192, 3, padding=1),
         _conv("lecture.naive_5x5", 256, 28, 96, 5, padding=2),
     ]
+    # ReLUs last, so the layers above keep their places (their inputs are seeded by them).
+    by = {lay.name: lay for lay in layers}
+    layers += [_relu_after(by[name]) for name in RELU_AFTER]
+    # One large tensor for the bandwidth figure; on the CPU only when asked for by name.
+    layers.append(Layer("relu.large", "relu", (64, 1024, 1024), fixed_batch=1,
+                        default_devices=("cuda",)))
     return layers
 
 
@@ -316,6 +373,12 @@ def check_table(layers: Sequence[Layer] = LAYERS) -> None:
     for branch, macs in flops.LECTURE_INCEPTION_NAIVE.items():
         assert by[naive[branch]].macs(1) == macs, naive[branch]
     assert sum(flops.LECTURE_INCEPTION_NAIVE.values()) == 854_196_224   # the slide's "854M ops"
+    for lay in layers:
+        if lay.is_relu and lay.name != "relu.large":
+            conv = by[lay.name[:-len(".relu")]]
+            assert lay.output_shape(2) == conv.output_shape(2), f"{lay.name}: not {conv.name}'s output"
+    if "relu.large" in by:
+        assert by["relu.large"].bytes(32, "fwd", 4) == 2 * 256 * 2 ** 20, "relu.large: 256 MiB in float32"
 
 
 check_table()
@@ -332,18 +395,18 @@ def _match(pattern: str, name: str, names: Sequence[str]) -> bool:
 
 
 def select_layers(patterns: Optional[Iterable[str] | str] = None,
-                  layers: Sequence[Layer] = LAYERS) -> List[Layer]:
+                  layers: Sequence[Layer] = LAYERS, device: str = "cpu") -> List[Layer]:
     """Layers whose name matches any pattern (comma-separated string or list): a glob
     ("3a.*", "*.5x5"), a full layer name (just that layer), or else a substring ("pool"
-    matches pool1..4, the branch pools and pool_proj). None or empty: all layers. Table order is kept. Raises ValueError when a
-    pattern matches nothing."""
-    if patterns is None:
-        return list(layers)
+    matches pool1..4, the branch pools and pool_proj). None or empty: every layer whose
+    default_devices include `device`'s type ("cpu", "cuda:1" -> "cuda"). Table order is kept.
+    Raises ValueError when a pattern matches nothing."""
     if isinstance(patterns, str):
         patterns = patterns.split(",")
-    patterns = [p.strip() for p in patterns if p.strip()]
+    patterns = [p.strip() for p in patterns if p.strip()] if patterns is not None else []
     if not patterns:
-        return list(layers)
+        kind = str(device).split(":")[0]
+        return [lay for lay in layers if kind in lay.default_devices]
     names = {lay.name for lay in layers}
     for p in patterns:
         if not any(_match(p, lay.name, names) for lay in layers):

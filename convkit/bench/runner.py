@@ -5,6 +5,10 @@ convkit and torch.nn.functional on the same inputs, interleaved (ours, ref, ours
 median of --repeat samples after --warmup, both at the same thread count. The hardware
 ceilings (matrix-product rate of a large torch.mm, copy bandwidth) are measured in the same
 run. Rows follow DESIGN.md "Benchmark rows".
+
+This file runs the CPU benchmark and holds what both devices share (configuration, summary,
+tables, command line); --device cuda runs through convkit/bench/gpu.py (CUDA events, cold L2,
+cuDNN with TF32 off and on).
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import json
 import math
 import os
 import platform
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,11 +31,17 @@ from convkit.bench.layers import (CONV_BENCH_ALGOS, LAYERS, PASSES, QUICK_LAYERS
                                   LayerInputs, select_layers)
 
 __all__ = ["BenchConfig", "run_bench", "time_interleaved", "check_layer", "measure_ceilings",
-           "markdown_report", "summarize", "totals", "add_bench_arguments", "bench_main"]
+           "markdown_report", "summarize", "totals", "add_bench_arguments", "bench_main",
+           "device_kind", "write_outputs"]
 
 # A layer's result passes when its error relative to the largest reference magnitude is within
 # this, or within 10x torch's own error in the same dtype (both against a float64 reference).
-TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
+TOLERANCE = {"float32": 1e-4, "float64": 1e-10, "float16": 2e-3, "bfloat16": 1.6e-2}
+ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+HALF_DTYPES = ("float16", "bfloat16")
+# Defaults by device: (batch, quick batch, repeat, quick repeat, warmup, quick warmup). A CPU
+# sample loops the op for >= 2 ms; a GPU sample is one call between CUDA events.
+DEFAULTS = {"cpu": (8, 2, 7, 3, 2, 1), "cuda": (32, 32, 25, 10, 3, 2)}
 # Each timing sample runs the op enough times to last at least this long (short pools).
 MIN_SAMPLE_S = 0.002
 MAX_INNER = 200
@@ -64,19 +76,21 @@ def cpu_model_name() -> str:
 
 
 def git_commit() -> Tuple[Optional[str], Optional[bool]]:
-    """(HEAD's sha, whether the tree has uncommitted changes) of the checkout convkit runs from,
-    or (None, None) outside git."""
+    """(HEAD's sha, whether the tree has uncommitted changes) of the checkout convkit runs from;
+    outside git (a copy of the tree on a GPU machine), CONVKIT_COMMIT's value and None, or
+    (None, None)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    fallback = (os.environ.get("CONVKIT_COMMIT") or None, None)
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10)
         if sha.returncode != 0:
-            return None, None
+            return fallback
         st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                             capture_output=True, text=True, timeout=10)
         return sha.stdout.strip(), bool(st.stdout.strip()) if st.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
-        return None, None
+        return fallback
 
 
 def set_threads(n: int) -> int:
@@ -196,13 +210,13 @@ def plan_cases(layers: Sequence[Layer], algos: Sequence[str], passes: Sequence[s
                 applicable = layer.algos() + ["auto"]
                 run = [a for a in algos if a in applicable]
             else:
-                run = layer.algos()
+                run = layer.algos()   # pools and ReLU: their one kernel
             cases += [_Case(layer, pass_, a) for a in run]
     return cases
 
 
 def _rate(layer: Layer, work: int, ms: Optional[float]) -> Optional[float]:
-    """GFLOP/s (2 flops per MAC) for a convolution, GB/s for a pool."""
+    """GFLOP/s (2 flops per MAC) for a convolution, GB/s for a pool or a ReLU."""
     if not ms:
         return None
     per_s = work / (ms / 1e3) / 1e9
@@ -213,11 +227,10 @@ def run_case(case: _Case, inputs: LayerInputs, cfg: BenchConfig, ceilings: Dict[
              ref_name: str = "torch-cpu") -> Dict[str, object]:
     """Check, then time one (layer, pass, algo) against torch. Returns one benchmark row."""
     layer, pass_, algo = case.layer, case.pass_, case.algo
-    itemsize = 8 if cfg.dtype == "float64" else 4
-    work = layer.work(cfg.batch, pass_, itemsize)
+    work = layer.work(cfg.batch, pass_, ITEMSIZE[cfg.dtype])
     row: Dict[str, object] = {
         "op": layer.op, "layer": layer.name, "pass": pass_, "algo": algo, "dtype": cfg.dtype,
-        "batch": cfg.batch, ("macs" if layer.is_conv else "bytes"): work,
+        "batch": layer.batch_for(cfg.batch), ("macs" if layer.is_conv else "bytes"): work,
         "ours_ms": None, "ref": ref_name, "ref_ms": None, "ratio": None,
     }
     try:
@@ -259,29 +272,27 @@ def run_case(case: _Case, inputs: LayerInputs, cfg: BenchConfig, ceilings: Dict[
     return row
 
 
-def _check_device(device: str) -> None:
+def device_kind(device: str) -> str:
+    """"cpu" or "cuda" for a --device value; anything else raises SystemExit."""
     if device == "cpu":
-        return
-    if device.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise SystemExit(f"convkit bench: --device {device}: no CUDA device here "
-                             f"(torch {torch.__version__}: torch.cuda.is_available() is False); "
-                             f"use --device cpu")
-        raise SystemExit(f"convkit bench: --device {device}: the CUDA benchmark is not "
-                         f"implemented yet; use --device cpu")
+        return "cpu"
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        return "cuda"
     raise SystemExit(f"convkit bench: --device must be 'cpu' or 'cuda[:N]', got {device!r}")
 
 
 def run_bench(cfg: BenchConfig, log=sys.stderr) -> Dict[str, object]:
-    """Run the benchmark; returns the report (DESIGN.md "Benchmark rows") with a summary."""
-    _check_device(cfg.device)
+    """Run the benchmark; returns the report (DESIGN.md "Benchmark rows") with a summary.
+    --device cuda runs convkit/bench/gpu.py's run_bench_cuda."""
+    if device_kind(cfg.device) == "cuda":
+        from convkit.bench.gpu import run_bench_cuda
+        return run_bench_cuda(cfg, log)
     import torch
     import convkit
     import convkit.functional  # noqa: F401  (fail here, before any timing, if it is missing)
     from tqdm import tqdm
 
-    layers = select_layers(cfg.layers)
+    layers = select_layers(cfg.layers, device=cfg.device)
     cases = plan_cases(layers, cfg.algos, cfg.passes)
     if not cases:
         raise SystemExit("convkit bench: nothing to run (check --layers, --algos, --passes)")
@@ -308,6 +319,11 @@ def run_bench(cfg: BenchConfig, log=sys.stderr) -> Dict[str, object]:
               f"the run: other processes compete for the cores, times will be noisy",
               file=log, flush=True)
     report["ceilings"] = ceilings = measure_ceilings(cfg.dtype, cfg.quick)
+    from convkit.bench.gpu import call_overhead
+    try:
+        report["call_overhead_us"] = call_overhead("cpu", calls=100 if cfg.quick else 300)
+    except Exception as e:  # noqa: BLE001 - a broken kernel costs this figure only
+        report["call_overhead_us"] = {"errors": {"all": f"{type(e).__name__}: {e}"}}
     rows: List[Dict[str, object]] = []
     use_backend = getattr(convkit, "use_backend", None)
     bar = tqdm(total=len(cases), disable=not cfg.progress, file=log, unit="case",
@@ -334,6 +350,8 @@ def run_bench(cfg: BenchConfig, log=sys.stderr) -> Dict[str, object]:
                         tqdm.write(f"!!! {row['status']} {layer.name} {pass_} algo={case.algo}: "
                                    f"{row['error']}", file=log)
                     bar.update(1)
+    except KeyboardInterrupt:
+        report["interrupted"] = f"stopped after {len(rows)} rows (SIGTERM or Ctrl-C)"
     finally:
         bar.close()
     report["rows"] = rows
@@ -345,18 +363,24 @@ def run_bench(cfg: BenchConfig, log=sys.stderr) -> Dict[str, object]:
 
 
 # ---- summary and tables -------------------------------------------------------------------
-def _geomean(xs: Sequence[float]) -> Optional[float]:
+def _geomean(xs: Sequence[Optional[float]]) -> Optional[float]:
     xs = [x for x in xs if x and x > 0]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
 
 
-def _best_per_layer(rows: Sequence[Dict[str, object]]) -> Dict[Tuple[str, str], Dict[str, object]]:
-    """Per (layer, pass): convkit's fastest algorithm against torch's fastest time on that layer.
-    torch was timed beside each algorithm, so both sides are a minimum over as many medians:
-    picking our best of three noisy numbers against one of torch's would flatter us."""
-    groups: Dict[Tuple[str, str], List[Dict[str, object]]] = {}
-    for r in rows:
-        groups.setdefault((r["layer"], r["pass"]), []).append(r)
+def _timed(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Rows where both sides were timed."""
+    return [r for r in rows if r.get("status") == "ok" and r.get("ours_ms") and r.get("ref_ms")]
+
+
+def _best_per_layer(rows: Sequence[Dict[str, object]]) -> Dict[Tuple, Dict[str, object]]:
+    """Per (layer, pass, reference setting): convkit's fastest algorithm against the reference's
+    fastest time on that layer. The reference was timed beside each algorithm, so both sides are
+    a minimum over as many medians: picking our best of three noisy numbers against one of the
+    reference's would flatter us."""
+    groups: Dict[Tuple, List[Dict[str, object]]] = {}
+    for r in _timed(rows):
+        groups.setdefault((r["layer"], r["pass"], r.get("ref_tf32")), []).append(r)
     best = {}
     for k, rs in groups.items():
         fastest = min(rs, key=lambda r: r["ours_ms"])
@@ -365,44 +389,69 @@ def _best_per_layer(rows: Sequence[Dict[str, object]]) -> Dict[Tuple[str, str], 
     return best
 
 
-def summarize(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
-    """Geometric means of ours/torch over groups of rows (< 1: convkit is faster)."""
+def _ref_label(setting) -> str:
+    return {None: "", False: " vs cudnn fp32", True: " vs cudnn tf32"}[setting]
+
+
+def summarize(rows: Sequence[Dict[str, object]], gpu: bool = False) -> List[Dict[str, object]]:
+    """Geometric means of ours/reference over groups of rows (< 1: convkit is faster): per pass,
+    each conv algorithm, the best algorithm per layer, the 1x1 layers, the pools, the ReLUs.
+    gpu=True also gives each group the geometric mean of the fraction of the ceiling that ours
+    and the reference reach (ours_pct_of_ceiling, ref_pct_of_ceiling: of the copy bandwidth for
+    pools and ReLU, of the torch.mm rate for convolutions), splits convolutions by TF32 setting
+    of the reference, and adds groups for reference-only convolution rows (no convkit kernel
+    yet: only the reference's fraction of the ceiling)."""
     import convkit.bench.layers as L
     by_name = L.layers_by_name()
-    ok = [r for r in rows if r.get("status") == "ok"]
-    convs = [r for r in ok if r["op"] == "conv2d"]
-    pools = [r for r in ok if r["op"] != "conv2d"]
+    ok = _timed(rows)
     out: List[Dict[str, object]] = []
 
     def add(label, rs):
-        g = _geomean([r["ratio"] for r in rs])
-        if g is not None:
-            out.append({"group": label, "geomean_ratio": g, "n": len(rs)})
+        if not rs:
+            return
+        entry = {"group": label, "geomean_ratio": _geomean([r["ratio"] for r in rs]), "n": len(rs)}
+        if gpu:
+            entry["ours_pct_of_ceiling"] = _geomean([r.get("pct_of_ceiling") for r in rs])
+            entry["ref_pct_of_ceiling"] = _geomean([r.get("ref_pct_of_ceiling") for r in rs])
+        if entry["geomean_ratio"] is not None:
+            out.append(entry)
 
     def best_per_layer(rs):
         return list(_best_per_layer(rs).values())
 
-    passes = list(dict.fromkeys(r["pass"] for r in ok))
-    algos = list(dict.fromkeys(r["algo"] for r in convs))
+    passes = list(dict.fromkeys(r["pass"] for r in rows))
+    settings = list(dict.fromkeys(r.get("ref_tf32") for r in rows if r["op"] == "conv2d")) or [None]
     for p in passes:
-        cp = [r for r in convs if r["pass"] == p]
-        for a in algos:
-            add(f"conv {p}, algo={a}", [r for r in cp if r["algo"] == a])
-        add(f"conv {p}, best algo per layer", best_per_layer(cp))
-        add(f"1x1 convs {p}, best algo per layer",
-            best_per_layer([r for r in cp if r["layer"] in by_name and by_name[r["layer"]].is_1x1]))
-        add(f"pools {p}", [r for r in pools if r["pass"] == p])
+        for s in settings:
+            cp = [r for r in ok if r["op"] == "conv2d" and r["pass"] == p and r.get("ref_tf32") == s]
+            suffix = _ref_label(s)
+            for a in dict.fromkeys(r["algo"] for r in cp):
+                add(f"conv {p}, algo={a}{suffix}", [r for r in cp if r["algo"] == a])
+            add(f"conv {p}, best algo per layer{suffix}", best_per_layer(cp))
+            add(f"1x1 convs {p}, best algo per layer{suffix}",
+                best_per_layer([r for r in cp if r["layer"] in by_name and by_name[r["layer"]].is_1x1]))
+            if gpu:
+                only = [r for r in rows if r["op"] == "conv2d" and r["pass"] == p
+                        and r.get("ref_tf32") == s and r.get("status") == "ref-only" and r.get("ref_ms")]
+                if only:
+                    out.append({"group": f"cudnn conv {p}{' tf32' if s else ''} (no convkit kernel)",
+                                "geomean_ratio": None, "n": len(only), "ours_pct_of_ceiling": None,
+                                "ref_pct_of_ceiling": _geomean([r.get("ref_pct_of_ceiling") for r in only])})
+        add(f"pools {p}", [r for r in ok if r["op"] in ("max_pool2d", "avg_pool2d") and r["pass"] == p])
+        add(f"relu {p}", [r for r in ok if r["op"] == "relu" and r["pass"] == p])
     return out
 
 
 def totals(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
-    """Per pass, the time of GoogLeNet's layers (the lecture's excluded) added up, each layer
-    at its fastest convkit algorithm, against torch's fastest time for the same layers: how a
-    whole network's convolutions and pools would fare. Only layers whose every case passed
-    count."""
+    """Per pass, the time of GoogLeNet's convolution and pooling layers (the lecture's and the
+    ReLUs excluded) added up, each layer at its fastest convkit algorithm, against the
+    reference's fastest time for the same layers (on the GPU: cuDNN with TF32 off): how a whole
+    network's convolutions and pools would fare. Only layers whose every case passed count (on
+    the GPU, convolutions without a convkit kernel are skipped layers)."""
     out = []
     for p in dict.fromkeys(r["pass"] for r in rows):
-        rs = [r for r in rows if r["pass"] == p and not r["layer"].startswith("lecture.")]
+        rs = [r for r in rows if r["pass"] == p and not r["layer"].startswith("lecture.")
+              and r["op"] != "relu" and not r.get("ref_tf32")]
         bad = {r["layer"] for r in rs if r.get("status") != "ok"}
         best = _best_per_layer([r for r in rs if r["layer"] not in bad])
         if best:
@@ -440,9 +489,26 @@ def _pipe_table(header: Sequence[str], body: Sequence[Sequence[str]],
     return [line(header), rule] + [line(r) for r in body]
 
 
+def _overhead_lines(report: Dict[str, object]) -> List[str]:
+    o = report.get("call_overhead_us")
+    if not o:
+        return []
+    parts = [f"{op} " + ", ".join(f"{impl} {o[op][impl]:.1f} µs" for impl in ("convkit", "torch")
+                                  if impl in o[op])
+             for op in ("relu", "max_pool2d") if op in o]
+    parts += [f"{k} failed: {v}" for k, v in o.get("errors", {}).items()]
+    shape = "x".join(str(d) for d in o.get("shape", []))
+    return ["", f"Per-call overhead at batch 1 ({shape}, wall clock over {o.get('calls')} calls"
+            f"{', synchronized at the end' if report['device'] != 'cpu' else ''}): "
+            + "; ".join(parts) + "."]
+
+
 def markdown_report(report: Dict[str, object]) -> str:
     """The results as Markdown: a line on the machine and ceilings, one table row per
-    (layer, pass, algo), then the geometric-mean summary. Aligned, so it reads on a terminal."""
+    (layer, pass, algo[, reference setting]), then the geometric-mean summary. Aligned, so it
+    reads on a terminal."""
+    if report["device"] != "cpu":
+        return _markdown_gpu(report)
     c = report["ceilings"]
     commit = (report.get("commit") or "no git")[:10] + (" (dirty)" if report.get("dirty") else "")
     out = [
@@ -453,8 +519,9 @@ def markdown_report(report: Dict[str, object]) -> str:
         f"Ceilings measured in the same run: torch.mm {c['matmul_n']}x{c['matmul_n']} "
         f"{c['matmul_gflops']:.1f} GFLOP/s; copy {c['copy_gbps']:.1f} GB/s (read + write). "
         f"Times are medians of {report['repeat']} interleaved samples; ratio < 1: convkit faster. "
-        f"Rate: GFLOP/s for convolutions (fwd+bwd = 3x the forward's MACs), GB/s for pools; "
-        f"% of ceiling: of the torch.mm rate (convolutions) or the copy bandwidth (pools). "
+        f"Rate: GFLOP/s for convolutions (fwd+bwd = 3x the forward's MACs), GB/s for pools and "
+        f"ReLU; % of ceiling: of the torch.mm rate (convolutions) or the copy bandwidth (pools, "
+        f"ReLU). "
         f"Spread: (slowest - fastest sample) / median, the worse of the two sides; "
         f"rel err: convkit's largest error against torch in float64, over the largest value.",
         "",
@@ -487,16 +554,114 @@ def markdown_report(report: Dict[str, object]) -> str:
                            [[t["pass"], str(t["layers"]), f"{t['ours_ms']:.2f}",
                              f"{t['ref_ms']:.2f}", f"{t['ratio']:.2f}"] for t in report["totals"]],
                            [False, True, True, True, True])
-    bad = [r for r in report["rows"] if r["status"] != "ok"]
-    if bad:
-        out += ["", f"**{len(bad)} case(s) failed** (no time reported for them):", ""]
-        out += [f"- {r['layer']} {r['pass']} algo={r['algo']}: {r['status']}: {r.get('error')}"
-                for r in bad]
+    out += _overhead_lines(report)
+    out += _failure_lines(report)
     noisy = [r for r in report["rows"] if r["status"] == "ok" and r["spread"] > 0.25]
     if noisy:
         out += ["", f"{len(noisy)} of {len(report['rows'])} cases spread over 25% between "
                 f"samples (load average {report.get('loadavg_start') or 0:.1f} at the start): "
                 f"rerun on a quiet machine before quoting their ratios."]
+    return "\n".join(out) + "\n"
+
+
+def _failure_lines(report: Dict[str, object]) -> List[str]:
+    out = []
+    if report.get("interrupted"):
+        out += ["", f"**Interrupted**: {report['interrupted']}; the tables cover what ran."]
+    bad = [r for r in report["rows"] if r["status"] not in ("ok", "ref-only")]
+    if bad:
+        out += ["", f"**{len(bad)} case(s) failed** (no time reported for them):", ""]
+        out += [f"- {r['layer']} {r['pass']} algo={r['algo']}: {r['status']}: {r.get('error')}"
+                for r in bad]
+    return out
+
+
+def _ref_cell(r) -> str:
+    return r["ref"] + (" tf32" if r.get("ref_tf32") else "")
+
+
+def _markdown_gpu(report: Dict[str, object]) -> str:
+    """markdown_report for a CUDA run: reference column (cudnn, cudnn tf32, torch-cuda), both
+    sides' rates and fractions of the ceiling, reference-only rows."""
+    c = report["ceilings"]
+    t = report.get("timing", {})
+    commit = (report.get("commit") or "no git")[:10] + (" (dirty)" if report.get("dirty") else "")
+    mm = f"torch.mm {c['matmul_n']}^3 {c['matmul_dtype']} {c['matmul_gflops'] / 1e3:.1f} TFLOP/s"
+    extra = [f"{k} {c[key] / 1e3:.1f}" for k, key in (("tf32", "matmul_tf32_gflops"),
+             ("fp16", "matmul_fp16_gflops"), ("bf16", "matmul_bf16_gflops")) if c.get(key)]
+    out = [
+        f"convkit bench on {report['device']} ({report['gpu']}), batch {report['batch']}, "
+        f"{report['dtype']}, torch {report['torch']}, CUDA {report.get('cuda')}, cuDNN "
+        f"{report.get('cudnn')}, commit {commit}, {report['date']}.",
+        "",
+        f"Ceilings measured in the same run: copy {c['copy_gbps']:.0f} GB/s (read + write, best; "
+        f"median {c.get('copy_gbps_median', 0):.0f}); {mm} with TF32 off"
+        + (f" ({', '.join(extra)} TFLOP/s)" if extra else "") + ". "
+        f"Times: CUDA events, median of {report['repeat']} samples per side after "
+        f"{report['warmup']} warm-up calls, sides interleaved, L2 flushed before each sample "
+        f"(read of {t.get('l2_flush_bytes', 0) / 2 ** 20:.0f} MiB); cuDNN's algorithm chosen by "
+        f"cudnn.benchmark. ratio < 1: convkit faster. Rate: GFLOP/s for convolutions "
+        f"(fwd+bwd = 3x the forward's MACs), GB/s for pools and ReLU (bytes read + written); "
+        f"% ceil: of the copy bandwidth (pools, ReLU) or of torch.mm with TF32 off (the tf32 "
+        f"reference: with TF32 on). Spread: (slowest - fastest sample) / median, the worse side. "
+        f"err: largest error against float64 over the largest value (ref err: the reference's).",
+    ]
+    out += _overhead_lines(report)
+    if report.get("skipped_layers"):
+        sk = report["skipped_layers"]
+        out += ["", f"Not run: {len(sk['layers'])} convolution layers ({sk['reason']})."]
+    out.append("")
+    header = ["layer", "pass", "algo", "ref", "work", "ours ms", "ref ms", "ours/ref", "ours rate",
+              "ref rate", "ours % ceil", "ref % ceil", "spread", "err", "ref err"]
+    right = [False, False, False, False] + [True] * 11
+    body = []
+    for r in report["rows"]:
+        unit = "GFLOP/s" if "macs" in r else "GB/s"
+        rate_key = "gflops" if "macs" in r else "gbps"
+        status = r["status"]
+        spread = r.get("spread") if r.get("spread") is not None else r.get("ref_spread")
+        body.append([
+            r["layer"], r["pass"], r["algo"], _ref_cell(r), _fmt_work(r),
+            f"{r['ours_ms']:.4f}" if status == "ok" else ("—" if status == "ref-only" else f"**{status}**"),
+            _fmt(r.get("ref_ms"), ".4f"), _fmt(r.get("ratio"), ".2f"),
+            _fmt(r.get(rate_key), ",.0f") + (f" {unit}" if r.get(rate_key) else ""),
+            _fmt(r.get("ref_" + rate_key), ",.0f") + (f" {unit}" if r.get("ref_" + rate_key) else ""),
+            _fmt(r.get("pct_of_ceiling"), ".0f") + ("%" if r.get("pct_of_ceiling") is not None else ""),
+            _fmt(r.get("ref_pct_of_ceiling"), ".0f") + ("%" if r.get("ref_pct_of_ceiling") is not None else ""),
+            _fmt(None if spread is None else 100 * spread, ".0f") + ("%" if spread is not None else ""),
+            _fmt(r.get("max_rel_err"), ".1e"), _fmt(r.get("ref_rel_err"), ".1e"),
+        ])
+    out += _pipe_table(header, body, right)
+    if report.get("summary"):
+        out += ["", "Geometric means (ours/ref < 1: convkit faster; % of ceiling as above):", ""]
+        out += _pipe_table(
+            ["group", "rows", "geomean ours/ref", "ours % ceil", "ref % ceil"],
+            [[s["group"], str(s["n"]), _fmt(s.get("geomean_ratio"), ".2f"),
+              _fmt(s.get("ours_pct_of_ceiling"), ".0f"), _fmt(s.get("ref_pct_of_ceiling"), ".0f")]
+             for s in report["summary"]], [False, True, True, True, True])
+    if report.get("totals"):
+        out += ["", "GoogLeNet's layers that have a convkit kernel, added up (each at its fastest "
+                "convkit algorithm; reference with TF32 off; lecture's layers and ReLUs excluded):", ""]
+        out += _pipe_table(["pass", "layers", "ours ms", "ref ms", "ours/ref"],
+                           [[t["pass"], str(t["layers"]), f"{t['ours_ms']:.3f}",
+                             f"{t['ref_ms']:.3f}", f"{t['ratio']:.2f}"] for t in report["totals"]],
+                           [False, True, True, True, True])
+    if report.get("ref_totals"):
+        out += ["", "GoogLeNet's convolutions and pools as torch runs them on this GPU, added up:", ""]
+        out += _pipe_table(["pass", "reference", "layers", "ref ms"],
+                           [[t["pass"], {None: "torch", False: "cudnn fp32", True: "cudnn tf32"}[t["ref_tf32"]],
+                             str(t["layers"]), f"{t['ref_ms']:.3f}"] for t in report["ref_totals"]],
+                           [False, False, True, True])
+    out += _failure_lines(report)
+    hb = [r for r in report["rows"] if r.get("ours_host_bound") or r.get("ref_host_bound")]
+    if hb:
+        out += ["", f"{len(hb)} rows had samples where the GPU waited for the host inside the "
+                f"timed window (ours_host_bound / ref_host_bound in the JSON): their times include "
+                f"host dispatch."]
+    noisy = [r for r in report["rows"] if r.get("spread") is not None and r["spread"] > 0.25]
+    if noisy:
+        out += ["", f"{len(noisy)} of {len(report['rows'])} rows spread over 25% between samples: "
+                f"rerun before quoting their ratios."]
     return "\n".join(out) + "\n"
 
 
@@ -506,23 +671,29 @@ def _csv(s: str) -> List[str]:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu (cuda: not yet) [cpu]")
-    p.add_argument("--batch", type=int, default=None, help="batch size N [8; 2 with --quick]")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or cuda[:N]: the GPU against cuDNN / torch's CUDA kernels [cpu]")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size N [cpu: 8, 2 with --quick; cuda: 32]")
     p.add_argument("--layers", default=None,
                    help="comma-separated globs or substrings of layer names, e.g. '3a.*,stem.*' "
                         "(`convkit layers` lists them) [all; a few with --quick]")
     p.add_argument("--algos", type=_csv, default=list(CONV_BENCH_ALGOS),
                    help="conv algorithms, each run where it applies: direct,im2col,1x1,auto "
-                        "[direct,im2col,1x1]; pools always run their one kernel")
+                        "[direct,im2col,1x1]; pools and ReLU always run their one kernel")
     p.add_argument("--passes", type=_csv, default=list(PASSES),
                    help="fwd and/or fwd+bwd [fwd,fwd+bwd]")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"] + list(HALF_DTYPES),
+                   help="float32 [default] or float64; float16 and bfloat16 on cuda only, where "
+                        "they run the pools and ReLUs (convolutions: float32 and float64)")
     p.add_argument("--quick", action="store_true",
-                   help="a few layers, batch 2, few samples: a smoke run of a minute or two")
-    p.add_argument("--repeat", type=int, default=None, help="timed samples per case [7; 3 quick]")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up samples per case [2; 1 quick]")
+                   help="a few layers, few samples (batch 2 on the CPU): a smoke run of a minute or two")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="timed samples per case [cpu: 7, 3 quick; cuda: 25, 10 quick]")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up samples per case [cpu: 2, 1 quick; cuda: 3, 2 quick]")
     p.add_argument("--threads", type=int, default=None,
-                   help="threads for both torch and convkit [torch's default]")
+                   help="threads for both torch and convkit on the CPU [torch's default]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--markdown", metavar="PATH", help="also write the Markdown table to PATH")
@@ -531,6 +702,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     q = args.quick
+    kind = device_kind(args.device)
     for name in ("batch", "repeat", "warmup", "threads"):
         v = getattr(args, name)
         if v is not None and v < (0 if name == "warmup" else 1):
@@ -542,16 +714,20 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     bad = [p for p in args.passes if p not in PASSES]
     if bad:
         raise SystemExit(f"convkit bench: unknown --passes {bad}; choose from {', '.join(PASSES)}")
+    if args.dtype in HALF_DTYPES and kind != "cuda":
+        raise SystemExit(f"convkit bench: --dtype {args.dtype} runs on --device cuda only "
+                         f"(the CPU kernels take float32 and float64)")
     layers = args.layers if args.layers is not None else (",".join(QUICK_LAYERS) if q else None)
     try:
-        select_layers(layers)
+        select_layers(layers, device=args.device)
     except ValueError as e:
         raise SystemExit(f"convkit bench: {e}")
+    batch, q_batch, repeat, q_repeat, warmup, q_warmup = DEFAULTS[kind]
     return BenchConfig(
-        device=args.device, batch=args.batch or (2 if q else 8), layers=layers,
+        device=args.device, batch=args.batch or (q_batch if q else batch), layers=layers,
         algos=args.algos, passes=args.passes, dtype=args.dtype,
-        warmup=args.warmup if args.warmup is not None else (1 if q else 2),
-        repeat=args.repeat or (3 if q else 7), threads=args.threads, seed=args.seed,
+        warmup=args.warmup if args.warmup is not None else (q_warmup if q else warmup),
+        repeat=args.repeat or (q_repeat if q else repeat), threads=args.threads, seed=args.seed,
         progress=not args.no_progress, quick=q)
 
 
@@ -566,32 +742,53 @@ def _finite(obj):
     return obj
 
 
-def bench_main(args: argparse.Namespace) -> int:
-    """Run `convkit bench`; exit status 1 when any case failed its check or raised."""
-    cfg = config_from_args(args)
-    t0 = time.perf_counter()
-    report = run_bench(cfg)
-    report["wall_s"] = round(time.perf_counter() - t0, 1)
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def write_outputs(report: Dict[str, object], json_path: Optional[str],
+                  markdown_path: Optional[str]) -> str:
+    """The Markdown report (returned) to markdown_path and strict JSON to json_path."""
     md = markdown_report(report)
-    sys.stdout.write(md)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
+    if markdown_path:
+        os.makedirs(os.path.dirname(os.path.abspath(markdown_path)), exist_ok=True)
+        with open(markdown_path, "w") as f:
             f.write(md)
-    if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
+    if json_path:
+        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+        with open(json_path, "w") as f:
             json.dump(_finite(report), f, indent=1, allow_nan=False)
             f.write("\n")
-    n_bad = sum(r["status"] != "ok" for r in report["rows"])
+    return md
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    """Run `convkit bench`; exit status 1 when any case failed its check or raised, or the run
+    was interrupted. SIGTERM (`timeout`) stops it like Ctrl-C: what ran is still written."""
+    cfg = config_from_args(args)
+    t0 = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        report = run_bench(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    report["wall_s"] = round(time.perf_counter() - t0, 1)
+    md = write_outputs(report, args.json, args.markdown)
+    sys.stdout.write(md)
+    n_bad = sum(r["status"] not in ("ok", "ref-only") for r in report["rows"])
+    n_ref = sum(r["status"] == "ref-only" for r in report["rows"])
     print(f"convkit bench: {_plural(len(report['rows']), 'case')} in {report['wall_s']} s"
+          + (f" ({n_ref} reference-only)" if n_ref else "")
           + (f", {n_bad} FAILED" if n_bad else "")
+          + (", INTERRUPTED" if report.get("interrupted") else "")
           + (f"; JSON in {args.json}" if args.json else ""), file=sys.stderr)
-    return 1 if n_bad else 0
+    return 1 if (n_bad or report.get("interrupted")) else 0
 
 
 def list_layers_main(args: argparse.Namespace) -> int:
-    """`convkit layers`: the layer table with shapes and op counts at --batch."""
-    layers = select_layers(args.layers)
+    """`convkit layers`: the layer table with shapes and op counts at --batch (every layer, the
+    GPU-only ones included)."""
+    layers = select_layers(args.layers, device="cuda")
     body = []
     for lay in layers:
         c, h, w = lay.input_shape
@@ -600,6 +797,9 @@ def list_layers_main(args: argparse.Namespace) -> int:
             cs = lay.conv
             params = f"{cs.kernel}x{cs.kernel}/{cs.stride} pad {cs.padding}, K={cs.out_channels}"
             work = f"{lay.macs(args.batch) / 1e6:,.1f} M MACs"
+        elif lay.is_relu:
+            params = f"elementwise, batch {lay.fixed_batch}" if lay.fixed_batch else "elementwise"
+            work = f"{lay.bytes(args.batch) / 1e6:,.2f} MB"
         else:
             p = lay.pool
             params = (f"{p.kernel}x{p.kernel}/{p.stride} pad {p.padding}"

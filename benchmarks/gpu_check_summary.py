@@ -1,0 +1,295 @@
+"""The summary benchmarks/gpu_check.sh prints last: reads what the check left in its output
+folder (steps.tsv, pytest-cuda.xml, sanitizer-<tool>.txt, the bench JSON) and writes
+summary.txt. Standard library only.
+
+  python benchmarks/gpu_check_summary.py DIR           # print the summary, write DIR/summary.txt
+  python benchmarks/gpu_check_summary.py --slug NAME   # "NVIDIA H100 80GB HBM3" -> h100
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+from typing import Dict, List, Optional
+
+SANITIZER_TOOLS = ("memcheck", "racecheck", "initcheck", "synccheck")
+
+
+def slug(gpu_name: str) -> str:
+    """A short file-name-safe name of a GPU: its model token ("NVIDIA H100 80GB HBM3" -> "h100",
+    "NVIDIA A100-SXM4-80GB" -> "a100"), else the whole name slugified."""
+    words = re.findall(r"[a-z0-9]+", gpu_name.lower())
+    words = [w for w in words if w not in ("nvidia", "tesla", "geforce", "quadro")]
+    for w in words:
+        if re.fullmatch(r"[a-z]+\d+[a-z]*", w):
+            return w
+    return "-".join(words[:3]) or "gpu"
+
+
+def read_steps(out_dir: str) -> Dict[str, Dict[str, str]]:
+    """steps.tsv: one line per step: name, status (ok, FAILED, TIMEOUT, skipped, dry-run), exit
+    status, seconds, note."""
+    steps: Dict[str, Dict[str, str]] = {}
+    path = os.path.join(out_dir, "steps.tsv")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) >= 4:
+                    steps[parts[0]] = {"status": parts[1], "rc": parts[2], "seconds": parts[3],
+                                       "note": parts[4] if len(parts) > 4 else ""}
+    return steps
+
+
+def parse_junit(path: str) -> Optional[Dict[str, int]]:
+    """Counts from a pytest JUnit XML file: tests, failures, errors, skipped, passed."""
+    if not os.path.exists(path):
+        return None
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return None
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    c = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for s in suites:
+        for k in c:
+            c[k] += int(s.get(k, 0) or 0)
+    c["passed"] = c["tests"] - c["failures"] - c["errors"] - c["skipped"]
+    failed = []
+    for s in suites:
+        for tc in s.iter("testcase"):
+            if tc.find("failure") is not None or tc.find("error") is not None:
+                failed.append(f"{tc.get('classname', '')}::{tc.get('name', '')}")
+    c["failed_names"] = failed
+    return c
+
+
+_AT = re.compile(r"^=+\s+at (.+)$")
+
+
+def _frame_name(text: str) -> Optional[str]:
+    """The function of a device frame line, in either format compute-sanitizer has used:
+    "kernel<float>(float*)+0x150 in file.cu:12" or "0x150 in file.cu:12:kernel(float*)"."""
+    text = text.strip()
+    if text.startswith("0x"):
+        m = re.match(r"0x[0-9a-fA-F]+ in \S*?:\d+:(.+)$", text)
+        name = m.group(1) if m else None
+    else:
+        name = re.split(r"\+0x[0-9a-fA-F]+| in ", text)[0]
+    if not name:
+        return None
+    return name.split("(")[0].strip() or None
+
+
+def parse_sanitizer(path: str) -> Optional[Dict[str, object]]:
+    """From a compute-sanitizer log: the error count of its "ERROR SUMMARY" line (None when
+    missing: the run crashed or timed out), the kernels named in error reports (device frames),
+    the first error line, and gpu_sanitize.py's own last line."""
+    if not os.path.exists(path):
+        return None
+    errors = None
+    kernels: List[str] = []
+    first = None
+    script = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = re.search(r"ERROR SUMMARY: (\d+) error", line)
+            if m:
+                errors = int(m.group(1))
+                continue
+            m = re.search(r"RACECHECK SUMMARY: .*?\((\d+) errors?", line)
+            if m and errors is None:
+                errors = int(m.group(1))
+            if line.startswith("gpu_sanitize: ") and " cases: " in line:
+                script = line[len("gpu_sanitize: "):]
+            m = _AT.match(line)
+            if m and "Host Frame" not in line:
+                name = _frame_name(m.group(1))
+                if name and name not in kernels and len(kernels) < 6:
+                    kernels.append(name)
+            elif first is None and line.startswith("=========") and not line.startswith("========= ERROR SUMMARY") \
+                    and re.search(r"(Invalid|Race|hazard|Uninitialized|Barrier|error|Error)", line) \
+                    and "COMPUTE-SANITIZER" not in line:
+                first = line.lstrip("= ").strip()
+    return {"errors": errors, "kernels": kernels, "first": first, "script": script}
+
+
+def _f(x, spec: str, missing: str = "—") -> str:
+    return missing if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def bench_lines(path: str) -> List[str]:
+    """The few numbers of a bench JSON worth reading first."""
+    try:
+        with open(path) as f:
+            rep = json.load(f)
+    except (OSError, ValueError) as e:
+        return [f"unreadable ({e})"]
+    rows = rep.get("rows", [])
+    status: Dict[str, int] = {}
+    for r in rows:
+        status[r.get("status", "?")] = status.get(r.get("status", "?"), 0) + 1
+    c = rep.get("ceilings", {})
+    head = (f"{rep.get('dtype')}, batch {rep.get('batch')}: {len(rows)} rows ("
+            + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ")"
+            + (f" in {rep['wall_s']} s" if rep.get("wall_s") is not None else "")
+            + (f"; INTERRUPTED: {rep['interrupted']}" if rep.get("interrupted") else ""))
+    out = [head]
+    mm = [f"{c.get('matmul_dtype', '')} {c['matmul_gflops'] / 1e3:.1f}"] if c.get("matmul_gflops") else []
+    for k, key in (("tf32", "matmul_tf32_gflops"), ("fp16", "matmul_fp16_gflops"),
+                   ("bf16", "matmul_bf16_gflops")):
+        if c.get(key):
+            mm.append(f"{k} {c[key] / 1e3:.1f}")
+    out.append(f"ceilings: copy {_f(c.get('copy_gbps'), '.0f')} GB/s; torch.mm TFLOP/s: " + ", ".join(mm))
+    for s in rep.get("summary", []):
+        parts = []
+        if s.get("geomean_ratio") is not None:
+            parts.append(f"ours/ref {s['geomean_ratio']:.2f}")
+        if s.get("ours_pct_of_ceiling") is not None:
+            parts.append(f"ours {s['ours_pct_of_ceiling']:.0f}% of ceiling")
+        if s.get("ref_pct_of_ceiling") is not None:
+            parts.append(f"ref {s['ref_pct_of_ceiling']:.0f}%")
+        out.append(f"{s['group']} (n={s['n']}): " + "; ".join(parts))
+    for t in rep.get("ref_totals", []):
+        ref = {None: "torch", False: "cudnn fp32", True: "cudnn tf32"}.get(t.get("ref_tf32"), "?")
+        out.append(f"GoogLeNet convs+pools {t['pass']} as {ref}: {t['ref_ms']:.2f} ms ({t['layers']} layers)")
+    o = rep.get("call_overhead_us")
+    if o:
+        out.append("batch-1 call overhead: " + "; ".join(
+            f"{op} convkit {_f(o[op].get('convkit'), '.1f')} µs vs torch {_f(o[op].get('torch'), '.1f')} µs"
+            for op in ("relu", "max_pool2d") if op in o)
+            + "".join(f"; {k} FAILED: {str(v)[:120]}" for k, v in o.get("errors", {}).items()))
+    bad = [r for r in rows if r.get("status") not in ("ok", "ref-only")]
+    for r in bad[:5]:
+        out.append(f"FAILED {r['layer']} {r['pass']} algo={r['algo']}: {r.get('status')}: {str(r.get('error'))[:160]}")
+    if len(bad) > 5:
+        out.append(f"... and {len(bad) - 5} more failed rows")
+    return out
+
+
+def _log_tail(path: str, n: int) -> List[str]:
+    """The last n non-empty lines of a log (a failed step's reason), shortened; the
+    sanitizer's own "=========" lines left out."""
+    if not os.path.exists(path):
+        return []
+    with open(path, errors="replace") as f:
+        lines = [line.rstrip() for line in f if line.strip() and not line.startswith("=========")]
+    return [line[:160] for line in lines[-n:]]
+
+
+def _step_line(steps, name: str) -> str:
+    s = steps.get(name)
+    if not s:
+        return "not run"
+    txt = s["status"]
+    if s["status"] not in ("skipped", "dry-run"):
+        txt += f" in {s['seconds']} s"
+        if s["rc"] not in ("0", ""):
+            txt += f" (exit {s['rc']})"
+    if s.get("note"):
+        txt += f" — {s['note']}"
+    return txt
+
+
+def summarize_dir(out_dir: str) -> str:
+    steps = read_steps(out_dir)
+    meta = {}
+    meta_path = os.path.join(out_dir, "meta.txt")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.rstrip("\n").split("=", 1)
+                    meta[k] = v
+    lines = [f"== convkit GPU check: {meta.get('gpu', '?')}, {meta.get('date', '?')}, "
+             f"commit {meta.get('commit') or '?'} =="]
+    lines.append(f"build      {_step_line(steps, 'build')}")
+    if steps.get("build", {}).get("status") not in (None, "ok", "dry-run", "skipped"):
+        lines.append("           the build failed: the end of build.log is above; nothing else ran")
+    junit = parse_junit(os.path.join(out_dir, "pytest-cuda.xml"))
+    t = _step_line(steps, "tests")
+    if junit:
+        verdict = "PASS" if junit["failures"] == 0 and junit["errors"] == 0 else "FAIL"
+        t = (f"{verdict}: {junit['passed']} passed, {junit['failures']} failed, {junit['errors']} "
+             f"errors, {junit['skipped']} skipped — {t}")
+    lines.append(f"tests      {t}")
+    if junit and junit["failed_names"]:
+        for n in junit["failed_names"][:8]:
+            lines.append(f"           failed: {n}")
+        if len(junit["failed_names"]) > 8:
+            lines.append(f"           ... {len(junit['failed_names']) - 8} more (pytest-cuda.log)")
+    first = True
+    for tool in SANITIZER_TOOLS:
+        label = "sanitizer  " if first else "           "
+        first = False
+        step = f"sanitizer-{tool}"
+        info = parse_sanitizer(os.path.join(out_dir, f"sanitizer-{tool}.txt"))
+        st = steps.get(step, {}).get("status")
+        if info is None or st in (None, "skipped", "dry-run"):
+            lines.append(f"{label}{tool}: {_step_line(steps, step)}")
+            continue
+        if info["errors"] is None:
+            verdict = "NO ERROR SUMMARY (crashed or timed out: " + \
+                " / ".join(_log_tail(os.path.join(out_dir, f"sanitizer-{tool}.txt"), 2)) + ")"
+        elif info["errors"] == 0:
+            verdict = "0 errors"
+        else:
+            verdict = f"{info['errors']} ERRORS"
+        txt = f"{label}{tool}: {verdict}"
+        if info["script"]:
+            txt += f"; gpu_sanitize: {info['script']}"
+        elif info["errors"] is not None:
+            txt += "; gpu_sanitize did not finish: " + " / ".join(
+                _log_tail(os.path.join(out_dir, f"sanitizer-{tool}.txt"), 2))
+        txt += f" — {_step_line(steps, step)}"
+        lines.append(txt)
+        if info["errors"]:
+            if info["first"]:
+                lines.append(f"             first: {info['first'][:150]}")
+            if info["kernels"]:
+                lines.append(f"             in: {', '.join(k[:80] for k in info['kernels'])}")
+    jsons = sorted(p for p in glob.glob(os.path.join(out_dir, "*.json")))
+    label = "bench      "
+    for path in jsons:
+        name = os.path.basename(path)
+        step = "bench-float16" if name.endswith("-float16.json") else "bench"
+        lines.append(f"{label}{name}: {_step_line(steps, step)}")
+        lines += [f"             {b}" for b in bench_lines(path)]
+        label = "           "
+    for step in ("bench", "bench-float16"):
+        has_json = any(os.path.basename(p).endswith("-float16.json") == (step == "bench-float16") for p in jsons)
+        if has_json or (step == "bench-float16" and step not in steps):
+            continue
+        ran = steps.get(step, {}).get("status") not in (None, "skipped", "dry-run")
+        lines.append(f"{label}{step}: {_step_line(steps, step)}" + (" (no JSON)" if ran else ""))
+        label = "           "
+        lines += [f"             | {t}" for t in _log_tail(os.path.join(out_dir, f"{step}.log"), 3)]
+    total = sum(float(s["seconds"]) for s in steps.values() if s["seconds"].replace(".", "", 1).isdigit())
+    lines.append("time       " + ", ".join(f"{k} {v['seconds']} s" for k, v in steps.items()
+                                           if v["status"] not in ("skipped", "dry-run"))
+                 + f"; {total:.0f} s in all" + (f" (budget {meta['budget']} s)" if meta.get("budget") else ""))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--slug":
+        print(slug(argv[1]))
+        return 0
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    text = summarize_dir(argv[0])
+    with open(os.path.join(argv[0], "summary.txt"), "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

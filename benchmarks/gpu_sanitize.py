@@ -1,0 +1,271 @@
+"""Calls every kernel of convkit's `cuda` backend once or twice, on small odd shapes, in every
+dtype and option: the program benchmarks/gpu_check.sh runs under compute-sanitizer (memcheck,
+racecheck, initcheck, synccheck).
+
+  compute-sanitizer --tool memcheck python benchmarks/gpu_sanitize.py
+  python benchmarks/gpu_sanitize.py --backend cpu      # the same calls on the CPU kernels
+
+Covered: max pooling forward with and without indices and its backward, average pooling
+forward and backward (count_include_pad, divisor_override), both with padding, stride,
+ceil_mode (a last window starting in the padding), dilation (max), windows of 1 and of the
+whole plane; ReLU forward, in place and backward, on misaligned views that end at their
+allocation's end (so a vector access past the end leaves the allocation); convolutions (every
+algorithm, forward, grad input, grad weight, grad bias) once the backend has them. Run it with
+PYTORCH_NO_CUDA_MEMORY_CACHING=1 (gpu_check.sh does): then every tensor is its own cudaMalloc
+and memcheck sees an access past a tensor's end; with the caching allocator it would land in
+the same pooled segment and pass unseen.
+
+Each result is also compared with torch on the CPU in float64 (loosely: the sanitizer is the
+point here, the tests check numerics), so a kernel that silently did nothing fails too.
+Exit status: 0 every case ran and matched; 1 some case failed; 2 nothing could run (no GPU, no
+`cuda` backend).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+# dtype name -> tolerance relative to the largest |reference| value
+TOLERANCE = {"float64": 1e-9, "float32": 1e-4, "float16": 4e-3, "bfloat16": 3e-2}
+
+# (shape, kernel, stride, padding, dilation, ceil_mode): odd sizes, a window of 1, a window
+# over the whole plane, a ceil_mode window that would start in the right padding (13 = 2*6+1
+# with kernel 3, stride 2, pad 1), asymmetric kernels and strides.
+MAX_POOLS = [
+    ((2, 3, 13, 11), 3, 2, 1, 1, True),
+    ((1, 5, 7, 9), (3, 2), (2, 1), (1, 0), (2, 1), False),
+    ((3, 2, 31, 33), 2, 2, 0, 1, True),
+    ((1, 3, 6, 6), 3, 2, 1, 1, True),
+    ((2, 4, 7, 7), 7, 1, 0, 1, False),
+    ((1, 1, 5, 3), 1, 1, 0, 1, False),
+]
+# (shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+AVG_POOLS = [
+    ((2, 3, 13, 11), 3, 2, 1, True, True, None),
+    ((2, 3, 13, 11), 3, 2, 1, True, False, None),
+    ((1, 5, 7, 9), (3, 2), (2, 1), (1, 0), False, True, 5),
+    ((3, 2, 17, 15), 2, 2, 0, True, False, None),
+    ((2, 4, 7, 7), 7, 1, 0, False, True, None),
+]
+# element counts for ReLU; each runs on views starting 0..3 elements into their allocation
+RELU_SIZES = [1, 7, 33, 1000, 4099]
+# (x shape, weight shape, stride, padding, dilation, groups)
+CONVS = [
+    ((2, 3, 9, 11), (4, 3, 3, 3), 2, 1, 1, 1),
+    ((1, 6, 7, 5), (6, 1, 3, 3), 1, 1, 1, 6),
+    ((2, 5, 8, 8), (7, 5, 1, 1), 2, 0, 1, 1),
+    ((1, 4, 13, 13), (4, 2, 5, 5), 1, 2, 2, 2),
+]
+
+
+class Skip(Exception):
+    """A case this backend can't run (a dtype it doesn't take, no convolutions yet)."""
+
+
+def _close(got, ref, dtype: str, what: str) -> None:
+    import torch
+    g = got.detach().cpu().to(torch.float64)
+    r = ref.detach().cpu().to(torch.float64)
+    if tuple(g.shape) != tuple(r.shape):
+        raise AssertionError(f"{what}: shape {tuple(g.shape)} != {tuple(r.shape)}")
+    if not bool(torch.isfinite(g).all()):
+        raise AssertionError(f"{what}: {int((~torch.isfinite(g)).sum())} non-finite values")
+    scale = r.abs().max().item() if r.numel() else 0.0
+    err = (g - r).abs().max().item() if r.numel() else 0.0
+    if err > TOLERANCE[dtype] * max(scale, 1e-30):
+        raise AssertionError(f"{what}: max error {err:.3g} > {TOLERANCE[dtype]:g} x {scale:.3g}")
+
+
+def _rand(shape, dtype: str, device, gen):
+    """Values drawn in float64 on the CPU, then cast and copied: no GPU kernel makes them."""
+    import torch
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(getattr(torch, dtype)).to(device)
+
+
+def _dtype_check(exc: Exception, dtype: str) -> None:
+    """Re-raise a dtype refusal for a half dtype as Skip."""
+    if dtype in ("float16", "bfloat16") and isinstance(exc, TypeError) and dtype in str(exc):
+        raise Skip(f"backend does not take {dtype}: {exc}") from exc
+    raise exc
+
+
+def case_max_pool(device, dtype, gen, shape, k, s, p, d, ceil):
+    import torch
+    import torch.nn.functional as F
+    import convkit.functional as CF
+    x = _rand(shape, dtype, device, gen)
+    x64 = x.detach().cpu().double().requires_grad_(True)
+    ref, ref_idx = F.max_pool2d(x64, k, s, p, d, ceil, return_indices=True)
+    try:
+        y_only = CF.max_pool2d(x, k, s, p, d, ceil)                      # no indices
+        y, idx = CF.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
+    except TypeError as e:
+        _dtype_check(e, dtype)
+    dy = _rand(tuple(y.shape), dtype, device, gen)
+    dx = CF.max_pool2d_backward(dy, tuple(x.shape), idx, k, s, p, d, ceil)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    _close(y_only, ref, dtype, "max_pool2d values (no indices)")
+    _close(y, ref, dtype, "max_pool2d values")
+    (ref_dx,) = torch.autograd.grad(ref, x64, dy.cpu().double())
+    if dtype in ("float32", "float64"):   # no ties in randn draws at these precisions
+        if not torch.equal(idx.cpu(), ref_idx):
+            raise AssertionError("max_pool2d indices differ from torch's")
+        _close(dx, ref_dx, dtype, "max_pool2d_backward")
+    else:   # half dtypes round into ties: check the gradient through convkit's own indices
+        flat = torch.zeros(shape[0] * shape[1], shape[2] * shape[3], dtype=torch.float64)
+        flat.scatter_add_(1, idx.cpu().reshape(shape[0] * shape[1], -1),
+                          dy.cpu().double().reshape(shape[0] * shape[1], -1))
+        _close(dx, flat.reshape(shape), dtype, "max_pool2d_backward")
+
+
+def case_avg_pool(device, dtype, gen, shape, k, s, p, ceil, cip, div):
+    import torch
+    import torch.nn.functional as F
+    import convkit.functional as CF
+    x = _rand(shape, dtype, device, gen)
+    x64 = x.detach().cpu().double().requires_grad_(True)
+    ref = F.avg_pool2d(x64, k, s, p, ceil, cip, div)
+    try:
+        y = CF.avg_pool2d(x, k, s, p, ceil, cip, div)
+    except TypeError as e:
+        _dtype_check(e, dtype)
+    dy = _rand(tuple(y.shape), dtype, device, gen)
+    dx = CF.avg_pool2d_backward(dy, tuple(x.shape), k, s, p, ceil, cip, div)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    _close(y, ref, dtype, "avg_pool2d")
+    (ref_dx,) = torch.autograd.grad(ref, x64, dy.cpu().double())
+    _close(dx, ref_dx, dtype, "avg_pool2d_backward")
+
+
+def case_relu(device, dtype, gen, n, offset):
+    """ReLU forward, in place and backward on views [offset:] of allocations of n + offset
+    elements: misaligned starts (offset 1..3), each view ending where its allocation ends."""
+    import torch
+    import convkit.functional as CF
+    base = _rand((n + offset,), dtype, device, gen)
+    x = base[offset:]
+    ref = x.detach().cpu().double().clamp_min(0)
+    try:
+        y = CF.relu(x)
+    except TypeError as e:
+        _dtype_check(e, dtype)
+    dy_base = _rand((n + offset,), dtype, device, gen)
+    dy = dy_base[offset:]
+    dx = CF.relu_backward(dy, y)
+    inplace = _rand((n + offset,), dtype, device, gen)[offset:]
+    ref_inplace = inplace.detach().cpu().double().clamp_min(0)
+    with torch.no_grad():
+        CF.relu_(inplace)
+    # a strided (non-contiguous) view: the Python layer copies it; the kernel sees a fresh buffer
+    strided = _rand((2 * n,), dtype, device, gen)[::2]
+    y_strided = CF.relu(strided)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    _close(y, ref, dtype, "relu")
+    _close(inplace, ref_inplace, dtype, "relu_ (in place)")
+    _close(y_strided, strided.detach().cpu().double().clamp_min(0), dtype, "relu (strided view)")
+    ref_dx = torch.where(ref > 0, dy.detach().cpu().double(), torch.zeros((), dtype=torch.float64))
+    _close(dx, ref_dx, dtype, "relu_backward")
+
+
+def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo):
+    import torch
+    import torch.nn.functional as F
+    import convkit.functional as CF
+    x = _rand(xs, dtype, device, gen)
+    w = _rand(ws, dtype, device, gen)
+    b = _rand((ws[0],), dtype, device, gen)
+    x64, w64, b64 = (t.detach().cpu().double().requires_grad_(True) for t in (x, w, b))
+    ref = F.conv2d(x64, w64, b64, stride, pad, dil, groups)
+    try:
+        y = CF.conv2d(x, w, b, stride, pad, dil, groups, algo=algo)
+    except NotImplementedError as e:
+        raise Skip(f"no CUDA convolution yet: {e}") from e
+    dy = _rand(tuple(y.shape), dtype, device, gen)
+    dx = CF.conv2d_backward_input(dy, w, tuple(x.shape), stride, pad, dil, groups, algo=algo)
+    dw = CF.conv2d_backward_weight(dy, x, tuple(w.shape), stride, pad, dil, groups, algo=algo)
+    db = CF.conv2d_backward_bias(dy)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    gx, gw, gb = torch.autograd.grad(ref, (x64, w64, b64), dy.cpu().double())
+    _close(y, ref, dtype, f"conv2d algo={algo}")
+    _close(dx, gx, dtype, f"conv2d_backward_input algo={algo}")
+    _close(dw, gw, dtype, f"conv2d_backward_weight algo={algo}")
+    _close(db, gb, dtype, "conv2d_backward_bias")
+
+
+def build_cases(backend: str, has_conv: bool, dtypes):
+    """(name, function, args) for every call."""
+    cases = []
+    for dt in dtypes:
+        for i, spec in enumerate(MAX_POOLS):
+            cases.append((f"max_pool2d[{i}] {dt}", case_max_pool, (dt,) + spec))
+        for i, spec in enumerate(AVG_POOLS):
+            cases.append((f"avg_pool2d[{i}] {dt}", case_avg_pool, (dt,) + spec))
+        for n in RELU_SIZES:
+            for off in (0, 1, 3):
+                cases.append((f"relu n={n} offset={off} {dt}", case_relu, (dt, n, off)))
+    if has_conv:
+        for dt in [d for d in dtypes if d in ("float32", "float64")]:
+            for i, (xs, ws, s, p, d, g) in enumerate(CONVS):
+                algos = ["direct", "im2col", "auto"] + (["1x1"] if ws[2:] == (1, 1) and p == 0 else [])
+                for algo in algos:
+                    cases.append((f"conv2d[{i}] {algo} {dt}", case_conv, (dt, xs, ws, s, p, d, g, algo)))
+    return cases
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="cuda", choices=["cuda", "cpu", "cudasim"],
+                    help="the backend whose kernels to call [cuda]; cpu and cudasim run on host memory")
+    ap.add_argument("--dtypes", default="float32,float64,float16,bfloat16")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import torch
+    import convkit
+    from convkit import _backend
+
+    if args.backend not in convkit.available_backends():
+        print(f"gpu_sanitize: backend {args.backend!r} cannot run here; available: "
+              f"{convkit.available_backends()}", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if args.backend == "cuda" else "cpu")
+    mod = _backend._load(args.backend)
+    has_conv = hasattr(mod, "conv2d_fwd") if args.backend != "cpu" else True
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    cases = build_cases(args.backend, has_conv, dtypes)
+    print(f"gpu_sanitize: {len(cases)} cases on backend {args.backend} ({device}), dtypes "
+          f"{','.join(dtypes)}, convolutions {'yes' if has_conv else 'not in this module yet'}",
+          flush=True)
+    gen = torch.Generator().manual_seed(args.seed)
+    n_ok = n_skip = n_fail = 0
+    skip_reasons = {}
+    with convkit.use_backend(args.backend):
+        for name, fn, fargs in cases:
+            try:
+                fn(device, *fargs[:1], gen, *fargs[1:])
+                n_ok += 1
+            except Skip as e:
+                n_skip += 1
+                reason = str(e).split(":")[0]
+                if reason not in skip_reasons:
+                    print(f"skip {name}: {e} (and every case like it)", flush=True)
+                skip_reasons[reason] = skip_reasons.get(reason, 0) + 1
+            except Exception as e:  # noqa: BLE001 - report every case, go on
+                n_fail += 1
+                print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
+                if n_fail <= 3:
+                    traceback.print_exc(limit=3)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    print(f"gpu_sanitize: {len(cases)} cases: {n_ok} ok, {n_skip} skipped, {n_fail} failed",
+          flush=True)
+    return 1 if n_fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
