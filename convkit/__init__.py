@@ -1,9 +1,10 @@
 """convkit: hand-written CPU (C++) and CUDA kernels for 2-D convolution (direct, im2col + GEMM,
 1x1), max and average pooling and ReLU, forward and backward, as drop-in PyTorch ops and layers
-that also take NumPy arrays. See README.md.
+that also take NumPy and CuPy arrays. Backends: "cpu", "cuda" (torch CUDA tensors, CuPy arrays)
+and "cudasim" (the CUDA kernels on a CPU emulator, for host memory). See README.md.
 """
 from ._backend import available_backends, use_backend
-from ._errors import ConvkitError, ConvkitTypeError, ConvkitValueError
+from ._errors import ConvkitError, ConvkitNotImplementedError, ConvkitTypeError, ConvkitValueError
 from ._kernels import get_num_threads, set_num_threads
 from ._params import CONV_ALGOS
 from . import flops, functional
@@ -21,5 +22,6 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "available_backends", "use_backend", "set_num_threads", "get_num_threads", "benchmark",
-    "ConvkitError", "ConvkitValueError", "ConvkitTypeError", "CONV_ALGOS", "functional", "nn", "flops",
+    "ConvkitError", "ConvkitValueError", "ConvkitTypeError", "ConvkitNotImplementedError", "CONV_ALGOS",
+    "functional", "nn", "flops",
 ]

@@ -1,10 +1,18 @@
 """Backends and the compiled modules behind them.
 
-A backend is a compiled kernel module: "cpu" (convkit._cpu, the C++ kernels), and with the CUDA
-issues "cudasim" (the CUDA sources on the CPU emulator) and "cuda". By default the array's device
-picks the backend; `use_backend(name)` (a context manager) or the CONVKIT_BACKEND environment
-variable forces one. CONVKIT_<NAME>_SO=/path/to/module.so loads a backend's module from
-another build (`make test-sanitize` points CONVKIT_CUDASIM_SO at the AddressSanitizer build).
+A backend is a compiled kernel module:
+  "cpu"      convkit._cpu, the C++ kernels; host memory (CPU tensors, NumPy arrays).
+  "cudasim"  convkit._cudasim, the CUDA sources on the CPU emulator; host memory. Never picked by
+             default: `use_backend("cudasim")` or CONVKIT_BACKEND=cudasim asks for it.
+  "cuda"     convkit._cuda, the CUDA kernels; device memory (torch CUDA tensors, CuPy arrays).
+By default the array's device picks the backend ("cpu" for host memory, "cuda" for device
+memory); `use_backend(name)` (a context manager) or the CONVKIT_BACKEND environment variable
+forces one. CONVKIT_<NAME>_SO=/path/to/module.so loads a backend's module from another build
+(`make test-sanitize` points CONVKIT_CUDASIM_SO at the AddressSanitizer build).
+
+A backend is available when its module is built and can run here: for "cuda" that also needs a
+visible CUDA device (a `_cuda` built by nvcc on a machine without a GPU imports fine but reports
+device_count() == 0).
 """
 from __future__ import annotations
 
@@ -13,14 +21,22 @@ import importlib
 import importlib.util
 import os
 import threading
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from ._errors import ConvkitTypeError, ConvkitValueError
+from ._params import FLOAT_DTYPES, HALF_DTYPES
 
-# backend name -> (module name, the kind of memory it runs on)
-_KNOWN = {"cpu": ("convkit._cpu", "cpu"), "cudasim": ("convkit._cudasim", "cpu"), "cuda": ("convkit._cuda", "cuda")}
+# backend name -> (module name, the kind of memory it runs on, whether its kernels take the
+# CUDA launch arguments (device, stream) after their own)
+_KNOWN = {
+    "cpu": ("convkit._cpu", "cpu", False),
+    "cudasim": ("convkit._cudasim", "cpu", True),
+    "cuda": ("convkit._cuda", "cuda", True),
+}
+
 _modules: Dict[str, object] = {}
 _load_errors: Dict[str, str] = {}
+_device_counts: Dict[str, int] = {}
 _local = threading.local()
 
 
@@ -33,6 +49,8 @@ def _load(name: str):
         override = os.environ.get(f"CONVKIT_{name.upper()}_SO")  # e.g. the ASan build of _cudasim
         if override:
             spec = importlib.util.spec_from_file_location(_KNOWN[name][0], override)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"CONVKIT_{name.upper()}_SO={override} is not a loadable module")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             _modules[name] = module
@@ -44,24 +62,61 @@ def _load(name: str):
         return None
 
 
+def device_count(name: str = "cuda") -> int:
+    """The CUDA devices backend `name`'s module sees (0 when it is not built or has none)."""
+    if name not in _device_counts:
+        mod = _load(name)
+        try:
+            _device_counts[name] = int(mod.device_count()) if mod is not None else 0
+        except Exception:  # noqa: BLE001 - no driver, driver too old: the module cannot run here
+            _device_counts[name] = 0
+    return _device_counts[name]
+
+
+def _unavailable_reason(name: str) -> Optional[str]:
+    """None when backend `name` can run here, else why it cannot."""
+    if _load(name) is None:
+        return f"not built in this install ({_load_errors.get(name, 'not found')})"
+    if _KNOWN[name][1] == "cuda" and device_count(name) == 0:
+        return "built, but no CUDA device is visible (device_count() is 0)"
+    return None
+
+
 def available_backends() -> List[str]:
-    """The backends built into this install, e.g. ["cpu"]."""
-    return [name for name in _KNOWN if _load(name) is not None]
+    """The backends that can run here, e.g. ["cpu", "cudasim"], or ["cpu", "cudasim", "cuda"] on
+    a machine with a GPU."""
+    return [name for name in _KNOWN if _unavailable_reason(name) is None]
 
 
 def _check_name(name: str) -> str:
     if name not in _KNOWN:
         raise ConvkitValueError(f"backend: unknown backend {name!r}; known: {', '.join(_KNOWN)}")
-    if _load(name) is None:
+    why = _unavailable_reason(name)
+    if why is not None:
         raise ConvkitValueError(
-            f"backend: {name!r} is not built in this install ({_load_errors.get(name, 'not found')}); "
-            f"available: {', '.join(available_backends())}")
+            f"backend: {name!r} is {why}; available: {', '.join(available_backends())}")
     return name
+
+
+def module(name: str):
+    """The compiled module of an available backend (raises ConvkitValueError otherwise)."""
+    return _modules[_check_name(name)]
+
+
+def takes_launch_args(name: str) -> bool:
+    """True for the CUDA modules, whose kernels take (device, stream) after their own arguments."""
+    return _KNOWN[name][2]
+
+
+def dtypes(name: str) -> Tuple[str, ...]:
+    """The dtype names backend `name`'s pooling and ReLU kernels take: float32 and float64
+    everywhere, plus float16 and bfloat16 where the module was built with half types."""
+    return FLOAT_DTYPES + (HALF_DTYPES if getattr(module(name), "has_half", False) else ())
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
-    """Force a backend inside a with-block: `with convkit.use_backend("cpu"): ...`."""
+    """Force a backend inside a with-block: `with convkit.use_backend("cudasim"): ...`."""
     _check_name(name)
     stack = getattr(_local, "stack", None)
     if stack is None:

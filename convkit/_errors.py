@@ -1,6 +1,6 @@
 """convkit's exceptions. torch raises RuntimeError for bad convolution arguments, so every convkit
-error is a RuntimeError (drop-in code that catches it keeps working) and also a ValueError or
-TypeError as fits."""
+error is a RuntimeError (drop-in code that catches it keeps working) and also a ValueError,
+TypeError or NotImplementedError as fits."""
 
 
 class ConvkitError(RuntimeError):
@@ -13,3 +13,8 @@ class ConvkitValueError(ConvkitError, ValueError):
 
 class ConvkitTypeError(ConvkitError, TypeError):
     """A bad type: dtype, array kind, mixed devices or frameworks."""
+
+
+class ConvkitNotImplementedError(ConvkitError, NotImplementedError):
+    """An op the selected backend's compiled module does not provide (yet), e.g. conv2d on a
+    CUDA module built before its convolution kernels."""

@@ -1,21 +1,30 @@
-"""Calls into the compiled kernel modules for torch tensors and NumPy arrays alike.
+"""Calls into the compiled kernel modules for torch tensors, NumPy arrays and CuPy arrays alike.
 
 Arrays arrive C-contiguous (NCHW) and checked (convkit._params). Outputs and workspaces are
-allocated here by the array's own framework (torch's allocator, NumPy), poisoned with NaN when
-CONVKIT_POISON=1 so that an element a kernel forgets to write cannot pass a test. Every call is
-counted in `kernel_calls`, so tests can tell that a gradient nobody needs ran no kernel.
+allocated here by the array's own framework (torch's allocator on the tensor's device, NumPy,
+CuPy's pool on the array's device), poisoned with NaN when CONVKIT_POISON=1 so that an element a
+kernel forgets to write cannot pass a test. Every kernel call is counted in `kernel_calls`, so
+tests can tell that a gradient nobody needs ran no kernel.
+
+The CUDA modules (_cuda, _cudasim) take two launch arguments after each kernel's own, the device
+index and the stream: for torch tensors the tensor's device and torch's current stream on it, for
+CuPy arrays the array's device and CuPy's current stream, for the emulator (-1, 0). `_module`
+resolves them once per op, so every call site stays `k("kernel_name", *its own args)`.
+CuPy is imported by nobody here: an array is a CuPy array only if the caller imported CuPy.
 """
 from __future__ import annotations
 
 import collections
 import os
+import sys
 import time
 from typing import Optional
 
 import numpy as np
 
 from . import _backend
-from ._params import ConvArgs, PoolArgs, conv_output_hw, dtype_name
+from ._errors import ConvkitNotImplementedError
+from ._params import ConvArgs, PoolArgs, check_float_dtype, conv_output_hw, dtype_name
 
 try:
     import torch
@@ -54,56 +63,144 @@ def _is_torch(a) -> bool:
     return torch is not None and isinstance(a, torch.Tensor)
 
 
+def _cupy():
+    """The CuPy module if the caller has imported it, else None (convkit never imports it)."""
+    return sys.modules.get("cupy")
+
+
+def is_cupy(a) -> bool:
+    cp = _cupy()
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
 def _device_type(a) -> str:
-    return a.device.type if _is_torch(a) else "cpu"
+    if _is_torch(a):
+        return a.device.type
+    return "cuda" if is_cupy(a) else "cpu"
 
 
 def _ptr(a) -> int:
     if a is None:
         return 0
-    return a.data_ptr() if _is_torch(a) else a.ctypes.data
+    if _is_torch(a):
+        return a.data_ptr()
+    return a.data.ptr if is_cupy(a) else a.ctypes.data
+
+
+def _on_device(a):
+    """A context manager making `a`'s GPU current for CuPy (its allocations and current stream)."""
+    return a.device
+
+
+def _empty(like, shape, dtype=None):
+    """An uninitialized array of `like`'s framework on `like`'s device (CuPy: on its current stream)."""
+    if _is_torch(like):
+        return torch.empty(tuple(shape), dtype=dtype or like.dtype, device=like.device)
+    if is_cupy(like):
+        with _on_device(like):
+            return _cupy().empty(tuple(shape), dtype=dtype or like.dtype)
+    return np.empty(tuple(shape), dtype=dtype or like.dtype)
+
+
+def _fill(a, value) -> None:
+    if _is_torch(a):
+        a.fill_(value)
+    elif is_cupy(a):
+        with _on_device(a):
+            a.fill(value)
+    else:
+        a.fill(value)
 
 
 def _new(like, shape, dtype=None):
-    """An uninitialized array of `like`'s framework and device (NaN/-1 filled when poisoning)."""
-    if _is_torch(like):
-        out = torch.empty(tuple(shape), dtype=dtype or like.dtype, device=like.device)
-        if _poison():
-            out.fill_(float("nan") if out.is_floating_point() else -(2 ** 62))
-        return out
-    out = np.empty(tuple(shape), dtype=dtype or like.dtype)
+    """An uninitialized output of `like`'s framework and device (NaN/-2^62 filled when poisoning)."""
+    out = _empty(like, shape, dtype)
     if _poison():
-        out.fill(np.nan if out.dtype.kind == "f" else -(2 ** 62))
+        floating = out.is_floating_point() if _is_torch(out) else out.dtype.kind == "f"
+        _fill(out, float("nan") if floating else -(2 ** 62))
     return out
 
 
 def _zeros(like, shape):
-    if _is_torch(like):
-        return torch.zeros(tuple(shape), dtype=like.dtype, device=like.device)
-    return np.zeros(tuple(shape), dtype=like.dtype)
+    out = _empty(like, shape)
+    _fill(out, 0)
+    return out
 
 
 def _workspace(like, nbytes: int):
     if nbytes == 0:
         return None
-    if _is_torch(like):
-        ws = torch.empty(nbytes, dtype=torch.uint8, device=like.device)
-        if _poison():
-            ws.fill_(255)  # every float32/float64 read of it is NaN
-        return ws
-    ws = np.empty(nbytes, dtype=np.uint8)
+    ws = _empty(like, (nbytes,), torch.uint8 if _is_torch(like) else np.uint8)
     if _poison():
-        ws.fill(255)
+        _fill(ws, 255)  # every floating-point read of it is NaN
     return ws
 
 
-def _module(a, op: str):
+def contiguous(a):
+    """A C-contiguous NumPy or CuPy array with a's values (a itself when it already is one)."""
+    if a is None:
+        return None
+    if is_cupy(a):
+        with _on_device(a):
+            return _cupy().ascontiguousarray(a)
+    return np.ascontiguousarray(a)
+
+
+def _launch_args(name: str, a) -> tuple:
+    """What the backend's kernels take after their own arguments: (device, stream) for the CUDA
+    modules, nothing for _cpu. The stream is the caller's current one, never the legacy default
+    stream (unless the caller made that one current)."""
+    if not _backend.takes_launch_args(name):
+        return ()
+    if _device_type(a) != "cuda":
+        return (-1, 0)  # the emulator: host memory, one in-order queue
+    if _is_torch(a):
+        return (a.device.index, torch.cuda.current_stream(a.device).cuda_stream)
+    with _on_device(a):
+        return (a.device.id, _cupy().cuda.get_current_stream().ptr)
+
+
+def _synchronize(like) -> None:
+    """Waits for the work queued on like's current stream (CUDA arrays only), for timing."""
+    if _is_torch(like) and like.device.type == "cuda":
+        torch.cuda.current_stream(like.device).synchronize()
+    elif is_cupy(like):
+        with _on_device(like):
+            _cupy().cuda.get_current_stream().synchronize()
+
+
+class _Kernels:
+    """A backend's compiled module bound to one op's arrays: `k("relu_fwd", dt, n, x, y)` counts
+    the call and runs the kernel with the launch arguments the module takes appended."""
+    __slots__ = ("name", "mod", "launch_args")
+
+    def __init__(self, name: str, mod, launch_args: tuple):
+        self.name, self.mod, self.launch_args = name, mod, launch_args
+
+    def __call__(self, kernel: str, *args):
+        kernel_calls[kernel] += 1
+        return getattr(self.mod, kernel)(*args, *self.launch_args)
+
+    def require(self, kernel: str, op: str) -> None:
+        """Raises ConvkitNotImplementedError when this module has no `kernel` (before any output is
+        allocated), e.g. conv2d on a CUDA module built before the CUDA convolutions."""
+        if not hasattr(self.mod, kernel):
+            raise ConvkitNotImplementedError(
+                f"{op} is not implemented on the {self.name!r} backend: its module {self.mod.__name__} has no "
+                f"{kernel} (the CUDA convolutions are not built into it yet); convolutions run on the 'cpu' "
+                f"backend")
+
+
+def _module(a, op: str, arg: str = "input") -> _Kernels:
+    """The kernels of the backend that runs `op` on `a`, after checking that this backend takes
+    a's dtype (float16 / bfloat16 only where the module has half types)."""
     name, mod = _backend.module_for(_device_type(a), op)
+    check_float_dtype(op, arg, a.dtype, _backend.dtypes(name), backend=name)
     n = get_num_threads()
     if _threads_set.get(name) != n and hasattr(mod, "set_num_threads"):
         mod.set_num_threads(n)
         _threads_set[name] = n
-    return name, mod
+    return _Kernels(name, mod, _launch_args(name, a))
 
 
 # ---- convolution --------------------------------------------------------------------------
@@ -139,7 +236,7 @@ def _candidates(p, args: ConvArgs):
     return algos
 
 
-def _resolve_algo(name, mod, like, x_shape, w_shape, p, args: ConvArgs) -> str:
+def _resolve_algo(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs) -> str:
     """algo='auto': a heuristic by shape (_heuristic_algo); with convkit.benchmark = True, the
     fastest forward, timed once per shape and cached."""
     if args.algo != "auto":
@@ -148,47 +245,54 @@ def _resolve_algo(name, mod, like, x_shape, w_shape, p, args: ConvArgs) -> str:
     if not convkit.benchmark:
         return _heuristic_algo(p, args)
     dt = dtype_name(like.dtype)
-    key = (name, dt, tuple(x_shape), tuple(w_shape), args.stride, args.pads, args.dilation, args.groups)
+    key = (k.name, dt, tuple(x_shape), tuple(w_shape), args.stride, args.pads, args.dilation, args.groups)
     if key not in _algo_cache:
-        _algo_cache[key] = _time_algos(mod, like, x_shape, w_shape, p, args, dt)
+        _algo_cache[key] = _time_algos(k, like, x_shape, w_shape, p, args, dt)
     return _algo_cache[key]
 
 
-def _time_algos(mod, like, x_shape, w_shape, p, args: ConvArgs, dt: str) -> str:
-    """Times each applicable algorithm's forward on zero-filled arrays; returns the fastest."""
+def _time_algos(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs, dt: str) -> str:
+    """Times each applicable algorithm's forward on zero-filled arrays (on the caller's stream,
+    synchronized around each run); returns the fastest. Not counted in kernel_calls."""
     x, w, y = _zeros(like, x_shape), _zeros(like, w_shape), _zeros(like, (p.N, p.K, p.P, p.Q))
     best, best_t = None, float("inf")
     for algo in _candidates(p, args):
-        ws = _workspace(like, mod.conv2d_workspace_bytes(algo, "fwd", dt, p, WORKSPACE_CAP_BYTES))
+        ws = _workspace(like, k.mod.conv2d_workspace_bytes(algo, "fwd", dt, p, WORKSPACE_CAP_BYTES))
         times = []
         for _ in range(3):
+            _synchronize(like)
             t0 = time.perf_counter()
-            mod.conv2d_fwd(algo, dt, p, _ptr(x), _ptr(w), 0, _ptr(y), _ptr(ws), 0 if ws is None else ws.nbytes)
+            k.mod.conv2d_fwd(algo, dt, p, _ptr(x), _ptr(w), 0, _ptr(y), _ptr(ws), 0 if ws is None else ws.nbytes,
+                             *k.launch_args)
+            _synchronize(like)
             times.append(time.perf_counter() - t0)
         if min(times) < best_t:
             best, best_t = algo, min(times)
     return best
 
 
+_CONV_KERNELS = {"fwd": "conv2d_fwd", "bwd_input": "conv2d_bwd_input", "bwd_weight": "conv2d_bwd_weight"}
+
+
 def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, bias=None):
     """One convolution pass: kind 'fwd' (a=x, b=w), 'bwd_input' (a=dy, b=w), 'bwd_weight' (a=dy, b=x)."""
     op = {"fwd": "conv2d", "bwd_input": "conv2d_backward_input", "bwd_weight": "conv2d_backward_weight"}[kind]
-    name, mod = _module(a, op)
+    k = _module(a, op, "input" if kind == "fwd" else "grad_output")
+    k.require(_CONV_KERNELS[kind], op)
     if x_shape[0] == 0:
         return _zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
-    p = _conv_params(mod, x_shape, w_shape, args)
+    p = _conv_params(k.mod, x_shape, w_shape, args)
     dt = dtype_name(a.dtype)
-    algo = _resolve_algo(name, mod, a, x_shape, w_shape, p, args)
+    algo = _resolve_algo(k, a, x_shape, w_shape, p, args)
     out = _new(a, out_shape)
-    ws = _workspace(a, mod.conv2d_workspace_bytes(algo, kind, dt, p, WORKSPACE_CAP_BYTES))
+    ws = _workspace(a, k.mod.conv2d_workspace_bytes(algo, kind, dt, p, WORKSPACE_CAP_BYTES))
     ws_ptr, ws_bytes = _ptr(ws), (0 if ws is None else ws.nbytes)
-    kernel_calls[f"conv2d_{kind}"] += 1
     if kind == "fwd":
-        mod.conv2d_fwd(algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(bias), _ptr(out), ws_ptr, ws_bytes)
+        k("conv2d_fwd", algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(bias), _ptr(out), ws_ptr, ws_bytes)
     elif kind == "bwd_input":
-        mod.conv2d_bwd_input(algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(out), ws_ptr, ws_bytes)
+        k("conv2d_bwd_input", algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(out), ws_ptr, ws_bytes)
     else:
-        mod.conv2d_bwd_weight(algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(out), ws_ptr, ws_bytes)
+        k("conv2d_bwd_weight", algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(out), ws_ptr, ws_bytes)
     return out
 
 
@@ -210,14 +314,14 @@ def conv2d_bwd_weight(dy, x, weight_shape, args: ConvArgs):
 
 def conv2d_bwd_bias(dy):
     """db[K] = sum of dy[N, K, P, Q] over N, P, Q."""
-    name, mod = _module(dy, "conv2d_backward_bias")
-    n, k, p_, q_ = dy.shape
+    k = _module(dy, "conv2d_backward_bias", "grad_output")
+    k.require("conv2d_bwd_bias", "conv2d_backward_bias")
+    n, c, p_, q_ = dy.shape
     if n == 0 or p_ == 0 or q_ == 0:
-        return _zeros(dy, (k,))
-    params = mod.ConvParams(n, k, p_, q_, k, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, k)  # shape carrier: P=H, Q=W
-    db = _new(dy, (k,))
-    kernel_calls["conv2d_bwd_bias"] += 1
-    mod.conv2d_bwd_bias(dtype_name(dy.dtype), params, _ptr(dy), _ptr(db))
+        return _zeros(dy, (c,))
+    params = k.mod.ConvParams(n, c, p_, q_, c, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, c)  # shape carrier: P=H, Q=W
+    db = _new(dy, (c,))
+    k("conv2d_bwd_bias", dtype_name(dy.dtype), params, _ptr(dy), _ptr(db))
     return db
 
 
@@ -229,69 +333,71 @@ def _pool_params(mod, x_shape, a: PoolArgs):
                           a.padding[0], a.padding[1], a.dilation[0], a.dilation[1], a.ceil_mode)
 
 
+def _int64(like):
+    return torch.int64 if _is_torch(like) else np.int64
+
+
 def max_pool2d_fwd(x, a: PoolArgs, want_indices: bool):
     """y[N, C, P, Q] (and int64 indices into each H*W plane) of a max pool of x[N, C, H, W]."""
-    name, mod = _module(x, "max_pool2d")
+    k = _module(x, "max_pool2d")
     out_shape = tuple(x.shape[:2]) + a.out_hw
     y = _new(x, out_shape)
-    idx = _new(x, out_shape, dtype=torch.int64 if _is_torch(x) else np.int64) if want_indices else None
+    idx = _new(x, out_shape, _int64(x)) if want_indices else None
     if x.shape[0] == 0:
         return y, idx
-    kernel_calls["max_pool2d_fwd"] += 1
-    mod.max_pool2d_fwd(dtype_name(x.dtype), _pool_params(mod, x.shape, a), _ptr(x), _ptr(y), _ptr(idx))
+    k("max_pool2d_fwd", dtype_name(x.dtype), _pool_params(k.mod, x.shape, a), _ptr(x), _ptr(y), _ptr(idx))
     return y, idx
 
 
 def max_pool2d_bwd(dy, input_shape, idx, a: PoolArgs):
-    """dx[N, C, H, W]: each dy element added at its window's argmax (indices from the forward)."""
-    name, mod = _module(dy, "max_pool2d_backward")
+    """dx[N, C, H, W]: each dy[N, C, P, Q] element added at its window's argmax (idx from the
+    forward); gather form, every dx element written."""
+    k = _module(dy, "max_pool2d_backward", "grad_output")
     dx = _new(dy, input_shape)
     if input_shape[0] == 0:
         return dx
-    kernel_calls["max_pool2d_bwd"] += 1
-    mod.max_pool2d_bwd(dtype_name(dy.dtype), _pool_params(mod, input_shape, a), _ptr(dy), _ptr(idx), _ptr(dx))
+    k("max_pool2d_bwd", dtype_name(dy.dtype), _pool_params(k.mod, input_shape, a), _ptr(dy), _ptr(idx), _ptr(dx))
     return dx
 
 
 def avg_pool2d_fwd(x, a: PoolArgs, count_include_pad: bool, divisor_override: Optional[int]):
-    name, mod = _module(x, "avg_pool2d")
+    """y[N, C, P, Q]: the average of each window of x[N, C, H, W], torch's divisor rules."""
+    k = _module(x, "avg_pool2d")
     y = _new(x, tuple(x.shape[:2]) + a.out_hw)
     if x.shape[0] == 0:
         return y
-    kernel_calls["avg_pool2d_fwd"] += 1
-    mod.avg_pool2d_fwd(dtype_name(x.dtype), _pool_params(mod, x.shape, a), bool(count_include_pad),
-                       int(divisor_override or 0), _ptr(x), _ptr(y))
+    k("avg_pool2d_fwd", dtype_name(x.dtype), _pool_params(k.mod, x.shape, a), bool(count_include_pad),
+      int(divisor_override or 0), _ptr(x), _ptr(y))
     return y
 
 
 def avg_pool2d_bwd(dy, input_shape, a: PoolArgs, count_include_pad: bool, divisor_override: Optional[int]):
-    name, mod = _module(dy, "avg_pool2d_backward")
+    """dx[N, C, H, W] from dy[N, C, P, Q]: each window's share of its output's gradient."""
+    k = _module(dy, "avg_pool2d_backward", "grad_output")
     dx = _new(dy, input_shape)
     if input_shape[0] == 0:
         return dx
-    kernel_calls["avg_pool2d_bwd"] += 1
-    mod.avg_pool2d_bwd(dtype_name(dy.dtype), _pool_params(mod, input_shape, a), bool(count_include_pad),
-                       int(divisor_override or 0), _ptr(dy), _ptr(dx))
+    k("avg_pool2d_bwd", dtype_name(dy.dtype), _pool_params(k.mod, input_shape, a), bool(count_include_pad),
+      int(divisor_override or 0), _ptr(dy), _ptr(dx))
     return dx
 
 
 def relu_fwd(x, out=None):
-    """max(x, 0) elementwise into a new array, or into `out` (which may be x itself)."""
-    name, mod = _module(x, "relu")
+    """max(x, 0) elementwise over x's n elements (any shape, flat memory) into a new array, or
+    into `out` (which may be x itself)."""
+    k = _module(x, "relu")
     y = _new(x, x.shape) if out is None else out
     n = int(np.prod(x.shape))
     if n:
-        kernel_calls["relu_fwd"] += 1
-        mod.relu_fwd(dtype_name(x.dtype), n, _ptr(x), _ptr(y))
+        k("relu_fwd", dtype_name(x.dtype), n, _ptr(x), _ptr(y))
     return y
 
 
 def relu_bwd(dy, y, out=None):
     """dx = 0 where y <= 0, else dy (a NaN y passes dy, as torch); dy, y, out laid out alike."""
-    name, mod = _module(dy, "relu_backward")
+    k = _module(dy, "relu_backward", "grad_output")
     dx = _new(dy, dy.shape) if out is None else out
     n = int(np.prod(dy.shape))
     if n:
-        kernel_calls["relu_bwd"] += 1
-        mod.relu_bwd(dtype_name(dy.dtype), n, _ptr(dy), _ptr(y), _ptr(dx))
+        k("relu_bwd", dtype_name(dy.dtype), n, _ptr(dy), _ptr(y), _ptr(dx))
     return dx

@@ -17,8 +17,8 @@ from torch._prims_common import suggest_memory_format
 
 from . import _kernels as K
 from ._errors import ConvkitValueError
-from ._params import (ConvArgs, PoolArgs, check_conv, check_divisor, check_pool, conv_output_hw,
-                      pool_output_size)
+from ._params import (CONV_WHERE, ConvArgs, PoolArgs, check_conv, check_divisor, check_float_dtype, check_pool,
+                      check_rank, conv_output_hw, pool_output_size)
 
 _CL = torch.channels_last
 
@@ -123,6 +123,8 @@ def _(grad_output, input, weight_size, stride, padding, dilation, groups, algo):
 @torch.library.custom_op("convkit::conv2d_backward_bias", mutates_args=())
 def conv2d_backward_bias(grad_output: Tensor) -> Tensor:
     """grad_output[N, K, P, Q] -> grad_bias[K] (the sum over N, P, Q)."""
+    check_rank("convkit::conv2d_backward_bias", "grad_output", grad_output.shape, (4,))
+    check_float_dtype("convkit::conv2d_backward_bias", "grad_output", grad_output.dtype, where=CONV_WHERE)
     return K.conv2d_bwd_bias(grad_output.contiguous())
 
 
@@ -350,8 +352,11 @@ avg_pool2d_backward.register_autograd(_avg_pool_bwd_backward, setup_context=_avg
 
 def _elementwise_pair(a: Tensor, b: Optional[Tensor] = None):
     """Operands an elementwise kernel can run over as flat memory: both dense with the same
-    strides as `torch.empty_like(a)`, else contiguous copies (and a flag saying so)."""
+    strides as `torch.empty_like(a)`, else contiguous copies (and a flag saying so). The output
+    is `torch.empty_like(a)` (NaN-filled under CONVKIT_POISON, as every output of ours)."""
     out = torch.empty_like(a)
+    if K._poison():
+        out.fill_(float("nan"))
     same = out.stride() == a.stride() and (b is None or b.stride() == a.stride())
     if same:
         return a, b, out, False

@@ -13,6 +13,11 @@ from ._errors import ConvkitTypeError, ConvkitValueError
 
 CONV_ALGOS = ("auto", "direct", "im2col", "1x1")
 FLOAT_DTYPES = ("float32", "float64")
+HALF_DTYPES = ("float16", "bfloat16")
+#: the dtypes some backend's pooling and ReLU kernels take; each backend takes a subset of them
+#: (convkit._backend.dtypes: float16 and bfloat16 only where the module has_half). Convolutions
+#: take FLOAT_DTYPES on every backend.
+POOL_DTYPES = FLOAT_DTYPES + HALF_DTYPES
 
 
 def dtype_name(dtype) -> str:
@@ -57,11 +62,18 @@ class ConvArgs:
     algo: str
 
 
-def check_float_dtype(op: str, name: str, dtype) -> str:
+def check_float_dtype(op: str, name: str, dtype, allowed: Sequence[str] = FLOAT_DTYPES,
+                      backend: Optional[str] = None, where: str = "here") -> str:
+    """dtype's name if it is one of `allowed`, else a ConvkitTypeError naming the dtype (and the
+    backend, when `allowed` is that backend's limit)."""
     d = dtype_name(dtype)
-    if d not in FLOAT_DTYPES:
-        raise ConvkitTypeError(f"{op}: {name} has dtype {d}; convkit supports {', '.join(FLOAT_DTYPES)} here")
-    return d
+    if d in allowed:
+        return d
+    if backend is None:
+        raise ConvkitTypeError(f"{op}: {name} has dtype {d}; convkit supports {', '.join(allowed)} {where}")
+    hint = " (float16 and bfloat16 run on the CUDA backends, 'cuda' and 'cudasim')" if d in HALF_DTYPES else ""
+    raise ConvkitTypeError(f"{op}: {name} has dtype {d}; the {backend!r} backend supports "
+                           f"{', '.join(allowed)}{hint}")
 
 
 def check_rank(op: str, name: str, shape: Sequence[int], ranks=(3, 4)) -> None:
@@ -96,6 +108,10 @@ def conv_padding(padding, kernel: Tuple[int, int], dilation: Tuple[int, int],
     return pads
 
 
+#: where the convolutions' dtype limit holds, for check_float_dtype messages
+CONV_WHERE = "for convolutions, on every backend"
+
+
 def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bias_shape=None,
                bias_dtype=None, stride=1, padding=0, dilation=1, groups=1, algo="auto") -> ConvArgs:
     """Checks a 4-D convolution's arguments (input [N, C, H, W], weight [K, C/groups, R, S])."""
@@ -103,8 +119,8 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
     check_rank(op, "input", input_shape, (4,))
     if len(weight_shape) != 4:
         raise ConvkitValueError(f"{op}: expected weight of rank 4 (K, C/groups, R, S), got shape {weight_shape}")
-    xd = check_float_dtype(op, "input", input_dtype)
-    wd = check_float_dtype(op, "weight", weight_dtype)
+    xd = check_float_dtype(op, "input", input_dtype, where=CONV_WHERE)
+    wd = check_float_dtype(op, "weight", weight_dtype, where=CONV_WHERE)
     if xd != wd:
         raise ConvkitTypeError(f"{op}: input ({xd}) and weight ({wd}) must have the same dtype")
     if not isinstance(algo, str) or algo not in CONV_ALGOS:
@@ -137,7 +153,7 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
     if bias_shape is not None:
         if tuple(bias_shape) != (k,):
             raise ConvkitValueError(f"{op}: bias must have shape ({k},) for {k} output channels, got {tuple(bias_shape)}")
-        bd = check_float_dtype(op, "bias", bias_dtype)
+        bd = check_float_dtype(op, "bias", bias_dtype, where=CONV_WHERE)
         if bd != xd:
             raise ConvkitTypeError(f"{op}: bias ({bd}) must have the input's dtype ({xd})")
     if algo == "1x1" and not (r == 1 and s == 1 and pads == (0, 0, 0, 0)):
@@ -173,10 +189,11 @@ def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool)
 
 def check_pool(op: str, input_shape, dtype, kernel_size, stride=None, padding=0, dilation=1,
                ceil_mode=False) -> PoolArgs:
-    """Checks a pooling's arguments on a 4-D input [N, C, H, W]."""
+    """Checks a pooling's arguments on a 4-D input [N, C, H, W]. The dtype only has to be one some
+    backend takes; the backend that runs the op checks its own list (convkit._kernels)."""
     input_shape = tuple(input_shape)
     check_rank(op, "input", input_shape, (4,))
-    check_float_dtype(op, "input", dtype)
+    check_float_dtype(op, "input", dtype, POOL_DTYPES)
     kernel = positive_pair(kernel_size, op, "kernel_size")
     stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
         else positive_pair(stride, op, "stride")

@@ -1,10 +1,12 @@
 """convkit.functional: torch.nn.functional's conv2d, max_pool2d, avg_pool2d and relu on convkit's
 kernels, plus the backward functions as public API.
 
-torch tensors in, torch tensors out, with autograd (through the convkit:: custom ops).
-NumPy arrays in, NumPy arrays out, straight to the kernels (no autograd: call the public
-backward functions yourself). Semantics are torch's, including unbatched (C, H, W) input, empty
-batches, non-contiguous and channels_last input. Every argument is checked before any kernel runs.
+torch tensors in, torch tensors out, with autograd (through the convkit:: custom ops); CUDA
+tensors run on the "cuda" backend, on torch's current stream.
+NumPy arrays in, NumPy arrays out, and CuPy arrays in, CuPy arrays out (on CuPy's current
+stream), straight to the kernels (no autograd: call the public backward functions yourself).
+Semantics are torch's, including unbatched (C, H, W) input, empty batches, non-contiguous and
+channels_last input. Every argument is checked before any kernel runs.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import numpy as np
 from . import _kernels as K
 from ._backend import available_backends
 from ._errors import ConvkitTypeError, ConvkitValueError
-from ._params import (check_conv, check_divisor, check_float_dtype, check_pool, check_rank,
+from ._params import (CONV_WHERE, POOL_DTYPES, check_conv, check_divisor, check_float_dtype, check_pool, check_rank,
                       conv_output_hw)
 
 try:
@@ -36,7 +38,8 @@ IntOrPair = Union[int, Sequence[int]]
 # ---- array kinds, devices, ranks ---------------------------------------------------------------
 
 def _kind(op: str, *arrays) -> str:
-    """'torch' or 'numpy'; mixing the two, or anything else, is a TypeError."""
+    """'torch', 'numpy' or 'cupy'; mixing kinds, or anything else, is a TypeError. CuPy arrays
+    also have to be on one device, with the "cuda" backend able to run."""
     kinds = set()
     for a in arrays:
         if a is None:
@@ -45,11 +48,27 @@ def _kind(op: str, *arrays) -> str:
             kinds.add("torch")
         elif isinstance(a, np.ndarray):
             kinds.add("numpy")
+        elif K.is_cupy(a):
+            kinds.add("cupy")
         else:
-            raise ConvkitTypeError(f"{op}: expected torch.Tensor or numpy.ndarray arguments, got {type(a).__name__}")
+            raise ConvkitTypeError(f"{op}: expected torch.Tensor, numpy.ndarray or cupy.ndarray arguments, "
+                                   f"got {type(a).__name__}")
     if len(kinds) != 1:
-        raise ConvkitTypeError(f"{op}: all array arguments must be of one kind (torch or NumPy), got {sorted(kinds)}")
-    return kinds.pop()
+        raise ConvkitTypeError(f"{op}: all array arguments must be of one kind (torch, NumPy or CuPy), "
+                               f"got {sorted(kinds)}")
+    kind = kinds.pop()
+    if kind == "cupy":
+        devices = {a.device.id for a in arrays if a is not None}
+        if len(devices) > 1:
+            raise ConvkitValueError(f"{op}: expected all CuPy arrays on one device, got devices {sorted(devices)}")
+        _need_cuda_backend(op, f"cuda:{devices.pop()} (CuPy arrays)")
+    return kind
+
+
+def _need_cuda_backend(op: str, where: str) -> None:
+    if "cuda" not in available_backends():
+        raise ConvkitTypeError(f"{op}: the arrays are on {where} but this install has no runnable CUDA backend "
+                               f"(available: {', '.join(available_backends())})")
 
 
 def _check_devices(op: str, *tensors) -> None:
@@ -58,9 +77,9 @@ def _check_devices(op: str, *tensors) -> None:
     if len(devices) > 1:
         raise ConvkitValueError(f"{op}: expected all tensors on one device, got {sorted(str(d) for d in devices)}")
     dev = ts[0].device
-    if dev.type == "cuda" and "cuda" not in available_backends():
-        raise ConvkitTypeError(f"{op}: tensors are on {dev} but this install has no CUDA backend "
-                               f"(available: {', '.join(available_backends())})")
+    # (while torch.compile traces, the op itself checks its backend when it runs)
+    if dev.type == "cuda" and not torch.compiler.is_compiling():
+        _need_cuda_backend(op, str(dev))
     if dev.type not in ("cpu", "cuda", "meta"):
         raise ConvkitTypeError(f"{op}: unsupported device {dev}")
 
@@ -71,7 +90,8 @@ def _batched(op: str, name: str, shape) -> bool:
 
 
 def _np(a):
-    return None if a is None else np.ascontiguousarray(a)
+    """A C-contiguous NumPy or CuPy array (the kernels' layout) of the same kind and device."""
+    return K.contiguous(a)
 
 
 def _shape4(shape) -> tuple:
@@ -100,7 +120,7 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[str, 
     args = check_conv("conv2d", _shape4(input.shape), weight.shape, input.dtype, weight.dtype,
                       None if bias is None else bias.shape, None if bias is None else bias.dtype,
                       stride, padding, dilation, groups, algo)
-    if kind == "numpy":
+    if kind != "torch":
         y = K.conv2d_fwd(_np(input.reshape(_shape4(input.shape))), _np(weight), _np(bias), args)
     else:
         _check_devices("conv2d", input, weight, bias)
@@ -126,7 +146,7 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 
                       dilation=dilation, groups=groups, algo=algo)
     expected = (x4[0], weight.shape[0]) + conv_output_hw(x4[2], x4[3], weight.shape[2], weight.shape[3], args)
     _check_grad_shape(op, grad_output, expected if batched else expected[1:])
-    if kind == "numpy":
+    if kind != "torch":
         dx = K.conv2d_bwd_input(_np(grad_output.reshape(expected)), _np(weight), x4, args)
     else:
         _check_devices(op, grad_output, weight)
@@ -152,7 +172,7 @@ def conv2d_backward_weight(grad_output, input, weight_shape, stride: IntOrPair =
                       dilation=dilation, groups=groups, algo=algo)
     expected = (x4[0], w_shape[0]) + conv_output_hw(x4[2], x4[3], w_shape[2], w_shape[3], args)
     _check_grad_shape(op, grad_output, expected if batched else expected[1:])
-    if kind == "numpy":
+    if kind != "torch":
         return K.conv2d_bwd_weight(_np(grad_output.reshape(expected)), _np(input.reshape(x4)), w_shape, args)
     _check_devices(op, grad_output, input)
     dy = grad_output if batched else grad_output.unsqueeze(0)
@@ -166,8 +186,8 @@ def conv2d_backward_bias(grad_output):
     op = "conv2d_backward_bias"
     kind = _kind(op, grad_output)
     batched = _batched(op, "grad_output", grad_output.shape)
-    check_float_dtype(op, "grad_output", grad_output.dtype)
-    if kind == "numpy":
+    check_float_dtype(op, "grad_output", grad_output.dtype, where=CONV_WHERE)
+    if kind != "torch":
         return K.conv2d_bwd_bias(_np(grad_output.reshape(_shape4(grad_output.shape))))
     _check_devices(op, grad_output)
     return torch.ops.convkit.conv2d_backward_bias(grad_output if batched else grad_output.unsqueeze(0))
@@ -188,7 +208,7 @@ def max_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None
     kind = _kind(op, input)
     batched = _batched(op, "input", input.shape)
     a = check_pool(op, _shape4(input.shape), input.dtype, kernel_size, stride, padding, dilation, ceil_mode)
-    if kind == "numpy":
+    if kind != "torch":
         y, idx = K.max_pool2d_fwd(_np(input.reshape(_shape4(input.shape))), a, bool(return_indices))
     else:
         _check_devices(op, input)
@@ -217,7 +237,7 @@ def max_pool2d_backward(grad_output, input_shape, indices, kernel_size: IntOrPai
     if tuple(indices.shape) != tuple(grad_output.shape) or "int64" not in str(indices.dtype):
         raise ConvkitValueError(f"{op}: indices must be int64 of grad_output's shape {tuple(grad_output.shape)}, "
                                 f"got {indices.dtype} {tuple(indices.shape)}")
-    if kind == "numpy":
+    if kind != "torch":
         dx = K.max_pool2d_bwd(_np(grad_output.reshape(out_shape)), x4, _np(indices.reshape(out_shape)), a)
     else:
         _check_devices(op, grad_output, indices)
@@ -236,7 +256,7 @@ def avg_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None
     batched = _batched(op, "input", input.shape)
     a = check_pool(op, _shape4(input.shape), input.dtype, kernel_size, stride, padding, 1, ceil_mode)
     div = check_divisor(op, divisor_override)
-    if kind == "numpy":
+    if kind != "torch":
         y = K.avg_pool2d_fwd(_np(input.reshape(_shape4(input.shape))), a, bool(count_include_pad), div)
     else:
         _check_devices(op, input)
@@ -258,7 +278,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair, stride
     div = check_divisor(op, divisor_override)
     out_shape = x4[:2] + a.out_hw
     _check_grad_shape(op, grad_output, out_shape if batched else out_shape[1:])
-    if kind == "numpy":
+    if kind != "torch":
         dx = K.avg_pool2d_bwd(_np(grad_output.reshape(out_shape)), x4, a, bool(count_include_pad), div)
     else:
         _check_devices(op, grad_output)
@@ -276,8 +296,8 @@ def relu(input, inplace: bool = False):
     torch's."""
     op = "relu_" if inplace else "relu"
     kind = _kind(op, input)
-    check_float_dtype(op, "input", input.dtype)
-    if kind == "numpy":
+    check_float_dtype(op, "input", input.dtype, POOL_DTYPES)
+    if kind != "torch":
         if not inplace:
             return K.relu_fwd(_np(input))
         if input.flags.c_contiguous:
@@ -307,11 +327,11 @@ def relu_backward(grad_output, output):
     """Gradient of relu: 0 where output <= 0, else grad_output (NaN output passes it, as torch)."""
     op = "relu_backward"
     kind = _kind(op, grad_output, output)
-    check_float_dtype(op, "grad_output", grad_output.dtype)
+    check_float_dtype(op, "grad_output", grad_output.dtype, POOL_DTYPES)
     if tuple(grad_output.shape) != tuple(output.shape) or str(grad_output.dtype) != str(output.dtype):
         raise ConvkitValueError(f"{op}: grad_output {tuple(grad_output.shape)} {grad_output.dtype} and output "
                                 f"{tuple(output.shape)} {output.dtype} must match")
-    if kind == "numpy":
+    if kind != "torch":
         return K.relu_bwd(_np(grad_output), _np(output))
     _check_devices(op, grad_output, output)
     return torch.ops.convkit.relu_backward(grad_output, output)

@@ -17,7 +17,17 @@ import convkit
 import convkit.functional as CF
 
 from conftest import (BACKENDS, DTYPES, assert_bitwise, assert_close, conv_out_hw, device_of,
-                      dtype_id, is_channels_last, pair, rand, ref_conv2d, small_ints)
+                      dtype_id, is_channels_last, pair, rand, ref_conv2d, skip_without_conv,
+                      small_ints)
+
+
+@pytest.fixture(autouse=True)
+def _conv_kernels_built(request):
+    """Every test here needs its backend's convolution kernels: on a backend without them (the
+    CUDA modules before the CUDA convolutions land) it skips, and runs once they are built."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "backend" in callspec.params:
+        skip_without_conv(callspec.params["backend"])
 
 # (C, K, groups): plain, channels not a multiple of 4, grouped, depthwise, depthwise x2.
 GROUPINGS = [(1, 1, 1), (3, 5, 1), (5, 2, 1), (2, 3, 1), (4, 6, 2), (6, 3, 3), (6, 9, 3),
@@ -522,23 +532,26 @@ def test_conv2d_im2col_batch_chunking(backend, cap, dtype, monkeypatch):
 @pytest.mark.skipif("cuda" not in BACKENDS, reason="needs the cuda backend and a GPU")
 def test_cuda_non_default_stream():
     """Every launch goes on the caller's current stream (pytorch#15352): work queued on a side
-    stream, read back after that stream only, gives the right numbers."""
+    stream, read back after that stream only, gives the right numbers. (Pooling and ReLU on a
+    side stream: tests/test_cuda.py.)"""
+    skip_without_conv("cuda")
     torch.cuda.synchronize()
-    s = torch.cuda.Stream()
     x = torch.randn(8, 32, 56, 56, device="cuda")
     w = torch.randn(64, 32, 3, 3, device="cuda")
-    ref = F.conv2d(x.double(), w.double(), padding=1)
+    g = torch.randn(8, 64, 56, 56, device="cuda")
+    ref = ref_conv2d(x, w, None, padding=1, grad_out=g)
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
     with convkit.use_backend("cuda"), torch.cuda.stream(s):
-        s.wait_stream(torch.cuda.default_stream())
-        outs = {algo: CF.conv2d(x, w, padding=1, algo=algo) for algo in ("direct", "im2col")}
-        p, idx = CF.max_pool2d(x, 3, 2, 1, return_indices=True)
-        r = CF.relu(x)
+        outs = {algo: (CF.conv2d(x, w, padding=1, algo=algo),
+                       CF.conv2d_backward_input(g, w, tuple(x.shape), padding=1, algo=algo),
+                       CF.conv2d_backward_weight(g, x, tuple(w.shape), padding=1, algo=algo))
+                for algo in ("direct", "im2col")}
     s.synchronize()
-    for algo, y in outs.items():
-        assert_close(y, ref, torch.float32, L=288, what=algo)
-    rp, ridx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
-    assert torch.equal(p, rp) and torch.equal(idx, ridx)
-    assert torch.equal(r, torch.relu(x))
+    for algo, (y, gx, gw) in outs.items():
+        assert_close(y, ref["y"], torch.float32, L=288, what=f"{algo} forward")
+        assert_close(gx, ref["gx"], torch.float32, L=576, what=f"{algo} grad input")
+        assert_close(gw, ref["gw"], torch.float32, L=8 * 56 * 56, what=f"{algo} grad weight")
 
 
 ASYM = [((0, 1, 1, 0), (2, 2), (1, 1)), ((2, 0, 0, 3), (1, 3), (2, 1)), ((1, 2, 3, 0), (3, 2), (1, 2)),
@@ -677,6 +690,7 @@ def test_conv2d_float32_realistic_reduction(backend, algo):
 def test_cuda_half_precision(dtype, algo):
     """float16 / bfloat16 with float32 accumulation: our error against a float64 reference is at
     most twice torch's own (cuDNN's) error at that precision, plus a tiny floor."""
+    skip_without_conv("cuda")
     gen = torch.Generator().manual_seed(12)
     x = rand((4, 32, 17, 15), torch.float64, "cpu", gen)
     w = rand((48, 32, 3, 3), torch.float64, "cpu", gen)

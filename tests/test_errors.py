@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import convkit
+import convkit._backend
 import convkit._kernels
 import convkit.functional as CF
 import convkit.nn as cnn
@@ -20,8 +21,10 @@ def _t(*shape, dtype=torch.float32, dev="cpu", grad=False):
     return torch.randn(shape, generator=g, dtype=torch.float64).to(dtype=dtype, device=dev).requires_grad_(grad)
 
 
-def _cases(dev):
-    """(id, callable, exception base, words the message must contain, tensors to check)."""
+def _cases(dev, backend="cpu"):
+    """(id, callable, exception base, words the message must contain, tensors to check); None for
+    a case that does not apply on `backend`."""
+    no_half = "float16" not in convkit._backend.dtypes(backend)
     x, w, b = _t(2, 3, 7, 7, dev=dev), _t(4, 3, 3, 3, dev=dev), _t(4, dev=dev)
     x1 = _t(2, 3, 3, 3, dev=dev)
     x2d = _t(7, 7, dev=dev)
@@ -55,7 +58,7 @@ def _cases(dev):
         ("conv_dtype_mismatch", lambda: CF.conv2d(x, w64), T, ["float64", "float32"], [x, w64]),
         ("conv_bias_dtype", lambda: CF.conv2d(x, w, b.double()), T, ["bias", "float64"], [x, w]),
         ("conv_int32", lambda: CF.conv2d(xi, wi), T, ["int32"], [xi, wi]),
-        ("conv_float16_cpu", lambda: CF.conv2d(xh, wh), T, ["float16"], [xh, wh]) if dev == "cpu" else None,
+        ("conv_float16", lambda: CF.conv2d(xh, wh), T, ["float16"], [xh, wh]),   # no half convolutions yet
         ("conv_device_meta", lambda: CF.conv2d(x, wmeta), (V, T), ["meta"], [x]),
         ("conv_bias_size", lambda: CF.conv2d(x, w, b5), V, ["bias", "5"], [x, w, b5]),
         ("conv_bias_rank", lambda: CF.conv2d(x, w, b.reshape(2, 2)), V, ["bias", "(2, 2)"], [x, w, b]),
@@ -86,7 +89,13 @@ def _cases(dev):
         ("maxpool_dilation0", lambda: CF.max_pool2d(x, 2, dilation=0), V, ["dilation", "0"], [x]),
         ("maxpool_kernel0", lambda: CF.max_pool2d(x, 0), V, ["kernel_size", "0"], [x]),
         ("maxpool_int32", lambda: CF.max_pool2d(xi, 2), T, ["int32"], [xi]),
-        ("maxpool_float16_cpu", lambda: CF.max_pool2d(xh, 2), T, ["float16"], [xh]) if dev == "cpu" else None,
+        ("maxpool_float16_no_half", lambda: CF.max_pool2d(xh, 2), T, ["float16", repr(backend)], [xh])
+        if no_half else None,
+        ("avgpool_bfloat16_no_half", lambda: CF.avg_pool2d(x.bfloat16(), 2), T, ["bfloat16", repr(backend)], [])
+        if no_half else None,
+        ("relu_float16_no_half", lambda: CF.relu(xh), T, ["float16", repr(backend)], [xh]) if no_half else None,
+        ("relu_bwd_bfloat16_no_half", lambda: CF.relu_backward(x.bfloat16(), x.bfloat16()), T,
+         ["bfloat16", repr(backend)], []) if no_half else None,
         ("maxpool_bwd_indices_dtype",
          lambda: CF.max_pool2d_backward(torch.ones(2, 3, 3, 3, device=dev), (2, 3, 7, 7),
                                         torch.zeros(2, 3, 3, 3, dtype=torch.int32, device=dev), 2),
@@ -113,7 +122,7 @@ def _ids():
 @pytest.mark.parametrize("case_id", _ids())
 def test_bad_input(backend, case_id):
     dev = device_of(backend)
-    cases = {c[0]: c for c in _cases(dev) if c is not None}
+    cases = {c[0]: c for c in _cases(dev, backend) if c is not None}
     if case_id not in cases:
         pytest.skip(f"{case_id} does not apply on {backend}")
     _, fn, base, words, tensors = cases[case_id]
@@ -234,6 +243,8 @@ def _op_cases(dev):
                                          None)),
         ("relu_backward_shape", lambda: ops.relu_backward(_t(5, dtype=f64, dev=dev), _t(7, dtype=f64, dev=dev))),
         ("conv2d_stride0", lambda: ops.conv2d(x, w, None, [0, 1], [0, 0, 0, 0], [1, 1], 1, "direct")),
+        ("conv2d_backward_bias_half", lambda: ops.conv2d_backward_bias(_t(2, 4, 3, 3, dtype=torch.float16, dev=dev))),
+        ("conv2d_backward_bias_rank", lambda: ops.conv2d_backward_bias(_t(4, 3, 3, dtype=f64, dev=dev))),
     ]
 
 

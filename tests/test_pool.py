@@ -323,8 +323,6 @@ def test_pool_layouts(backend, op, layout):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_pool_large_odd_image(backend):
-    if backend == "cudasim":
-        pytest.skip("too slow under the emulator")
     dev = device_of(backend)
     x = rand((3, 5, 97, 33), torch.float32, dev)
     with convkit.use_backend(backend):

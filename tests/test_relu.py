@@ -6,7 +6,7 @@ import torch
 import convkit
 import convkit.functional as CF
 
-from conftest import BACKENDS, DTYPES, assert_bitwise, device_of, dtype_id, rand
+from conftest import BACKENDS, DTYPES, HALF_BACKENDS, HALF_DTYPES, assert_bitwise, device_of, dtype_id, rand
 
 SIZES = [(1,), (7,), (2, 3, 5, 7), (1, 17, 13, 11), (3, 1, 1, 1), (0, 3, 4, 4), (1 << 20) + 3]
 
@@ -160,3 +160,70 @@ def test_relu_inplace_leaf_under_no_grad(backend):
     assert out is leaf
     assert_bitwise(leaf.detach(), expected)
     assert leaf.requires_grad and leaf.is_leaf
+
+
+# ---- misaligned and odd-sized operands: what breaks vectorized loops (16-byte loads need 16-byte
+# aligned addresses; a size that is not a multiple of the vector width leaves a tail) ------------
+
+def _dtype_params():
+    return [pytest.param(b, dt, id=f"{b}-{dtype_id(dt)}") for b in BACKENDS
+            for dt in DTYPES + (HALF_DTYPES if b in HALF_BACKENDS else [])]
+
+
+MISALIGNED_SIZES = [1, 2, 3, 5, 7, 9, 15, 17, 31, 33, 127, 129, 1031]
+
+
+@pytest.mark.parametrize("backend,dtype", _dtype_params())
+def test_relu_misaligned_offsets_and_tails(backend, dtype):
+    """Contiguous views starting 1..3 elements into their storage (x.flatten()[k:]), so no
+    operand is 16-byte aligned, with dy and y misaligned differently from each other and from the
+    output; sizes around every vector width."""
+    dev = device_of(backend)
+    for n in MISALIGNED_SIZES:
+        base_x, base_g = rand((n + 8,), dtype, dev), rand((n + 8,), dtype, dev)
+        for off in (1, 2, 3):
+            x = base_x[off:off + n]
+            assert x.is_contiguous() and x.storage_offset() == off
+            with convkit.use_backend(backend):
+                y = CF.relu(x)
+                g = base_g[(off + 2) % 4:(off + 2) % 4 + n]        # another misalignment than x's
+                y_shifted = torch.empty(n + 4, dtype=dtype, device=dev)[3:3 + n].copy_(y)
+                gx = CF.relu_backward(g, y_shifted)
+            expected = torch.relu(x)
+            assert_bitwise(y, expected, f"forward, n={n}, offset {off}")
+            assert_bitwise(gx, torch.where(expected > 0, g, torch.zeros_like(g)), f"backward, n={n}, offset {off}")
+
+
+@pytest.mark.parametrize("backend,dtype", _dtype_params())
+def test_relu_misaligned_in_place(backend, dtype):
+    """In place on a misaligned contiguous view: only the view changes, to relu of itself."""
+    dev = device_of(backend)
+    for n in (5, 33, 1031):
+        base = rand((n + 4,), dtype, dev)
+        before = base.clone()
+        view = base[1:1 + n]
+        with convkit.use_backend(backend):
+            assert CF.relu_(view) is view
+        expected = before.clone()
+        expected[1:1 + n] = torch.relu(before[1:1 + n])
+        assert_bitwise(base, expected, f"n={n}")
+
+
+@pytest.mark.parametrize("backend,dtype", _dtype_params())
+@pytest.mark.parametrize("view", ["flatten_offset", "last_dim_slice", "channel_offset"])
+def test_relu_offset_views_autograd(backend, dtype, view):
+    """x.flatten()[1:], x[..., 1:], x[:, 1:] of a 4-D tensor with odd sizes, through autograd."""
+    dev = device_of(backend)
+    base = rand((2, 3, 7, 9), dtype, dev)
+    x = {"flatten_offset": lambda: base.flatten()[1:],
+         "last_dim_slice": lambda: base[..., 1:],
+         "channel_offset": lambda: base[:, 1:]}[view]()
+    x = x.detach().requires_grad_(True)  # a leaf with the view's strides and offset
+    g = rand(tuple(x.shape), dtype, dev)
+    with convkit.use_backend(backend):
+        y = CF.relu(x)
+        y.backward(g)
+    xt = x.detach().clone().requires_grad_(True)
+    torch.relu(xt).backward(g)
+    assert_bitwise(y, torch.relu(xt.detach()), "forward")
+    assert_bitwise(x.grad, xt.grad, "grad")

@@ -1,0 +1,187 @@
+"""Backend selection and what each backend can run: available_backends() lists only backends that
+can run here; the CUDA modules get their launch arguments; a backend without convolution kernels
+refuses conv2d with a NotImplementedError before allocating anything; a dtype a backend does not
+take is refused naming the dtype and the backend."""
+import types
+
+import numpy as np
+import pytest
+import torch
+
+import convkit
+import convkit._backend as B
+import convkit._kernels as K
+import convkit.functional as CF
+from convkit import ConvkitError
+from convkit._errors import ConvkitNotImplementedError
+
+from conftest import BACKENDS, HALF_BACKENDS, device_of, has_conv, rand, raises_checked
+
+
+def test_available_backends_can_run():
+    avail = convkit.available_backends()
+    assert avail[0] == "cpu"
+    for name in avail:
+        mod = B.module(name)
+        if B.takes_launch_args(name):
+            assert mod.backend == name
+            assert isinstance(mod.has_half, bool)
+        if name == "cuda":
+            assert B.device_count("cuda") > 0
+
+
+def test_cuda_built_without_a_device_is_not_available():
+    """A _cuda built by nvcc imports on a machine without a GPU; it must not be offered there."""
+    if B._load("cuda") is None:
+        pytest.skip("convkit._cuda is not built here")
+    if B.device_count("cuda") > 0:
+        pytest.skip("a CUDA device is visible")
+    assert "cuda" not in convkit.available_backends()
+    with pytest.raises(ValueError) as info:
+        with convkit.use_backend("cuda"):
+            pass
+    assert isinstance(info.value, RuntimeError) and "no CUDA device" in str(info.value)
+
+
+def test_conftest_backends_need_torch_cuda():
+    assert ("cuda" in BACKENDS) <= torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_launch_arguments(backend):
+    """(device, stream) for the CUDA modules, nothing for _cpu; the emulator gets (-1, 0)."""
+    x = torch.zeros(4, device=device_of(backend))
+    with convkit.use_backend(backend):
+        k = K._module(x, "relu")
+    if backend == "cpu":
+        assert k.launch_args == ()
+    elif backend == "cudasim":
+        assert k.launch_args == (-1, 0)
+    else:
+        assert k.launch_args == (x.device.index, torch.cuda.current_stream(x.device).cuda_stream)
+
+
+def test_environment_variable_picks_backend(monkeypatch):
+    for name in convkit.available_backends():
+        if name == "cuda":
+            continue
+        monkeypatch.setenv("CONVKIT_BACKEND", name)
+        assert B.module_for("cpu", "relu")[0] == name
+    monkeypatch.setenv("CONVKIT_BACKEND", "tpu")
+    with pytest.raises(ValueError):
+        B.module_for("cpu", "relu")
+
+
+@pytest.mark.skipif("cudasim" not in BACKENDS, reason="the emulator backend is not built")
+def test_cudasim_is_never_the_default():
+    assert B.module_for("cpu", "relu")[0] == "cpu"
+    with convkit.use_backend("cudasim"):
+        assert B.module_for("cpu", "relu")[0] == "cudasim"
+        with convkit.use_backend("cpu"):
+            assert B.module_for("cpu", "relu")[0] == "cpu"
+        with pytest.raises(TypeError) as info:
+            B.module_for("cuda", "relu")
+    assert isinstance(info.value, RuntimeError) and "cudasim" in str(info.value)
+
+
+# ---- a backend without convolution kernels -----------------------------------------------------
+
+def _conv_calls(x, w, g, b):
+    """Every convolution entry point: (name, callable)."""
+    calls = [
+        ("conv2d", lambda: CF.conv2d(x, w, b, padding=1)),
+        ("conv2d", lambda: CF.conv2d(x[:0], w, b, padding=1)),   # an empty batch allocates nothing either
+        ("conv2d_backward_input", lambda: CF.conv2d_backward_input(g, w, tuple(x.shape), padding=1)),
+        ("conv2d_backward_weight", lambda: CF.conv2d_backward_weight(g, x, tuple(w.shape), padding=1)),
+        ("conv2d_backward_bias", lambda: CF.conv2d_backward_bias(g)),
+    ]
+    if isinstance(x, torch.Tensor):
+        ops = torch.ops.convkit
+        calls += [
+            ("conv2d", lambda: ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1, "direct")),
+            ("conv2d_backward_bias", lambda: ops.conv2d_backward_bias(g)),
+        ]
+    return calls
+
+
+def _no_allocation(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("an output or workspace was allocated before the NotImplementedError")
+    monkeypatch.setattr(K, "_empty", refuse)
+
+
+def _check_not_implemented(backend, monkeypatch, arrays):
+    calls = _conv_calls(*arrays)
+    _no_allocation(monkeypatch)
+    for op, fn in calls:
+        before = sum(K.kernel_calls.values())
+        with convkit.use_backend(backend):
+            e = raises_checked(fn, (NotImplementedError,), [op, repr(backend), "conv"],
+                               [a for a in arrays if isinstance(a, torch.Tensor)])
+        assert isinstance(e, ConvkitError) and isinstance(e, ConvkitNotImplementedError)
+        assert sum(K.kernel_calls.values()) == before
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if not has_conv(b)] or
+                         [pytest.param("cudasim", marks=pytest.mark.skip(reason="every backend has conv kernels"))])
+@pytest.mark.parametrize("kind", ["torch", "numpy"])
+def test_conv_on_backend_without_conv_kernels(backend, kind, monkeypatch):
+    """conv2d and its backward ops on the CUDA modules before the CUDA convolutions: a
+    NotImplementedError (and RuntimeError) naming the op and the backend, before any kernel runs
+    or any output is allocated."""
+    if kind == "numpy" and device_of(backend) != "cpu":
+        pytest.skip("NumPy arrays live in host memory")
+    dev = device_of(backend)
+    x, w, g, b = rand((2, 3, 7, 6), torch.float32, dev), rand((4, 3, 3, 3), torch.float32, dev), \
+        rand((2, 4, 7, 6), torch.float32, dev), rand((4,), torch.float32, dev)
+    arrays = (x, w, g, b) if kind == "torch" else tuple(t.numpy() for t in (x, w, g, b))
+    _check_not_implemented(backend, monkeypatch, arrays)
+
+
+def test_conv_not_implemented_is_generic(monkeypatch):
+    """The check reads the module, not the backend's name: the cpu backend on a module without
+    conv2d functions refuses convolutions the same way (and still pools)."""
+    real = B.module("cpu")
+    stripped = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real)
+                                        if not k.startswith("conv2d") and not k.startswith("__")})
+    stripped.__name__ = "convkit._cpu (without conv2d)"
+    monkeypatch.setitem(B._modules, "cpu", stripped)
+    x = rand((2, 3, 7, 6), torch.float32, "cpu")
+    with convkit.use_backend("cpu"):
+        assert CF.max_pool2d(x, 2).shape == (2, 3, 3, 3)
+    arrays = (x, rand((4, 3, 3, 3), torch.float32, "cpu"), rand((2, 4, 7, 6), torch.float32, "cpu"),
+              rand((4,), torch.float32, "cpu"))
+    _check_not_implemented("cpu", monkeypatch, arrays)
+
+
+# ---- dtypes per backend --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_dtype_support_matches_module(backend, dtype):
+    """float16 / bfloat16 pool and ReLU where the module has_half; elsewhere a TypeError naming
+    the dtype and the backend, before any kernel runs. Convolutions take neither on any backend."""
+    dev = device_of(backend)
+    x = rand((1, 2, 6, 6), dtype, dev)
+    name = str(dtype).replace("torch.", "")
+    with convkit.use_backend(backend):
+        if backend in HALF_BACKENDS:
+            assert CF.max_pool2d(x, 2).dtype == dtype
+            assert CF.avg_pool2d(x, 2).dtype == dtype
+            assert CF.relu(x).dtype == dtype
+        else:
+            before = sum(K.kernel_calls.values())
+            for fn in (lambda: CF.max_pool2d(x, 2), lambda: CF.avg_pool2d(x, 2), lambda: CF.relu(x),
+                       lambda: CF.relu_backward(x, x)):
+                raises_checked(fn, (TypeError,), [name, repr(backend)], [x])
+            assert sum(K.kernel_calls.values()) == before
+        raises_checked(lambda: CF.conv2d(x, rand((2, 2, 3, 3), dtype, dev)), (TypeError,), [name, "convolution"], [x])
+
+
+def test_numpy_float16_on_cpu_names_backend():
+    x = np.ones((1, 2, 4, 4), np.float16)
+    with convkit.use_backend("cpu"):
+        with pytest.raises(TypeError) as info:
+            CF.max_pool2d(x, 2)
+    assert isinstance(info.value, RuntimeError)
+    assert "float16" in str(info.value) and "'cpu'" in str(info.value)
