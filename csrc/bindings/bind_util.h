@@ -50,6 +50,8 @@ void register_cpu_pool(pybind11::module_& m);
 
 // The CUDA modules' pooling and ReLU functions (cuda_pool.cpp); backend: "cuda" or "cudasim".
 void register_cuda_pool(pybind11::module_& m, const char* backend);
+// The CUDA modules' convolution functions (cuda_conv.cpp).
+void register_cuda_conv(pybind11::module_& m, const char* backend);
 // The emulator's self-tests (cuda_selftest.cpp).
 void register_cuda_selftest(pybind11::module_& m);
 

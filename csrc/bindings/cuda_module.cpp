@@ -33,5 +33,6 @@ PYBIND11_MODULE(CONVKIT_MODULE_NAME, m) {
 
   bind::register_params(m);  // ConvParams, PoolParams (common_params.cpp)
   bind::register_cuda_pool(m, kBackend);
+  bind::register_cuda_conv(m, kBackend);
   bind::register_cuda_selftest(m);
 }

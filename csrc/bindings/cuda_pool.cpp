@@ -5,6 +5,7 @@
 #include <string>
 
 #include "bindings/bind_util.h"
+#include "bindings/cuda_bind_util.h"
 #include "common/params.h"
 #include "cuda/ops.h"
 
@@ -13,46 +14,12 @@ namespace py = pybind11;
 namespace convkit::bind {
 namespace {
 
-cuda::DType cuda_dtype(const std::string& name, const char* op, const char* backend) {
-  switch (parse_dtype(name, op, backend, cuda::has_half())) {
-    case DType::F32:
-      return cuda::DType::F32;
-    case DType::F64:
-      return cuda::DType::F64;
-    case DType::F16:
-      return cuda::DType::F16;
-    case DType::BF16:
-      return cuda::DType::BF16;
-  }
-  throw Error(std::string(op) + ": unknown dtype '" + name + "'");
-}
-
-void check_ptr(std::uintptr_t address, const char* op, const char* name) {
-  if (address == 0) throw Error(std::string(op) + ": null pointer for '" + name + "'");
-}
-
 std::string pool_shapes(const std::string& dtype, const PoolParams& p) {
   auto s = [](int64_t v) { return std::to_string(v); };
   return "N=" + s(p.N) + ", C=" + s(p.C) + ", H=" + s(p.H) + ", W=" + s(p.W) + ", k=" + s(p.kh) + "x" +
          s(p.kw) + ", s=" + s(p.sh) + "x" + s(p.sw) + ", pad=" + s(p.ph) + "x" + s(p.pw) + ", d=" + s(p.dh) + "x" +
          s(p.dw) + ", ceil_mode=" + (p.ceil_mode ? "True" : "False") + ", out=" + s(p.P) + "x" + s(p.Q) +
          ", dtype=" + dtype;
-}
-
-// Runs body() with the GIL released. Any failure in it (a bad argument, a launch the device
-// refuses, an emulator error) is raised as convkit::Error, i.e. RuntimeError:
-// "op (N=.., C=.., ..., dtype=..): cause"; a cause that already starts with "op: " loses that prefix.
-template <typename Describe, typename Body>
-void run_op(const char* op, Describe&& describe, Body&& body) {
-  try {
-    py::gil_scoped_release release;
-    body();
-  } catch (const std::exception& e) {
-    std::string cause = e.what();
-    const std::string prefix = std::string(op) + ": ";
-    if (cause.compare(0, prefix.size(), prefix) == 0) cause.erase(0, prefix.size());
-    throw Error(std::string(op) + " (" + describe() + "): " + cause);
-  }
 }
 
 }  // namespace

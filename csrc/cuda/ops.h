@@ -1,5 +1,6 @@
-// Launchers of convkit's CUDA pooling and ReLU kernels (csrc/cuda/pool_max.cu, pool_avg.cu,
-// relu.cu). Plain C++ that includes no CUDA header, so the pybind11 bindings compile without
+// Launchers of convkit's CUDA kernels: convolution (csrc/cuda/conv.cu dispatching to
+// conv_direct.cu, conv_im2col.cu, conv_1x1.cu), pooling (pool_max.cu, pool_avg.cu) and ReLU
+// (relu.cu). Plain C++ that includes no CUDA header, so the pybind11 bindings compile without
 // CUDA: pointers are device pointers (host pointers under the emulator), streams are
 // cudaStream_t handles as integers, and every failure throws convkit::Error.
 #pragma once
@@ -49,5 +50,29 @@ void relu_fwd(DType dt, int64_t n, const void* x, void* y, int device, std::uint
 // dx = dy where y > 0 or y is NaN, else 0 (csrc/cpu/relu.cpp's rule); dx may equal dy.
 void relu_bwd(DType dt, int64_t n, const void* dy, const void* y, void* dx, int device,
               std::uintptr_t stream);
+
+// ---- conv2d ------------------------------------------------------------------------------
+// x [N, C, H, W], w [K, C/groups, R, S], y [N, K, P, Q], all NCHW / KCRS contiguous, in dtype
+// dt (half types accumulate in float32). Every output element is overwritten; ws is the
+// caller's workspace of ws_bytes bytes (at least conv2d_workspace_bytes(...) with some cap).
+enum class ConvAlgo { Direct, Im2col, OneByOne };
+enum class ConvPass { Fwd, BwdInput, BwdWeight };
+
+// Workspace bytes (algo, pass) needs: 0 when none. im2col sizes its column buffer to whole
+// images, at most cap_bytes but at least one image; split-K partials come on top. A pure size
+// query: no CUDA call, the same answer on every device.
+int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes);
+
+// y = conv2d(x, w) + b (b == nullptr: no bias).
+void conv2d_fwd(ConvAlgo algo, DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y,
+                void* ws, int64_t ws_bytes, int device, std::uintptr_t stream);
+// dx = grad of conv2d w.r.t. its input, given dy [N, K, P, Q].
+void conv2d_bwd_input(ConvAlgo algo, DType dt, const ConvParams& p, const void* dy, const void* w, void* dx,
+                      void* ws, int64_t ws_bytes, int device, std::uintptr_t stream);
+// dw = grad of conv2d w.r.t. its weight (zeros when N == 0), deterministic.
+void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void* dy, const void* x, void* dw,
+                       void* ws, int64_t ws_bytes, int device, std::uintptr_t stream);
+// db[k] = sum of dy[n, k, p, q] over n, p, q (zeros when N == 0), deterministic.
+void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, int device, std::uintptr_t stream);
 
 }  // namespace convkit::cuda

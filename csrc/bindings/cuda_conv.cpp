@@ -1,0 +1,140 @@
+// Bindings of the CUDA convolution launchers (csrc/cuda/ops.h) for _cuda and _cudasim: the CPU
+// module's conv2d signatures plus device and stream (the workspace query takes neither: it is a
+// pure size query). Every call runs through run_op (GIL released, failures as RuntimeError
+// naming the op, the shapes and the cause).
+#include <cstdint>
+#include <string>
+
+#include "bindings/bind_util.h"
+#include "bindings/cuda_bind_util.h"
+#include "common/params.h"
+#include "cuda/ops.h"
+
+namespace py = pybind11;
+
+namespace convkit::bind {
+namespace {
+
+cuda::ConvAlgo parse_conv_algo(const std::string& algo, const char* op, const char* backend) {
+  if (algo == "direct") return cuda::ConvAlgo::Direct;
+  if (algo == "im2col") return cuda::ConvAlgo::Im2col;
+  if (algo == "1x1") return cuda::ConvAlgo::OneByOne;
+  throw Error(std::string(op) + ": unknown algo '" + algo + "' on the " + backend + " backend (direct, im2col, 1x1)");
+}
+
+cuda::ConvPass parse_conv_pass(const std::string& pass) {
+  if (pass == "fwd") return cuda::ConvPass::Fwd;
+  if (pass == "bwd_input") return cuda::ConvPass::BwdInput;
+  if (pass == "bwd_weight") return cuda::ConvPass::BwdWeight;
+  throw Error("conv2d_workspace_bytes: unknown pass_ '" + pass + "' (fwd, bwd_input, bwd_weight)");
+}
+
+std::string conv_shapes(const std::string& algo, const std::string& dtype, const ConvParams& p) {
+  auto s = [](int64_t v) { return std::to_string(v); };
+  return "algo=" + algo + ", x=[" + s(p.N) + ", " + s(p.C) + ", " + s(p.H) + ", " + s(p.W) + "], w=[" + s(p.K) +
+         ", " + s(p.Cg()) + ", " + s(p.R) + ", " + s(p.S) + "], y=[" + s(p.N) + ", " + s(p.K) + ", " + s(p.P) + ", " +
+         s(p.Q) + "], stride=" + s(p.stride_h) + "x" + s(p.stride_w) + ", pad=(" + s(p.pad_t) + ", " + s(p.pad_b) +
+         ", " + s(p.pad_l) + ", " + s(p.pad_r) + "), dilation=" + s(p.dil_h) + "x" + s(p.dil_w) +
+         ", groups=" + s(p.groups) + ", dtype=" + dtype;
+}
+
+}  // namespace
+
+void register_cuda_conv(pybind11::module_& m, const char* backend) {
+  m.def(
+      "conv2d_workspace_bytes",
+      [backend](const std::string& algo, const std::string& pass_, const std::string& dtype, const ConvParams& p,
+                int64_t cap_bytes) -> int64_t {
+        constexpr const char* op = "conv2d_workspace_bytes";
+        int64_t bytes = 0;
+        run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
+          bytes = cuda::conv2d_workspace_bytes(parse_conv_algo(algo, op, backend), parse_conv_pass(pass_),
+                                               cuda_dtype(dtype, op, backend), p, cap_bytes);
+        });
+        return bytes;
+      },
+      py::arg("algo"), py::arg("pass_"), py::arg("dtype"), py::arg("p"), py::arg("cap_bytes"),
+      "Workspace bytes for (algo, pass_); 0 when none is needed. im2col: whole images of columns, at most "
+      "cap_bytes but at least one image, plus split-K partials for bwd_weight");
+
+  m.def(
+      "conv2d_fwd",
+      [backend](const std::string& algo, const std::string& dtype, const ConvParams& p, std::uintptr_t x,
+                std::uintptr_t w, std::uintptr_t b, std::uintptr_t y, std::uintptr_t ws, int64_t ws_bytes, int device,
+                std::uintptr_t stream) {
+        constexpr const char* op = "conv2d_fwd";
+        run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
+          const cuda::ConvAlgo a = parse_conv_algo(algo, op, backend);
+          const cuda::DType dt = cuda_dtype(dtype, op, backend);
+          if (p.N == 0) return;
+          check_ptr(x, op, "x");
+          check_ptr(w, op, "w");
+          check_ptr(y, op, "y");
+          cuda::conv2d_fwd(a, dt, p, ptr<const void>(x), ptr<const void>(w), ptr<const void>(b), ptr<void>(y),
+                           ptr<void>(ws), ws_bytes, device, stream);
+        });
+      },
+      py::arg("algo"), py::arg("dtype"), py::arg("p"), py::arg("x"), py::arg("w"), py::arg("b"), py::arg("y"),
+      py::arg("ws"), py::arg("ws_bytes"), py::arg("device"), py::arg("stream"),
+      "y = conv2d(x, w) + b (b == 0: no bias)");
+
+  m.def(
+      "conv2d_bwd_input",
+      [backend](const std::string& algo, const std::string& dtype, const ConvParams& p, std::uintptr_t dy,
+                std::uintptr_t w, std::uintptr_t dx, std::uintptr_t ws, int64_t ws_bytes, int device,
+                std::uintptr_t stream) {
+        constexpr const char* op = "conv2d_bwd_input";
+        run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
+          const cuda::ConvAlgo a = parse_conv_algo(algo, op, backend);
+          const cuda::DType dt = cuda_dtype(dtype, op, backend);
+          if (p.N == 0) return;
+          check_ptr(dy, op, "dy");
+          check_ptr(w, op, "w");
+          check_ptr(dx, op, "dx");
+          cuda::conv2d_bwd_input(a, dt, p, ptr<const void>(dy), ptr<const void>(w), ptr<void>(dx), ptr<void>(ws),
+                                 ws_bytes, device, stream);
+        });
+      },
+      py::arg("algo"), py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("ws"),
+      py::arg("ws_bytes"), py::arg("device"), py::arg("stream"),
+      "dx = grad of conv2d w.r.t. its input (overwritten)");
+
+  m.def(
+      "conv2d_bwd_weight",
+      [backend](const std::string& algo, const std::string& dtype, const ConvParams& p, std::uintptr_t dy,
+                std::uintptr_t x, std::uintptr_t dw, std::uintptr_t ws, int64_t ws_bytes, int device,
+                std::uintptr_t stream) {
+        constexpr const char* op = "conv2d_bwd_weight";
+        run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
+          const cuda::ConvAlgo a = parse_conv_algo(algo, op, backend);
+          const cuda::DType dt = cuda_dtype(dtype, op, backend);
+          check_ptr(dw, op, "dw");
+          if (p.N > 0) {
+            check_ptr(dy, op, "dy");
+            check_ptr(x, op, "x");
+          }
+          cuda::conv2d_bwd_weight(a, dt, p, ptr<const void>(dy), ptr<const void>(x), ptr<void>(dw), ptr<void>(ws),
+                                  ws_bytes, device, stream);
+        });
+      },
+      py::arg("algo"), py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("ws"),
+      py::arg("ws_bytes"), py::arg("device"), py::arg("stream"),
+      "dw = grad of conv2d w.r.t. its weight (overwritten; zeros for an empty batch)");
+
+  m.def(
+      "conv2d_bwd_bias",
+      [backend](const std::string& dtype, const ConvParams& p, std::uintptr_t dy, std::uintptr_t db, int device,
+                std::uintptr_t stream) {
+        constexpr const char* op = "conv2d_bwd_bias";
+        run_op(op, [&] { return conv_shapes("-", dtype, p); }, [&] {
+          const cuda::DType dt = cuda_dtype(dtype, op, backend);
+          check_ptr(db, op, "db");
+          if (p.N > 0) check_ptr(dy, op, "dy");
+          cuda::conv2d_bwd_bias(dt, p, ptr<const void>(dy), ptr<void>(db), device, stream);
+        });
+      },
+      py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("db"), py::arg("device"), py::arg("stream"),
+      "db[k] = sum of dy[:, k] (overwritten; zeros for an empty batch)");
+}
+
+}  // namespace convkit::bind

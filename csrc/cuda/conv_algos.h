@@ -1,0 +1,37 @@
+// The per-algorithm convolution launchers behind csrc/cuda/conv.cu's dispatch (ops.h's
+// conv2d_* functions): direct (conv_direct.cu), im2col + GEMM (conv_im2col.cu), 1x1 GEMM on
+// NCHW (conv_1x1.cu). conv.cu has already checked the arguments, made the device current and
+// handled N == 0; these launch on `stream` and never synchronize. Plain C++ (no CUDA headers).
+#pragma once
+#include <cstdint>
+
+#include "common/params.h"
+#include "cuda/ops.h"
+
+namespace convkit::cuda {
+
+// Launchers of one algorithm: workspace query (a pure function of its arguments), forward
+// (b may be nullptr), grad input, grad weight. ws may be nullptr when the query says 0.
+#define CONVKIT_CUDA_CONV_ALGO(ns)                                                                                  \
+  namespace ns {                                                                                                 \
+  int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes);                      \
+  void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void* ws,        \
+           int64_t ws_bytes, StreamHandle stream);                                                               \
+  void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, void* dx, void* ws,               \
+                 int64_t ws_bytes, StreamHandle stream);                                                         \
+  void bwd_weight(DType dt, const ConvParams& p, const void* dy, const void* x, void* dw, void* ws,              \
+                  int64_t ws_bytes, StreamHandle stream);                                                        \
+  }
+
+using StreamHandle = std::uintptr_t;
+
+CONVKIT_CUDA_CONV_ALGO(direct)
+CONVKIT_CUDA_CONV_ALGO(im2col)
+CONVKIT_CUDA_CONV_ALGO(onebyone)
+
+#undef CONVKIT_CUDA_CONV_ALGO
+
+// Element size of dt in bytes.
+inline int64_t dtype_bytes(DType dt) { return dt == DType::F64 ? 8 : dt == DType::F32 ? 4 : 2; }
+
+}  // namespace convkit::cuda

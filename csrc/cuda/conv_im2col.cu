@@ -1,0 +1,294 @@
+// conv2d by im2col + convkit's tiled GEMM (gemm.h) on the GPU. The caller's workspace holds
+// the column buffer col[C*R*S][chunk*P*Q] for a chunk of the batch (group g owns rows
+// g*Cg*R*S..), so one batched GEMM per chunk (batch = groups) covers its images:
+//   forward      Y_g = W_g x col_g (+ bias), written straight into NCHW by the output map;
+//   grad input   dcol_g = W_g^T x dY_g, then col2im in gather form (each dx element sums its
+//                column entries in a fixed order: no atomics, deterministic);
+//   grad weight  dW_g = sum over chunks of dY_g x col_g^T, split over K = chunk*P*Q into
+//                float partials (in front of the columns in the workspace), summed in order.
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <string>
+
+#include "cuda/conv_algos.h"
+#include "cuda/dtype.cuh"
+#include "cuda/gemm.h"
+#include "cuda/grid.cuh"
+#include "cuda/pool_geom.cuh"
+#include "cuda/runtime.h"
+
+namespace convkit::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kAlign = 256;  // workspace regions start 256-byte aligned
+
+// The convolution's geometry in 32 bits, with the divisions the im2col kernels need.
+struct ColGeom {
+  int C, H, W, R, S, P, Q, sh, sw, pt, pl, dh, dw;
+  int L;                     // columns of the chunk: images * P * Q
+  FastDivmod by_PQ, by_Q;    // column j -> (image, p, q)
+  FastDivmod by_RS, by_S;    // row -> (c, r, s)
+  FastDivmod by_W;           // dx plane index -> (h, w)
+};
+
+// ---------------------------------------------------------------------------------------------
+// GPU kernels
+
+// col[(c*R + r)*S + s][i*P*Q + p*Q + q] = x[i][c][p*sh - pt + r*dh][q*sw - pl + s*dw] (0 outside).
+// Threads run along the columns (coalesced writes), each thread's column fixed while it walks
+// rows blockIdx.y, blockIdx.y + gridDim.y, ...
+template <typename T>
+__global__ void __launch_bounds__(kThreads) im2col_kernel(ColGeom g, const T* __restrict__ x, T* __restrict__ col) {
+  const int rows = g.C * g.R * g.S;
+  const int64_t HW = static_cast<int64_t>(g.H) * g.W;
+  for (int j = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); j < g.L;
+       j += static_cast<int>(gridDim.x * blockDim.x)) {
+    uint32_t img, pq, p, q;
+    g.by_PQ.divmod(static_cast<uint32_t>(j), img, pq);
+    g.by_Q.divmod(pq, p, q);
+    const int h0 = static_cast<int>(p) * g.sh - g.pt, w0 = static_cast<int>(q) * g.sw - g.pl;
+    const T* xi = x + static_cast<int64_t>(img) * g.C * HW;
+    for (int row = static_cast<int>(blockIdx.y); row < rows; row += static_cast<int>(gridDim.y)) {
+      uint32_t c, rs, r, s;
+      g.by_RS.divmod(static_cast<uint32_t>(row), c, rs);
+      g.by_S.divmod(rs, r, s);
+      const int h = h0 + static_cast<int>(r) * g.dh, w = w0 + static_cast<int>(s) * g.dw;
+      const bool in = static_cast<unsigned>(h) < static_cast<unsigned>(g.H) &&
+                      static_cast<unsigned>(w) < static_cast<unsigned>(g.W);
+      col[static_cast<int64_t>(row) * g.L + j] = in ? load_ro(xi + c * HW + h * g.W + w) : from_acc<T>(acc_t<T>(0));
+    }
+  }
+}
+
+// Gather form of col2im: dx[i][c][h][w] = sum over (r, s) of dcol[(c*R + r)*S + s][i*PQ + p*Q + q]
+// for the (p, q) with p*sh - pt + r*dh == h and q*sw - pl + s*dw == w. A thread owns one dx
+// element at a time: every element written once, terms summed in (r, s) order.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    col2im_kernel(ColGeom g, int planes, const T* __restrict__ dcol, T* __restrict__ dx) {
+  using A = acc_t<T>;
+  const int HW = g.H * g.W;
+  const int PQ = g.P * g.Q;
+  for (int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); e < HW;
+       e += static_cast<int>(gridDim.x * blockDim.x)) {
+    uint32_t h, w;
+    g.by_W.divmod(static_cast<uint32_t>(e), h, w);
+    for (int plane = static_cast<int>(blockIdx.y); plane < planes; plane += static_cast<int>(gridDim.y)) {
+      const int img = plane / g.C, c = plane - img * g.C;  // plane = img * C + c
+      A sum = A(0);
+      for (int r = 0; r < g.R; ++r) {
+        const int hp = static_cast<int>(h) + g.pt - r * g.dh;  // = p * sh
+        if (hp < 0 || hp % g.sh != 0 || hp / g.sh >= g.P) continue;
+        const int p = hp / g.sh;
+        for (int s = 0; s < g.S; ++s) {
+          const int wp = static_cast<int>(w) + g.pl - s * g.dw;  // = q * sw
+          if (wp < 0 || wp % g.sw != 0 || wp / g.sw >= g.Q) continue;
+          const int q = wp / g.sw;
+          const int64_t row = (static_cast<int64_t>(c) * g.R + r) * g.S + s;
+          sum += to_acc(load_ro(dcol + row * g.L + static_cast<int64_t>(img) * PQ + p * g.Q + q));
+        }
+      }
+      dx[static_cast<int64_t>(plane) * HW + e] = from_acc<T>(sum);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kernel launcher
+
+int64_t align_up(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+void check_int32(int64_t v, const char* what) {
+  if (v > INT32_MAX) throw Error(std::string("im2col: ") + what + " = " + std::to_string(v) + " exceeds 2^31 - 1");
+}
+
+// The split-K partitions of grad weight (chosen on the whole reduction N * P * Q, so every chunk
+// uses the same partial buffers) and their bytes.
+int bwd_weight_splits(DType dt, const ConvParams& p) {
+  int splits = 1;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    splits = gemm_splits<T>(static_cast<int>(p.Kg()), static_cast<int>(p.Cg() * p.R * p.S), p.N * p.P * p.Q,
+                            static_cast<int>(p.groups));
+  });
+  return splits;
+}
+
+int64_t partial_bytes(ConvPass pass, DType dt, const ConvParams& p) {
+  if (pass != ConvPass::BwdWeight) return 0;
+  const int64_t acc = dt == DType::F64 ? 8 : 4;
+  return align_up(bwd_weight_splits(dt, p) * p.K * p.Cg() * p.R * p.S * acc);
+}
+
+int64_t image_bytes(DType dt, const ConvParams& p) { return p.C * p.R * p.S * p.P * p.Q * dtype_bytes(dt); }
+
+// Images per chunk: as many as the column bytes allow, and few enough that a chunk's columns
+// index in 32 bits.
+int64_t chunk_for(const ConvParams& p, int64_t col_bytes, int64_t per_image) {
+  const int64_t by_index = std::max<int64_t>(1, INT32_MAX / (p.P * p.Q));
+  return std::max<int64_t>(1, std::min({p.N, col_bytes / per_image, by_index}));
+}
+
+ColGeom make_geom(const ConvParams& p, int64_t images) {
+  check_int32(p.C * p.R * p.S, "C*R*S");
+  check_int32(images * p.P * p.Q, "chunk*P*Q");
+  check_int32(p.H * p.W, "H*W");
+  ColGeom g;
+  g.C = static_cast<int>(p.C), g.H = static_cast<int>(p.H), g.W = static_cast<int>(p.W);
+  g.R = static_cast<int>(p.R), g.S = static_cast<int>(p.S), g.P = static_cast<int>(p.P), g.Q = static_cast<int>(p.Q);
+  g.sh = static_cast<int>(p.stride_h), g.sw = static_cast<int>(p.stride_w);
+  g.pt = static_cast<int>(p.pad_t), g.pl = static_cast<int>(p.pad_l);
+  g.dh = static_cast<int>(p.dil_h), g.dw = static_cast<int>(p.dil_w);
+  g.L = static_cast<int>(images * p.P * p.Q);
+  g.by_PQ = FastDivmod(static_cast<uint32_t>(p.P * p.Q));
+  g.by_Q = FastDivmod(static_cast<uint32_t>(p.Q));
+  g.by_RS = FastDivmod(static_cast<uint32_t>(p.R * p.S));
+  g.by_S = FastDivmod(static_cast<uint32_t>(p.S));
+  g.by_W = FastDivmod(static_cast<uint32_t>(p.W));
+  return g;
+}
+
+// A 2-D grid: x over `items` (threads along it), y over `rows` (walked by the threads), sized
+// for a few waves of the device (grid.cuh's cap; one block an SM under the emulator).
+dim3 grid_2d(int64_t items, int64_t rows) {
+  const unsigned gx = grid_blocks(items, kThreads);
+  const int64_t cap = static_cast<int64_t>(device_limits().sm_count) * kBlocksPerSm;
+  const int64_t gy = std::max<int64_t>(1, std::min<int64_t>({rows, 65535, std::max<int64_t>(1, cap / gx)}));
+  return dim3(gx, static_cast<unsigned>(gy));
+}
+
+template <typename T>
+void im2col_launch(const ColGeom& g, const T* x, T* col, StreamHandle stream) {
+  launch("im2col_kernel", im2col_kernel<T>, grid_2d(g.L, static_cast<int64_t>(g.C) * g.R * g.S), dim3(kThreads), 0,
+         stream, g, x, col);
+}
+
+struct Workspace {
+  void* partials;  // bwd_weight's split-K partials (nullptr otherwise)
+  void* col;
+  int64_t chunk;
+};
+
+Workspace carve(ConvPass pass, DType dt, const ConvParams& p, void* ws, int64_t ws_bytes) {
+  const int64_t part = partial_bytes(pass, dt, p), per_image = image_bytes(dt, p);
+  if (ws == nullptr || ws_bytes < part + per_image)
+    throw Error("im2col: workspace of " + std::to_string(ws_bytes) + " bytes is smaller than the " +
+                std::to_string(part + per_image) + " one image needs");
+  unsigned char* base = static_cast<unsigned char*>(ws);
+  return Workspace{part ? base : nullptr, base + part, chunk_for(p, ws_bytes - part, per_image)};
+}
+
+template <typename T>
+void fwd_typed(const ConvParams& p, const T* x, const T* w, const T* b, T* y, const Workspace& ws,
+               StreamHandle stream) {
+  T* col = static_cast<T*>(ws.col);
+  const int64_t CgRS = p.Cg() * p.R * p.S, PQ = p.P * p.Q;
+  for (int64_t n0 = 0; n0 < p.N; n0 += ws.chunk) {
+    const int64_t nb = std::min(ws.chunk, p.N - n0);
+    const ColGeom g = make_geom(p, nb);
+    im2col_launch(g, x + n0 * p.C * p.H * p.W, col, stream);
+    GemmDesc<T, T> d{};
+    d.M = static_cast<int>(p.Kg()), d.N = g.L, d.K = static_cast<int>(CgRS);
+    d.batches = static_cast<int>(p.groups), d.splits = 1;
+    d.trans_a = false, d.trans_b = false;
+    d.A = GemmIn<T>{w, CgRS, p.Kg() * CgRS, IndexMap::plain()};
+    d.B = GemmIn<T>{col, g.L, CgRS * g.L, IndexMap::plain()};
+    d.C = GemmOut<T>{y + n0 * p.K * PQ, PQ, p.Kg() * PQ, 0, IndexMap::images(PQ, p.K * PQ)};
+    d.bias = b, d.bias_batch_stride = p.Kg();
+    d.accumulate = false;
+    gemm_run(d, stream);
+  }
+}
+
+template <typename T>
+void bwd_input_typed(const ConvParams& p, const T* dy, const T* w, T* dx, const Workspace& ws, StreamHandle stream) {
+  T* dcol = static_cast<T*>(ws.col);
+  const int64_t CgRS = p.Cg() * p.R * p.S, PQ = p.P * p.Q;
+  for (int64_t n0 = 0; n0 < p.N; n0 += ws.chunk) {
+    const int64_t nb = std::min(ws.chunk, p.N - n0);
+    const ColGeom g = make_geom(p, nb);
+    GemmDesc<T, T> d{};
+    d.M = static_cast<int>(CgRS), d.N = g.L, d.K = static_cast<int>(p.Kg());
+    d.batches = static_cast<int>(p.groups), d.splits = 1;
+    d.trans_a = true, d.trans_b = false;
+    d.A = GemmIn<T>{w, CgRS, p.Kg() * CgRS, IndexMap::plain()};  // W_g^T: slow k (output channel), fast m
+    d.B = GemmIn<T>{dy + n0 * p.K * PQ, PQ, p.Kg() * PQ, IndexMap::images(PQ, p.K * PQ)};
+    d.C = GemmOut<T>{dcol, g.L, CgRS * g.L, 0, IndexMap::plain()};
+    d.bias = nullptr, d.bias_batch_stride = 0;
+    d.accumulate = false;
+    gemm_run(d, stream);
+    const int planes = static_cast<int>(nb * p.C);
+    launch("col2im_kernel", col2im_kernel<T>, grid_2d(p.H * p.W, planes), dim3(kThreads), 0, stream, g, planes,
+           static_cast<const T*>(dcol), dx + n0 * p.C * p.H * p.W);
+  }
+}
+
+template <typename T>
+void bwd_weight_typed(const ConvParams& p, const T* dy, const T* x, T* dw, const Workspace& ws, int splits,
+                      StreamHandle stream) {
+  using A = acc_t<T>;
+  T* col = static_cast<T*>(ws.col);
+  A* part = static_cast<A*>(ws.partials);
+  const int64_t CgRS = p.Cg() * p.R * p.S, PQ = p.P * p.Q;
+  for (int64_t n0 = 0; n0 < p.N; n0 += ws.chunk) {
+    const int64_t nb = std::min(ws.chunk, p.N - n0);
+    const ColGeom g = make_geom(p, nb);
+    im2col_launch(g, x + n0 * p.C * p.H * p.W, col, stream);
+    GemmDesc<T, A> d{};
+    d.M = static_cast<int>(p.Kg()), d.N = static_cast<int>(CgRS), d.K = g.L;
+    d.batches = static_cast<int>(p.groups), d.splits = splits;
+    d.trans_a = false, d.trans_b = true;
+    d.A = GemmIn<T>{dy + n0 * p.K * PQ, PQ, p.Kg() * PQ, IndexMap::images(PQ, p.K * PQ)};  // slow m, fast k
+    d.B = GemmIn<T>{col, g.L, CgRS * g.L, IndexMap::plain()};  // col_g^T: slow n (column row), fast k
+    d.C = GemmOut<A>{part, CgRS, p.Kg() * CgRS, p.K * CgRS, IndexMap::plain()};
+    d.bias = nullptr, d.bias_batch_stride = 0;
+    d.accumulate = n0 > 0;  // later chunks add to the partials, in stream order
+    gemm_run(d, stream);
+  }
+  splitk_reduce<T>(part, splits, p.K * CgRS, dw, stream);
+}
+
+}  // namespace
+
+namespace im2col {
+
+int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
+  const int64_t per_image = image_bytes(dt, p);
+  const int64_t chunk = chunk_for(p, std::max<int64_t>(cap_bytes, 0), per_image);
+  return partial_bytes(pass, dt, p) + chunk * per_image;
+}
+
+void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void* ws,
+         int64_t ws_bytes, StreamHandle stream) {
+  const Workspace space = carve(ConvPass::Fwd, dt, p, ws, ws_bytes);
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    fwd_typed<T>(p, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(y),
+                 space, stream);
+  });
+}
+
+void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, void* dx, void* ws, int64_t ws_bytes,
+               StreamHandle stream) {
+  const Workspace space = carve(ConvPass::BwdInput, dt, p, ws, ws_bytes);
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    bwd_input_typed<T>(p, static_cast<const T*>(dy), static_cast<const T*>(w), static_cast<T*>(dx), space, stream);
+  });
+}
+
+void bwd_weight(DType dt, const ConvParams& p, const void* dy, const void* x, void* dw, void* ws, int64_t ws_bytes,
+                StreamHandle stream) {
+  const Workspace space = carve(ConvPass::BwdWeight, dt, p, ws, ws_bytes);
+  const int splits = bwd_weight_splits(dt, p);
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    bwd_weight_typed<T>(p, static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<T*>(dw), space, splits,
+                        stream);
+  });
+}
+
+}  // namespace im2col
+}  // namespace convkit::cuda
