@@ -2,7 +2,8 @@
 // and groups). Forward, and grad input one stride phase at a time (gather form), are one kernel:
 // a block computes channels x pixels from an input patch and filters staged in shared memory,
 // each thread 8 x 4 outputs in registers; depthwise layers have kernels of their own. Grad
-// weight reduces N*P*Q per block, split partials summed in a fixed order (no atomics).
+// weight reduces N*P*Q per block, split partials summed in a fixed order by
+// gemm.h's splitk_reduce (no atomics).
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -11,6 +12,7 @@
 #include "cuda/conv_algos.h"
 #include "cuda/dtype.cuh"
 #include "cuda/fill.cuh"
+#include "cuda/gemm.h"
 #include "cuda/grid.cuh"
 #include "cuda/pool_geom.cuh"
 #include "cuda/runtime.h"
@@ -661,19 +663,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dw[e] = the sum over splits s = 0, 1, ... of part[s][e], in that order (deterministic).
-template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    conv2d_bwd_weight_reduce_kernel(int64_t count, int splits, const acc_t<T>* __restrict__ part, T* __restrict__ dw) {
-  using A = acc_t<T>;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < count; e += step) {
-    A s = A(0);
-    for (int sp = 0; sp < splits; ++sp) s += load_ro(part + sp * count + e);
-    dw[e] = from_acc<T>(s);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // kernel launcher
 
@@ -996,8 +985,9 @@ int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t ca
   return plan_bwd_weight(p, acc_bytes_of(dt), cap_bytes).ws_bytes;
 }
 
-void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void* ws,
-         int64_t ws_bytes, StreamHandle stream) {
+// Forward and grad input need no workspace.
+void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void* /*ws*/,
+         int64_t /*ws_bytes*/, StreamHandle stream) {
   check_32bit(p, "conv2d_fwd (direct)");
   const DirectGeom g = fwd_geom(p);
   dispatch_dtype(dt, [&](auto tag) {
@@ -1007,8 +997,8 @@ void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void
   });
 }
 
-void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, void* dx, void* ws, int64_t ws_bytes,
-               StreamHandle stream) {
+void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, void* dx, void* /*ws*/,
+               int64_t /*ws_bytes*/, StreamHandle stream) {
   check_32bit(p, "conv2d_bwd_input (direct)");
   // One launch per stride phase that some tap reaches. The phases no tap reaches (a stride
   // wider than the window: a strided 1x1, say) get zeros from one fill of dx beforehand.
@@ -1062,9 +1052,7 @@ void bwd_weight(DType dt, const ConvParams& p, const void* dy, const void* x, vo
              dim3(grid_blocks(plan.wg.blocks, 1)), dim3(kThreads), 0, stream, plan.wg, dyt, xt, part, dwt);
     }
     if (plan.splits > 1)
-      launch("conv2d_bwd_weight_reduce_kernel", conv2d_bwd_weight_reduce_kernel<T>,
-             dim3(grid_blocks(out_elems, kThreads)), dim3(kThreads), 0, stream, out_elems, plan.splits,
-             static_cast<const A*>(part), dwt);
+      splitk_reduce<T>(static_cast<const A*>(part), plan.splits, out_elems, dwt, stream);  // gemm.h: in split order
   });
 }
 
