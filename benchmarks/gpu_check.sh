@@ -2,8 +2,9 @@
 # The GPU check, in one call on a GPU machine with no network, from the repository root:
 # build convkit._cuda for sm_90, run the CUDA tests, run compute-sanitizer (memcheck, racecheck,
 # initcheck, synccheck) over every CUDA kernel (benchmarks/gpu_sanitize.py), run
-# `convkit bench --device cuda` (float32, then float16 for the pools and ReLUs), and print a
-# summary last (benchmarks/gpu_check_summary.py).
+# `convkit bench --device cuda` (float32 at batch 1 and 32: every layer x fwd, bwd_input,
+# bwd_weight x algorithm against cuDNN with TF32 off and on and CuPy's im2col + cuBLAS; then
+# float16 at batch 32), and print a summary last (benchmarks/gpu_check_summary.py).
 #
 #   bash benchmarks/gpu_check.sh --out DIR [options]        (make gpu-check OUT=DIR)
 #
@@ -11,12 +12,17 @@
 # (one device call lasts at most 10 minutes); a step that fails or runs out of time is recorded
 # and the check goes on, except a failed build, which ends it. Order and priority: build, tests,
 # memcheck, racecheck, bench, bench float16, initcheck, synccheck; the later ones run only when
-# time is left (the tests, memcheck and racecheck each leave the bench its minimum).
+# time is left (the tests, memcheck and racecheck each leave the bench its minimum, BENCH_MIN).
+# The bench gets its slot as `--budget` (less a margin to write its files): it sizes its sample
+# counts to the time it has (15 per side at most, 5 at least) and stops cleanly if it runs out.
+# Its plan: about 2,500 timed callables (70 convolutions x 3 passes x 2 batches x ~2.6
+# algorithms + 3 references, and the pools and ReLUs) x 17 samples, ~100 s estimated on an
+# H100/H200 (`python3 -m convkit bench --device cuda --plan` prints it; no GPU needed).
 #
 # The device tool brings back at most 8 files, so at the end the logs (env.txt, build.log,
 # pytest-cuda.log/.xml, sanitizer-<tool>.txt, bench logs, steps.tsv, meta.txt) go into
-# DIR/logs.tar.gz; DIR keeps summary.txt, the bench JSON and Markdown, logs.tar.gz
-# (--no-bundle: everything loose).
+# DIR/logs.tar.gz; DIR keeps summary.txt, the bench JSON and Markdown (and the README's short
+# form, DATE-GPU-readme.md), logs.tar.gz (--no-bundle: everything loose).
 set -u -o pipefail
 
 usage() {
@@ -36,7 +42,7 @@ usage: bash benchmarks/gpu_check.sh --out DIR [options]
   --skip-sanitizer     no compute-sanitizer runs
   --sanitizer-tools T  comma-separated subset of memcheck,racecheck,initcheck,synccheck [all]
   --skip-bench         no convkit bench
-  --no-fp16            no second bench run in float16
+  --no-fp16            no second bench run in float16 (batch 32)
   --bench-args "ARGS"  more arguments for convkit bench (e.g. "--quick")
   --pytest-args "ARGS" more arguments for pytest (e.g. "-k pool")
   --no-bundle          leave the logs loose in DIR instead of DIR/logs.tar.gz
@@ -241,6 +247,10 @@ else
   fi
 fi
 
+# What the float32 bench needs at least (its start, checks and 5 samples per side; about 100 s
+# with its full 15 on an H100/H200, see --plan), kept free by the tests and the sanitizers.
+BENCH_MIN=150; [ "$SKIP_BENCH" = 1 ] && BENCH_MIN=0
+
 # ---- 3. tests -----------------------------------------------------------------------------------
 if [ "$SKIP_TESTS" = 1 ]; then
   record tests skipped "" 0 "--skip-tests"
@@ -254,7 +264,7 @@ else
   # --maxfail rather than -x: a GPU session is rare, so one run should show every failure, while
   # a sticky CUDA error (after which every test fails) still ends it early.
   # shellcheck disable=SC2086  # PYTEST_ARGS is a list of words by design
-  STEP_SIGNAL=INT run_step tests 200 100 60 "$OUT/pytest-cuda.log" -- \
+  STEP_SIGNAL=INT run_step tests 200 $((BENCH_MIN + 100)) 60 "$OUT/pytest-cuda.log" -- \
     env CONVKIT_TEST_BACKENDS=cuda "$PY" -m pytest tests -q "${XDIST[@]}" "${TMO[@]}" --maxfail 25 \
     -p no:cacheprovider --junitxml "$OUT/pytest-cuda.xml" $PYTEST_ARGS
 fi
@@ -281,7 +291,6 @@ sanitize() {
     "${CS:-compute-sanitizer}" "${opts[@]}" "$PY" benchmarks/gpu_sanitize.py
 }
 want_tool() { case ",$SAN_TOOLS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
-BENCH_MIN=100; [ "$SKIP_BENCH" = 1 ] && BENCH_MIN=0
 if [ "$SKIP_SAN" = 1 ]; then
   for tool in memcheck racecheck initcheck synccheck; do record "sanitizer-$tool" skipped "" 0 "--skip-sanitizer"; done
 else
@@ -293,14 +302,20 @@ fi
 if [ "$SKIP_BENCH" = 1 ]; then
   record bench skipped "" 0 "--skip-bench"
 else
+  # The bench's own --budget: its slot less 30 s to write the JSON and Markdown and exit (the
+  # slot is what run_step will give it; at least 30 s).
+  BUDGET_ARG=$(( $(slot 300 0) - 30 )); [ "$BUDGET_ARG" -lt 30 ] && BUDGET_ARG=30
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of words by design
-  run_step bench 240 0 60 "$OUT/bench.log" -- \
+  run_step bench 300 0 60 "$OUT/bench.log" -- \
     env CONVKIT_COMMIT="$COMMIT" "$PY" -m convkit bench --device cuda --no-progress \
-    --json "$OUT/$DATE-$GPU_SLUG.json" --markdown "$OUT/$DATE-$GPU_SLUG.md" $BENCH_ARGS
+    --budget "$BUDGET_ARG" --json "$OUT/$DATE-$GPU_SLUG.json" --markdown "$OUT/$DATE-$GPU_SLUG.md" \
+    --readme "$OUT/$DATE-$GPU_SLUG-readme.md" $BENCH_ARGS
   if [ "$FP16" = 1 ]; then
+    BUDGET_ARG=$(( $(slot 120 0) - 20 )); [ "$BUDGET_ARG" -lt 20 ] && BUDGET_ARG=20
     # shellcheck disable=SC2086
-    run_step bench-float16 90 0 30 "$OUT/bench-float16.log" -- \
+    run_step bench-float16 120 0 45 "$OUT/bench-float16.log" -- \
       env CONVKIT_COMMIT="$COMMIT" "$PY" -m convkit bench --device cuda --no-progress --dtype float16 \
+      --batch 32 --budget "$BUDGET_ARG" \
       --json "$OUT/$DATE-$GPU_SLUG-float16.json" --markdown "$OUT/$DATE-$GPU_SLUG-float16.md" $BENCH_ARGS
   fi
 fi
@@ -314,6 +329,8 @@ fi
 # ---- 6. summary, last ---------------------------------------------------------------------------
 if [ "$DRY" = 1 ]; then
   say "dry run done: the steps above would write to $OUT"
+  # the float32 bench's plan (counts and an estimate; computed here, no GPU needed)
+  "$PY" -m convkit bench --device cuda --plan $BENCH_ARGS 2>/dev/null | sed 's/^/gpu_check: plan: /' || true
   exit 0
 fi
 [ -n "$(command -v nvidia-smi)" ] && nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw \

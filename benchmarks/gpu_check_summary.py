@@ -123,6 +123,50 @@ def _f(x, spec: str, missing: str = "—") -> str:
     return missing if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+_REF_LABELS = {("cudnn", False): "cudnn fp32", ("cudnn", True): "cudnn tf32", ("cudnn", None): "cudnn",
+               ("cupy-im2col-cublas", False): "cupy", ("cupy-im2col-cublas", True): "cupy tf32",
+               ("cupy-im2col-cublas", None): "cupy"}
+
+
+def _ref(s) -> str:
+    return _REF_LABELS.get((s.get("ref"), s.get("ref_tf32")), str(s.get("ref")))
+
+
+def conv_lines(summary: List[dict]) -> List[str]:
+    """The convolutions' geometric means as a few lines: per batch, reference and pass, convkit's
+    best algorithm per layer and each algorithm (ours/ref, < 1: convkit faster), the best's
+    fractions of the ceiling; then CuPy's im2col + cuBLAS against cuDNN; then the reference-only
+    groups (convolutions convkit has no kernel for yet)."""
+    conv = [s for s in summary if s.get("op") == "conv2d"]
+    out: List[str] = []
+    timed = [s for s in conv if s.get("kind") in ("algo", "best")]
+    if timed:
+        out.append("conv ours/ref, geomean over layers (< 1: convkit faster; n layers; best's % of ceiling):")
+    keys = list(dict.fromkeys((s.get("batch"), s.get("ref"), s.get("ref_tf32"), s["pass"]) for s in timed))
+    for b, ref, tf, p in keys:
+        es = [s for s in timed if (s.get("batch"), s.get("ref"), s.get("ref_tf32"), s["pass"]) == (b, ref, tf, p)]
+        best = [s for s in es if s.get("kind") == "best"]
+        line = f"  b{b} {p:<10} vs {_ref({'ref': ref, 'ref_tf32': tf}):<10}"
+        if best:
+            bs = best[0]
+            line += (f" best {bs['geomean_ratio']:.2f} (n={bs['n']}; ours {_f(bs.get('ours_pct_of_ceiling'), '.0f')}%,"
+                     f" ref {_f(bs.get('ref_pct_of_ceiling'), '.0f')}%)")
+        algos = [s for s in es if s.get("kind") == "algo"]
+        if algos:
+            line += "; " + ", ".join(f"{s['algo']} {s['geomean_ratio']:.2f}" for s in algos)
+        out.append(line)
+    vs = [s for s in conv if s.get("kind") == "ref-vs-ref" and s.get("geomean_ratio") is not None]
+    if vs:
+        out.append("cupy im2col+cublas time / cudnn time, geomean over layers: " + "; ".join(
+            f"b{s.get('batch')} {s['pass']} vs {_ref(s)} {s['geomean_ratio']:.2f}" for s in vs))
+    only = [s for s in conv if s.get("kind") == "ref-only"]
+    if only:
+        out.append("no convkit kernel yet; the references' % of ceiling: " + "; ".join(
+            f"b{s.get('batch')} {s['pass']} {_ref(s)} {_f(s.get('ref_pct_of_ceiling'), '.0f')}% (n={s['n']})"
+            for s in only))
+    return out
+
+
 def bench_lines(path: str) -> List[str]:
     """The few numbers of a bench JSON worth reading first."""
     try:
@@ -135,18 +179,39 @@ def bench_lines(path: str) -> List[str]:
     for r in rows:
         status[r.get("status", "?")] = status.get(r.get("status", "?"), 0) + 1
     c = rep.get("ceilings", {})
-    head = (f"{rep.get('dtype')}, batch {rep.get('batch')}: {len(rows)} rows ("
+    batch = rep.get("batches") or rep.get("batch")
+    batch = ",".join(str(b) for b in batch) if isinstance(batch, list) else batch
+    head = (f"{rep.get('dtype')}, batch {batch}: {len(rows)} rows ("
             + ", ".join(f"{n} {s}" for s, n in sorted(status.items())) + ")"
             + (f" in {rep['wall_s']} s" if rep.get("wall_s") is not None else "")
+            + (f" (budget {rep['budget_s']:.0f} s)" if rep.get("budget_s") else "")
             + (f"; INTERRUPTED: {rep['interrupted']}" if rep.get("interrupted") else ""))
     out = [head]
+    plan = rep.get("plan")
+    if plan:
+        samples = sorted({r.get("samples") for r in rows if r.get("samples")})
+        out.append(f"plan: {plan.get('groups')} groups, {plan.get('callables')} timed callables x "
+                   f"{plan.get('samples_per_callable')} samples, estimated {_f(plan.get('estimate_s'), '.0f')} s"
+                   + (f"; samples taken per side: {samples[0]}..{samples[-1]}" if samples else ""))
     mm = [f"{c.get('matmul_dtype', '')} {c['matmul_gflops'] / 1e3:.1f}"] if c.get("matmul_gflops") else []
     for k, key in (("tf32", "matmul_tf32_gflops"), ("fp16", "matmul_fp16_gflops"),
                    ("bf16", "matmul_bf16_gflops")):
         if c.get(key):
             mm.append(f"{k} {c[key] / 1e3:.1f}")
     out.append(f"ceilings: copy {_f(c.get('copy_gbps'), '.0f')} GB/s; torch.mm TFLOP/s: " + ", ".join(mm))
-    for s in rep.get("summary", []):
+    cup = (rep.get("references") or {}).get("cupy-im2col-cublas")
+    if cup:
+        out.append(f"CuPy im2col + cuBLAS reference: {cup.get('status')}"
+                   + ((f" (CuPy {cup.get('version')}"
+                       + (f", kernels built in {cup['compile_s']} s" if cup.get("compile_s") is not None else "")
+                       + ")") if cup.get("status") == "ok" else f": {cup.get('reason')}"))
+    summary = rep.get("summary", [])
+    structured = any("kind" in s for s in summary)
+    if structured:
+        out += conv_lines(summary)
+    for s in summary:
+        if structured and s.get("op") == "conv2d":
+            continue
         parts = []
         if s.get("geomean_ratio") is not None:
             parts.append(f"ours/ref {s['geomean_ratio']:.2f}")
@@ -155,20 +220,41 @@ def bench_lines(path: str) -> List[str]:
         if s.get("ref_pct_of_ceiling") is not None:
             parts.append(f"ref {s['ref_pct_of_ceiling']:.0f}%")
         out.append(f"{s['group']} (n={s['n']}): " + "; ".join(parts))
+    for t in rep.get("totals", []):
+        out.append(f"GoogLeNet convs+pools {t['pass']} batch {t.get('batch')}, convkit's best: "
+                   f"{t['ours_ms']:.2f} ms vs cudnn fp32 {t['ref_ms']:.2f} ms ({t['ratio']:.2f}, {t['layers']} layers)")
     for t in rep.get("ref_totals", []):
-        ref = {None: "torch", False: "cudnn fp32", True: "cudnn tf32"}.get(t.get("ref_tf32"), "?")
-        out.append(f"GoogLeNet convs+pools {t['pass']} as {ref}: {t['ref_ms']:.2f} ms ({t['layers']} layers)")
+        ref = _REF_LABELS.get((t.get("ref", "cudnn"), t.get("ref_tf32")), "torch")
+        out.append(f"GoogLeNet convs+pools {t['pass']} batch {t.get('batch')} as {ref}: "
+                   f"{t['ref_ms']:.2f} ms ({t['layers']} layers)")
     o = rep.get("call_overhead_us")
     if o:
         out.append("batch-1 call overhead: " + "; ".join(
             f"{op} convkit {_f(o[op].get('convkit'), '.1f')} µs vs torch {_f(o[op].get('torch'), '.1f')} µs"
             for op in ("relu", "max_pool2d") if op in o)
             + "".join(f"; {k} FAILED: {str(v)[:120]}" for k, v in o.get("errors", {}).items()))
-    bad = [r for r in rows if r.get("status") not in ("ok", "ref-only")]
+    seen, bad = set(), []
+    for r in rows:
+        key = (r.get("layer"), r.get("pass"), r.get("batch"), r.get("algo"))
+        if r.get("status") not in ("ok", "ref-only") and key not in seen:
+            seen.add(key)
+            bad.append(r)
     for r in bad[:5]:
-        out.append(f"FAILED {r['layer']} {r['pass']} algo={r['algo']}: {r.get('status')}: {str(r.get('error'))[:160]}")
+        out.append(f"FAILED {r['layer']} {r['pass']} batch {r.get('batch')} algo={r['algo']}: "
+                   f"{r.get('status')}: {str(r.get('error'))[:160]}")
     if len(bad) > 5:
-        out.append(f"... and {len(bad) - 5} more failed rows")
+        out.append(f"... and {len(bad) - 5} more failed cases")
+    seen, bad_ref = set(), []
+    for r in rows:
+        key = (r.get("layer"), r.get("pass"), r.get("batch"), r.get("ref"), r.get("ref_tf32"))
+        if r.get("ref_status") not in (None, "ok") and key not in seen:
+            seen.add(key)
+            bad_ref.append(r)
+    for r in bad_ref[:3]:
+        out.append(f"REFERENCE FAILED {r['layer']} {r['pass']} batch {r.get('batch')} {_ref(r)}: "
+                   f"{r.get('ref_status')}: {str(r.get('ref_error'))[:160]}")
+    if len(bad_ref) > 3:
+        out.append(f"... and {len(bad_ref) - 3} more failed reference cases")
     return out
 
 

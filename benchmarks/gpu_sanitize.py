@@ -9,8 +9,13 @@ Covered: max pooling forward with and without indices and its backward, average 
 forward and backward (count_include_pad, divisor_override), both with padding, stride,
 ceil_mode (a last window starting in the padding), dilation (max), windows of 1 and of the
 whole plane; ReLU forward, in place and backward, on misaligned views that end at their
-allocation's end (so a vector access past the end leaves the allocation); convolutions (every
-algorithm, forward, grad input, grad weight, grad bias) once the backend has them. Run it with
+allocation's end (so a vector access past the end leaves the allocation); convolutions once
+the backend has them (a module without conv2d_fwd skips them, and says so): every algorithm
+that applies (direct, im2col, 1x1, auto) x every pass (forward with and without bias, grad
+input, grad weight, grad bias) x every dtype, on small odd shapes: stride 2, depthwise (also
+strided), groups, dilation, 1x1 strided and grouped, the stem's 7x7/2, an even kernel with
+torch's asymmetric 'same' padding, channels not a multiple of 4, a long grad-weight reduction
+(split-K), and im2col with its workspace capped to one image (the batch-chunk loop). Run it with
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 (gpu_check.sh does): then every tensor is its own cudaMalloc
 and memcheck sees an access past a tensor's end; with the caching allocator it would land in
 the same pooled segment and pass unseen.
@@ -50,13 +55,23 @@ AVG_POOLS = [
 ]
 # element counts for ReLU; each runs on views starting 0..3 elements into their allocation
 RELU_SIZES = [1, 7, 33, 1000, 4099]
-# (x shape, weight shape, stride, padding, dilation, groups)
+# (x shape, weight shape, stride, padding, dilation, groups): each runs every algorithm that
+# applies, forward (bias on and off), grad input, grad weight and grad bias, in every dtype.
 CONVS = [
-    ((2, 3, 9, 11), (4, 3, 3, 3), 2, 1, 1, 1),
-    ((1, 6, 7, 5), (6, 1, 3, 3), 1, 1, 1, 6),
-    ((2, 5, 8, 8), (7, 5, 1, 1), 2, 0, 1, 1),
-    ((1, 4, 13, 13), (4, 2, 5, 5), 1, 2, 2, 2),
+    ((2, 3, 9, 11), (4, 3, 3, 3), 2, 1, 1, 1),          # 3x3/2, odd sizes
+    ((1, 6, 7, 5), (6, 1, 3, 3), 1, 1, 1, 6),            # depthwise
+    ((2, 8, 13, 11), (8, 1, 3, 3), 2, 1, 1, 8),          # depthwise, stride 2
+    ((2, 5, 8, 8), (7, 5, 1, 1), 2, 0, 1, 1),            # 1x1, stride 2
+    ((1, 6, 9, 7), (4, 3, 1, 1), 1, 0, 1, 2),            # 1x1, groups 2
+    ((1, 4, 13, 13), (4, 2, 5, 5), 1, 2, 2, 2),          # 5x5, dilation 2, groups 2
+    ((2, 3, 17, 15), (5, 3, 7, 7), 2, 3, 1, 1),          # the stem's 7x7/2 pad 3
+    ((1, 3, 10, 9), (5, 3, 2, 4), 1, "same", 1, 1),      # even kernel: asymmetric 'same' pads
+    ((2, 33, 7, 7), (17, 33, 3, 3), 1, 1, 1, 1),         # C, K not multiples of 4
+    ((4, 8, 45, 47), (16, 8, 3, 3), 1, 1, 1, 1),         # N*P*Q = 8460: grad weight's long reduction
 ]
+# (CONVS index, algorithm): again with the im2col workspace capped to one image, so the
+# batch-chunk loop runs (convkit._kernels.WORKSPACE_CAP_BYTES, read at each call).
+CHUNKED = [(0, "im2col"), (9, "im2col")]
 
 
 class Skip(Exception):
@@ -171,7 +186,15 @@ def case_relu(device, dtype, gen, n, offset):
     _close(dx, ref_dx, dtype, "relu_backward")
 
 
-def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo):
+def _conv_algos(ws, pad) -> list:
+    """The algorithms that apply to a weight shape and padding: 1x1 only for 1x1 kernels with
+    zero padding."""
+    return ["direct", "im2col", "auto"] + (["1x1"] if tuple(ws[2:]) == (1, 1) and pad == 0 else [])
+
+
+def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo, chunked=False):
+    """Forward with and without bias, grad input, grad weight and grad bias of one convolution,
+    each against torch in float64 on the same (rounded) values."""
     import torch
     import torch.nn.functional as F
     import convkit.functional as CF
@@ -180,18 +203,33 @@ def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo):
     b = _rand((ws[0],), dtype, device, gen)
     x64, w64, b64 = (t.detach().cpu().double().requires_grad_(True) for t in (x, w, b))
     ref = F.conv2d(x64, w64, b64, stride, pad, dil, groups)
+    ref_nobias = F.conv2d(x64.detach(), w64.detach(), None, stride, pad, dil, groups)
+    kernels = None
+    if chunked:
+        from convkit import _kernels as kernels
+        if not hasattr(kernels, "WORKSPACE_CAP_BYTES"):
+            raise Skip("convkit._kernels has no WORKSPACE_CAP_BYTES: no chunked im2col case")
+        cap_before, kernels.WORKSPACE_CAP_BYTES = kernels.WORKSPACE_CAP_BYTES, 1   # one image a chunk
     try:
-        y = CF.conv2d(x, w, b, stride, pad, dil, groups, algo=algo)
-    except NotImplementedError as e:
-        raise Skip(f"no CUDA convolution yet: {e}") from e
-    dy = _rand(tuple(y.shape), dtype, device, gen)
-    dx = CF.conv2d_backward_input(dy, w, tuple(x.shape), stride, pad, dil, groups, algo=algo)
-    dw = CF.conv2d_backward_weight(dy, x, tuple(w.shape), stride, pad, dil, groups, algo=algo)
-    db = CF.conv2d_backward_bias(dy)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+        try:
+            y = CF.conv2d(x, w, b, stride, pad, dil, groups, algo=algo)
+        except NotImplementedError as e:
+            raise Skip(f"no CUDA convolution yet: {e}") from e
+        except TypeError as e:
+            _dtype_check(e, dtype)
+        y_nobias = CF.conv2d(x, w, None, stride, pad, dil, groups, algo=algo)
+        dy = _rand(tuple(y.shape), dtype, device, gen)
+        dx = CF.conv2d_backward_input(dy, w, tuple(x.shape), stride, pad, dil, groups, algo=algo)
+        dw = CF.conv2d_backward_weight(dy, x, tuple(w.shape), stride, pad, dil, groups, algo=algo)
+        db = CF.conv2d_backward_bias(dy)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    finally:
+        if kernels is not None:
+            kernels.WORKSPACE_CAP_BYTES = cap_before
     gx, gw, gb = torch.autograd.grad(ref, (x64, w64, b64), dy.cpu().double())
     _close(y, ref, dtype, f"conv2d algo={algo}")
+    _close(y_nobias, ref_nobias, dtype, f"conv2d algo={algo} (no bias)")
     _close(dx, gx, dtype, f"conv2d_backward_input algo={algo}")
     _close(dw, gw, dtype, f"conv2d_backward_weight algo={algo}")
     _close(db, gb, dtype, "conv2d_backward_bias")
@@ -209,11 +247,16 @@ def build_cases(backend: str, has_conv: bool, dtypes):
             for off in (0, 1, 3):
                 cases.append((f"relu n={n} offset={off} {dt}", case_relu, (dt, n, off)))
     if has_conv:
-        for dt in [d for d in dtypes if d in ("float32", "float64")]:
+        # every dtype: a module that does not take a half dtype for convolutions refuses it with a
+        # TypeError naming it, and those cases are skipped (counted as such)
+        for dt in dtypes:
             for i, (xs, ws, s, p, d, g) in enumerate(CONVS):
-                algos = ["direct", "im2col", "auto"] + (["1x1"] if ws[2:] == (1, 1) and p == 0 else [])
-                for algo in algos:
+                for algo in _conv_algos(ws, p):
                     cases.append((f"conv2d[{i}] {algo} {dt}", case_conv, (dt, xs, ws, s, p, d, g, algo)))
+            for i, algo in CHUNKED:
+                xs, ws, s, p, d, g = CONVS[i]
+                cases.append((f"conv2d[{i}] {algo} chunked {dt}", case_conv,
+                              (dt, xs, ws, s, p, d, g, algo, True)))
     return cases
 
 
@@ -225,9 +268,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
+    import warnings
     import torch
     import convkit
     from convkit import _backend
+    # torch's float64 reference of an even kernel under padding='same' pads a copy: it says so
+    warnings.filterwarnings("ignore", message="Using padding='same'")
 
     if args.backend not in convkit.available_backends():
         print(f"gpu_sanitize: backend {args.backend!r} cannot run here; available: "

@@ -1,5 +1,6 @@
-"""GoogLeNet's layers, the lecture's inception example and a few ReLUs, one benchmark per
-(layer, pass, algo), on the CPU or (CONVKIT_BENCH_DEVICE=cuda) the GPU.
+"""GoogLeNet's layers, the lecture's inception example, a few ReLUs (and on the GPU MobileNet's
+depthwise layers), one benchmark per (layer, pass, algo), on the CPU (passes fwd and fwd+bwd) or
+(CONVKIT_BENCH_DEVICE=cuda) the GPU (fwd, bwd_input, bwd_weight), as `convkit bench` does.
 
 CPU: each case first checks convkit's result against torch in float64 (a wrong result fails the
 test and is not timed), then times torch's op on the same inputs (median of a few calls, stored
@@ -26,14 +27,15 @@ import pytest
 
 pytest.importorskip("pytest_benchmark", reason="the benchmark suites need pytest-benchmark")
 
-from convkit.bench.layers import LAYERS, PASSES, select_layers  # noqa: E402
+from convkit.bench.layers import GPU_PASSES, LAYERS, PASSES, select_layers  # noqa: E402
 from convkit.bench.runner import check_layer, time_interleaved  # noqa: E402
 
 DEVICE = os.environ.get("CONVKIT_BENCH_DEVICE", "") or "cpu"   # as conftest.py reads it
 CASES = [
     pytest.param(layer, pass_, algo, LAYERS.index(layer), id=f"{layer.name}-{pass_}-{algo}")
     for layer in select_layers(None, device=DEVICE)
-    for pass_ in PASSES
+    for pass_ in (GPU_PASSES if DEVICE.startswith("cuda") else PASSES)
+    if pass_ in layer.passes()
     for algo in layer.algos()
 ]
 
@@ -47,7 +49,7 @@ def test_googlenet_layer(benchmark, bench_device, bench_batch, bench_rounds, lay
     import torch
 
     inputs = layer.make_inputs(bench_batch, torch.float32, seed=seed,
-                               requires_grad=(pass_ != "fwd"))
+                               requires_grad=(pass_ == "fwd+bwd"))
     check = check_layer(layer, inputs, pass_, algo, "float32")
     if not check["ok"]:
         pytest.fail(f"{layer.name} {pass_} algo={algo}: {check['worst']} relative error "
@@ -87,7 +89,7 @@ def _bench_cuda(benchmark, timer, device, batch, rounds, layer, pass_, algo, see
 
     if layer.is_conv and not convkit_cuda_has_conv():
         pytest.skip("convkit's CUDA module has no convolutions yet (no conv2d_fwd)")
-    inputs = layer.make_inputs(batch, torch.float32, seed=seed, requires_grad=(pass_ != "fwd"),
+    inputs = layer.make_inputs(batch, torch.float32, seed=seed, requires_grad=(pass_ == "fwd+bwd"),
                                device=device)
     rows = run_layer_pass(layer, pass_, [algo], inputs, "float32", batch, timer, {},
                           warmup=3, repeat=max(10, rounds), has_conv=True)
@@ -96,7 +98,7 @@ def _bench_cuda(benchmark, timer, device, batch, rounds, layer, pass_, algo, see
         pytest.skip(f"{layer.name} {pass_} algo={algo}: {row.get('note')}")
     if row["status"] != "ok":
         pytest.fail(f"{layer.name} {pass_} algo={algo}: {row['status']}: {row.get('error')} (not timed)")
-    tf32_rows = [r for r in rows if r.get("ref_tf32")]
+    tf32_rows = [r for r in rows if r.get("ref_tf32") and r["ref"] == "cudnn"]
     benchmark.group = f"{layer.name} {pass_}"
     benchmark.extra_info.update({k: v for k, v in row.items() if v is not None and "ceiling" not in k})
     if tf32_rows:

@@ -1,9 +1,13 @@
-"""The benchmark's CPU-testable logic: the layer table's ReLU layers, the GPU code paths driven
-by a stand-in for torch.cuda on CPU tensors (the CUDA-event timer, row building, reference-only
-rows, summary, Markdown, strict JSON), the TF32 switch's choice of API, the GPU check's summary
-and shell script (dry run, no-GPU exit, a flow with a faked GPU), and the ptxas report parser.
-What only a GPU can tell (real event times, cuDNN, compute-sanitizer) runs in
-benchmarks/gpu_check.sh."""
+"""The benchmark's CPU-testable logic: the layer table (ReLUs, MobileNet's depthwise layers, the
+passes and their op counts), the command line (batches, passes, --budget, --plan and its
+counts), the GPU code paths driven by a stand-in for torch.cuda on CPU tensors (the CUDA-event
+timer and its time limit, rows for every pass and reference, reference-only rows, summary,
+Markdown, the README form, strict JSON), also with convkit's side on the emulated CUDA kernels,
+the CuPy im2col + cuBLAS reference (its kernels built for the host against torch in float64,
+its CuPy glue on a NumPy stand-in for cupy, its kernels compiled by nvcc), the TF32 switch's
+choice of API, the GPU check's summary and shell script (dry run, no-GPU exit, a flow with a
+faked GPU), the sanitizer script's cases, and the ptxas report parser. What only a GPU can tell
+(real event times, cuDNN, CuPy on the device, compute-sanitizer) runs in benchmarks/gpu_check.sh."""
 import json
 import os
 import shutil
@@ -66,11 +70,25 @@ class FakeCuda:
         self.sleeps.append(cycles)
 
 
+_CudaTimer = gpu.CudaTimer   # the class, whatever a test has patched gpu.CudaTimer to
+_REAL = {"measure_ceilings_cuda": gpu.measure_ceilings_cuda, "call_overhead": gpu.call_overhead}
+
+
 def fake_timer(**kw):
-    return gpu.CudaTimer("cpu", flush_bytes=1 << 16, cuda=FakeCuda(**kw))
+    return _CudaTimer("cpu", flush_bytes=1 << 16, cuda=FakeCuda(**kw))
 
 
 CEILINGS = {"copy_gbps": 20.0, "matmul_gflops": 100.0, "matmul_tf32_gflops": 400.0}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread for torch and convkit: torch's CPU grouped convolutions in float64 (the
+    depthwise layers' reference) run a parallel region per group, slow on a busy machine."""
+    before = torch.get_num_threads()
+    runner.set_threads(1)
+    yield
+    runner.set_threads(before)
 
 
 # ---- the layer table ------------------------------------------------------------------------------
@@ -83,9 +101,10 @@ def test_relu_layers_follow_their_convolutions_and_come_last():
         assert relu.bytes(3, "fwd+bwd", 2) == 5 * 2 * 3 * relu.input_shape[0] * relu.input_shape[1] * relu.input_shape[2]
     big = by["relu.large"]
     assert big.batch_for(32) == 1 and big.bytes(32, "fwd", 4) == 2 * 256 * 2 ** 20
-    # new layers after the old ones: the old layers keep their seeds (LAYERS.index)
-    kinds = [lay.is_relu for lay in L.LAYERS]
-    assert kinds == sorted(kinds)
+    # new layers after the old ones: the old layers keep their seeds (LAYERS.index): the ReLUs
+    # after GoogLeNet's and the lecture's layers, MobileNet's after the ReLUs
+    order = [2 if lay.family == "mobilenet" else 1 if lay.is_relu else 0 for lay in L.LAYERS]
+    assert order == sorted(order) and L.LAYERS.index(by["relu.large"]) == order.index(2) - 1
     L.check_table()
 
 
@@ -105,6 +124,70 @@ def test_relu_layer_runs_both_implementations():
     assert check["ok"], check
 
 
+def test_mobilenet_depthwise_layers():
+    by = L.layers_by_name()
+    names = [lay.name for lay in L.LAYERS if lay.family == "mobilenet"]
+    assert names == ["mobilenet.dw32_112", "mobilenet.dw128_56", "mobilenet.dw256_28",
+                     "mobilenet.dw512_14", "mobilenet.dw1024_7"]
+    for c, hw in L.MOBILENET_DW:
+        lay = by[f"mobilenet.dw{c}_{hw}"]
+        assert lay.input_shape == (c, hw, hw) and lay.conv == L.ConvSpec(c, 3, 1, 1, groups=c)
+        assert lay.is_depthwise and not lay.is_1x1 and lay.weight_shape() == (c, 1, 3, 3)
+        assert lay.output_shape(4) == (4, c, hw, hw)
+        assert lay.macs(4) == 4 * c * hw * hw * 9 == lay.macs(4, "bwd_weight") == lay.macs(4, "fwd+bwd") // 3
+        assert lay.algos() == ["direct", "im2col"]
+        inputs = lay.make_inputs(2)
+        assert tuple(inputs.weight.shape) == (c, 1, 3, 3)
+    assert by["mobilenet.dw32_112"].macs(1) == 3_612_672      # 32 * 112 * 112 * 9
+    # the GPU's default set and quick set; the CPU's only when named (torch's float64 reference)
+    assert not set(names) & {lay.name for lay in L.select_layers(None, device="cpu")}
+    assert set(names) <= {lay.name for lay in L.select_layers(None, device="cuda")}
+    assert "mobilenet.dw128_56" in L.QUICK_LAYERS_CUDA and "mobilenet.dw128_56" not in L.QUICK_LAYERS
+    assert [lay.name for lay in L.select_layers("mobilenet.*")] == names
+    assert runner.config_from_args(_args("--device", "cuda", "--quick")).layers.endswith("mobilenet.dw128_56")
+    assert "mobilenet" not in runner.config_from_args(_args("--quick")).layers
+    assert not by["3a.3x3"].is_depthwise and by["3a.3x3"].family == "googlenet"
+    assert by["lecture.3x3"].family == "lecture"
+
+
+def test_passes_and_their_work():
+    by = L.layers_by_name()
+    conv, pool, relu = by["3a.3x3"], by["pool4"], by["5b.3x3.relu"]
+    assert conv.passes() == list(L.ALL_PASSES) == ["fwd", "bwd_input", "bwd_weight", "fwd+bwd"]
+    assert pool.passes() == relu.passes() == ["fwd", "bwd_input", "fwd+bwd"]
+    fwd = conv.macs(2)
+    assert [conv.macs(2, p) for p in L.ALL_PASSES] == [fwd, fwd, fwd, 3 * fwd]
+    with pytest.raises(ValueError):
+        conv.macs(2, "bwd")
+    with pytest.raises(ValueError):
+        pool.bytes(2, "bwd_weight")
+    n = 2 * relu.input_shape[0] * relu.input_shape[1] * relu.input_shape[2]
+    assert relu.bytes(2, "bwd_input", 4) == 3 * 4 * n       # read dy and y, write dx
+    assert pool.bytes(2, "fwd+bwd") == 2 * pool.bytes(2, "bwd_input") > pool.bytes(2, "fwd")
+    avg = by["avgpool"]
+    assert avg.bytes(2, "fwd+bwd") == 2 * avg.bytes(2, "bwd_input") == 2 * avg.bytes(2, "fwd")
+
+
+@pytest.mark.parametrize("name", ["mobilenet.dw1024_7", "5a.5x5_reduce", "4a.5x5", "pool3", "avgpool",
+                                  "5b.3x3.relu"])
+def test_backward_passes_match_torch(name):
+    """bwd_input and bwd_weight, by torch's backward ops and by convkit's, agree with float64."""
+    lay = L.layers_by_name()[name]
+    inputs = lay.make_inputs(2, torch.float32, seed=3)
+    for pass_ in ("bwd_input", "bwd_weight"):
+        if pass_ not in lay.passes():
+            with pytest.raises(ValueError):
+                lay.step(inputs, pass_, "torch")
+            continue
+        ref = lay.results(inputs.to(torch.float64), pass_, "torch")
+        assert set(ref) == ({"dx"} if pass_ == "bwd_input" else {"dweight", "dbias"})
+        if pass_ == "bwd_weight":
+            assert torch.allclose(ref["dbias"], inputs.grad.double().sum((0, 2, 3)))
+        for algo in lay.algos():
+            check = runner.check_layer(lay, inputs, pass_, algo, "float32")
+            assert check["ok"], (pass_, algo, check)
+
+
 # ---- configuration ---------------------------------------------------------------------------------
 def _args(*argv):
     import argparse
@@ -115,15 +198,70 @@ def _args(*argv):
 
 def test_cuda_defaults_and_dtype_rules():
     cfg = runner.config_from_args(_args("--device", "cuda"))
-    assert (cfg.batch, cfg.repeat, cfg.warmup) == (32, 25, 3)
+    assert (cfg.batches, cfg.repeat, cfg.warmup, cfg.budget_s) == ([1, 32], 15, 2, None)
+    assert tuple(cfg.passes) == L.GPU_PASSES == ("fwd", "bwd_input", "bwd_weight")
     cfg = runner.config_from_args(_args("--device", "cuda:1", "--quick", "--dtype", "float16"))
-    assert (cfg.batch, cfg.repeat, cfg.warmup, cfg.dtype) == (32, 10, 2, "float16")
+    assert (cfg.batches, cfg.repeat, cfg.warmup, cfg.dtype) == ([32], 7, 1, "float16")
     cfg = runner.config_from_args(_args())
-    assert (cfg.batch, cfg.repeat, cfg.warmup) == (8, 7, 2)
+    assert (cfg.batch, cfg.batches, cfg.repeat, cfg.warmup) == (8, [8], 7, 2)
+    assert tuple(cfg.passes) == L.PASSES == ("fwd", "fwd+bwd")
     with pytest.raises(SystemExit, match="cuda only"):
         runner.config_from_args(_args("--dtype", "bfloat16"))
     with pytest.raises(SystemExit, match="cuda"):
         runner.config_from_args(_args("--device", "gpu"))
+
+
+def test_cli_batches_passes_budget():
+    cfg = runner.config_from_args(_args("--device", "cuda", "--batch", "1,8,32", "--passes",
+                                        "bwd_weight,fwd+bwd", "--budget", "200"))
+    assert (cfg.batches, cfg.batch, list(cfg.passes), cfg.budget_s) == ([1, 8, 32], 1, ["bwd_weight", "fwd+bwd"], 200)
+    assert runner.config_batches(cfg) == [1, 8, 32]
+    assert runner.config_batches(runner.BenchConfig(batch=4)) == [4]
+    cfg = runner.config_from_args(_args("--batch", "3", "--passes", "bwd_input"))
+    assert (cfg.batches, list(cfg.passes)) == ([3], ["bwd_input"])
+    for bad, msg in ((("--passes", "bwd"), "unknown --passes"), (("--batch", "0"), "--batch"),
+                     (("--budget", "-1"), "--budget"), (("--algos", "winograd"), "unknown --algos")):
+        with pytest.raises(SystemExit, match=msg):
+            runner.config_from_args(_args(*bad))
+    with pytest.raises(SystemExit):   # argparse: not a list of integers
+        _args("--batch", "1,x")
+
+
+def _plan_by_hand(batches, dtype="float32"):
+    """groups and timed callables of the default GPU run, counted from the table directly."""
+    groups = callables = 0
+    for lay in L.select_layers(None, device="cuda"):
+        for p in L.GPU_PASSES:
+            if p not in lay.passes():
+                continue
+            for _ in batches:
+                groups += 1
+                if lay.is_conv:
+                    callables += len(lay.algos()) + (2 if dtype == "float32" else 1) + \
+                        (1 if dtype in ("float32", "float64") else 0)
+                else:
+                    callables += 2
+    return groups, callables
+
+
+def test_plan_counts_the_gpu_run(capsys):
+    cfg = runner.config_from_args(_args("--device", "cuda"))
+    plan = runner.plan_run(cfg, "cuda")
+    n_conv = sum(lay.is_conv for lay in L.select_layers(None, device="cuda"))
+    assert n_conv == 57 + 8 + 5       # GoogLeNet, the lecture's module, MobileNet
+    assert plan["by_op"]["conv2d"]["groups"] == n_conv * 3 * 2
+    assert (plan["groups"], plan["callables"]) == _plan_by_hand([1, 32])
+    assert plan["samples_per_callable"] == 17 and plan["samples"] == 17 * plan["callables"]
+    # what the GPU check budgets for: the default run stays well inside the bench's slot
+    assert 2000 < plan["callables"] < 3000 and plan["estimate_s"] < 200
+    half = runner.plan_run(runner.config_from_args(_args("--device", "cuda", "--dtype", "float16",
+                                                         "--batch", "32")), "cuda")
+    assert (half["groups"], half["callables"]) == _plan_by_hand([32], "float16")
+    tight = runner.plan_run(runner.config_from_args(_args("--device", "cuda", "--budget", "60")), "cuda")
+    assert tight["repeat_within_budget"] == 5
+    assert runner.bench_main(_args("--device", "cuda", "--plan")) == 0   # no GPU needed
+    out = capsys.readouterr().out
+    assert f"{plan['callables']} callables x 17 samples" in out and "| conv2d" in out
 
 
 # ---- TF32: one API per torch version ------------------------------------------------------------------
@@ -244,13 +382,227 @@ def test_call_overhead_on_the_cpu():
     assert set(o["relu"]) == {"convkit", "torch"} and o["max_pool2d"]["torch"] > 0
 
 
+def test_timer_shrinks_samples_to_a_time_limit():
+    timer = fake_timer()
+    t = timer.time([lambda: time.sleep(0.002), lambda: None], warmup=1, repeat=40, max_s=0.02)
+    # a round costs >= 2 ms + spins + overhead: 0.02 s buys fewer than 40, never fewer than 5
+    assert 5 <= timer.last_repeat < 40 and all(len(x.samples_ms) == timer.last_repeat for x in t)
+    assert timer.last_sampling_s > 0
+    timer.time([lambda: None], warmup=1, repeat=40, max_s=0.0)
+    assert timer.last_repeat == 5
+    timer.time([lambda: None], warmup=1, repeat=3, max_s=0.0)
+    assert timer.last_repeat == 3          # never more than asked for
+    timer.time([lambda: None], warmup=1, repeat=12, max_s=100.0)
+    assert timer.last_repeat == 12
+
+
+# ---- the CuPy im2col + cuBLAS reference, through its host build ------------------------------------------
+needs_cxx = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "c++")) is None, reason="needs a C++ compiler")
+
+
+@pytest.fixture(scope="module")
+def host_ref(tmp_path_factory):
+    from convkit.bench import cupy_ref
+    return cupy_ref.HostBackend(workdir=str(tmp_path_factory.mktemp("cupyref")))
+
+
+# (x shape, w shape, stride, pads (top, bottom, left, right), dilation, groups)
+REF_CASES = [
+    ((2, 3, 9, 11), (4, 3, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    ((1, 6, 7, 5), (6, 1, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),       # depthwise
+    ((2, 8, 13, 11), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 8),     # depthwise, stride 2
+    ((2, 5, 8, 8), (7, 5, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1),       # 1x1 stride 2
+    ((1, 4, 13, 13), (4, 2, 5, 5), (1, 1), (2, 2, 2, 2), (2, 2), 2),     # dilation, groups
+    ((3, 5, 17, 15), (6, 5, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),     # the stem's 7x7/2
+    ((2, 6, 10, 9), (4, 3, 2, 4), (1, 2), (0, 1, 1, 2), (2, 1), 2),      # asymmetric everything
+]
+
+
+def _conv64(xs, ws, stride, pads, dil, groups, seed=0):
+    """Inputs (float64 numpy) and torch's float64 y, dx, dw, db for a REF_CASES entry."""
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(seed)
+    x, w, b = (torch.randn(*sh, generator=g, dtype=torch.float64, requires_grad=True)
+               for sh in (xs, ws, (ws[0],)))
+    pt, pb, pl, pr = pads
+    y = F.conv2d(F.pad(x, (pl, pr, pt, pb)), w, b, stride, 0, dil, groups)
+    dy = torch.randn(*y.shape, generator=g, dtype=torch.float64)
+    dx, dw, db = torch.autograd.grad(y, (x, w, b), dy)
+    return [t.detach().numpy() for t in (x, w, b, dy, y, dx, dw, db)]
+
+
+@needs_cxx
+@pytest.mark.parametrize("case", REF_CASES, ids=[str(i) for i in range(len(REF_CASES))])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cupy_reference_arithmetic_on_the_host(host_ref, case, dtype):
+    import numpy as np
+    from convkit.bench import cupy_ref
+    xs, ws, stride, pads, dil, groups = case
+    x, w, b, dy, y, dx, dw, db = _conv64(*case)
+    x, w, b, dy = (a.astype(dtype) for a in (x, w, b, dy))
+    geom = cupy_ref.Geometry(stride, pads, dil, groups)
+    assert geom.output_hw(*xs[2:], *ws[2:]) == y.shape[2:]
+    tol = 1e-12 if dtype == "float64" else 2e-6
+    got_y = cupy_ref.conv2d_fwd(host_ref, x, w, b, geom)
+    got_dx = cupy_ref.conv2d_bwd_input(host_ref, dy, w, xs, geom)
+    got_dw, got_db = cupy_ref.conv2d_bwd_weight(host_ref, dy, x, ws, geom)
+    for got, ref in ((got_y, y), (got_dx, dx), (got_dw, dw), (got_db, db)):
+        assert got.dtype == np.dtype(dtype) and got.shape == ref.shape
+        assert np.abs(got - ref).max() <= tol * np.abs(ref).max()
+    assert cupy_ref.conv2d_bwd_weight(host_ref, dy, x, ws, geom, bias=False)[1] is None
+
+
+@needs_cxx
+def test_cupy_reference_64_bit_indexing(host_ref, monkeypatch):
+    """The 64-bit-index build (arrays of 2^31 elements and more) computes the same."""
+    import numpy as np
+    from convkit.bench import cupy_ref
+    case = REF_CASES[6]
+    x, w, b, dy, y, dx, dw, db = _conv64(*case)
+    geom = cupy_ref.Geometry(*case[2:])
+    monkeypatch.setattr(cupy_ref, "_I32_LIMIT", 0)
+    assert cupy_ref._index_bits(1) == 64
+    assert np.allclose(cupy_ref.conv2d_fwd(host_ref, x, w, b, geom), y, rtol=0, atol=1e-12)
+    assert np.allclose(cupy_ref.conv2d_bwd_input(host_ref, dy, w, case[0], geom), dx, rtol=0, atol=1e-12)
+    assert ("float64", 64) in host_ref._libs
+
+
+class FakeCupy:
+    """What CupyBackend and ConvCase use of CuPy, on NumPy: RawModule compiles the code it is
+    given for the host (cupy_ref's shim), its kernels check their launch arguments as CUDA would
+    see them (grid and block tuples, each scalar the kernel's index type); arrays come from torch
+    through DLPack; streams are context managers that record their use."""
+
+    def __init__(self, workdir):
+        import numpy as np
+        self.np, self.workdir, self.launches, self.streams, self.freed = np, workdir, [], [], 0
+        fake = self
+
+        class Stream:
+            def __init__(self, ptr):
+                self.ptr = ptr
+
+            def __enter__(self):
+                fake.streams.append(self.ptr)
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        class Kernel:
+            def __init__(self, lib, name, itype):
+                self.fn, self.name, self.itype = getattr(lib, name), name, itype
+
+            def __call__(self, grid, block, args):
+                import ctypes
+                assert isinstance(grid, tuple) and isinstance(block, tuple)
+                assert 1 <= grid[0] <= 65535 and block == (256,)
+                arrays = [a for a in args if isinstance(a, np.ndarray) and a.ndim > 0]
+                scalars = args[len(arrays):]
+                assert all(type(v) is self.itype for v in scalars), (self.name, [type(v) for v in scalars])
+                ct = ctypes.c_int if self.itype is np.int32 else ctypes.c_longlong
+                self.fn.restype = None
+                self.fn.argtypes = [ctypes.c_void_p] * len(arrays) + [ct] * len(scalars)
+                fake.launches.append((self.name, self.itype, grid[0]))
+                self.fn(*[a.ctypes.data for a in arrays], *[int(v) for v in scalars])
+
+        class RawModule:
+            def __init__(self, code, options=()):
+                import ctypes
+                from convkit.bench import cupy_ref
+                assert "--std=c++11" in options
+                n = len(os.listdir(fake.workdir))
+                src, so = os.path.join(fake.workdir, f"m{n}.cpp"), os.path.join(fake.workdir, f"m{n}.so")
+                with open(src, "w") as f:
+                    f.write(cupy_ref._HOST_SHIM + code)
+                subprocess.run([os.environ.get("CXX", "c++"), "-std=c++11", "-fPIC", "-shared", src, "-o", so],
+                               check=True, capture_output=True)
+                self.lib = ctypes.CDLL(so)
+                self.itype = np.int32 if "typedef int I;" in code else np.int64
+
+            def get_function(self, name):
+                return Kernel(self.lib, name, self.itype)
+
+        pool = types.SimpleNamespace(free_all_blocks=lambda: setattr(fake, "freed", fake.freed + 1))
+        self.RawModule = RawModule
+        self.cuda = types.SimpleNamespace(Stream=types.SimpleNamespace(null=Stream(0)), ExternalStream=Stream)
+        self.get_default_memory_pool = lambda: pool
+        self.from_dlpack = np.from_dlpack
+
+    def __getattr__(self, name):   # empty, matmul, ascontiguousarray, ...
+        return getattr(self.np, name)
+
+
+@needs_cxx
+def test_cupy_backend_glue_on_a_stand_in(tmp_path, monkeypatch):
+    from convkit.bench import cupy_ref
+    fake = FakeCupy(str(tmp_path))
+    be = cupy_ref.CupyBackend(fake)
+    be.compile("float32")
+    assert len(os.listdir(tmp_path)) == 4      # one module per index width: .cpp + .so each
+    lay = L.layers_by_name()["4a.5x5"]
+    inputs = lay.make_inputs(2, torch.float32, seed=1, requires_grad=True)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(cuda_stream=0))
+    case = cupy_ref.ConvCase(be, lay, inputs, torch)
+    for pass_ in ("fwd", "bwd_input", "bwd_weight", "fwd+bwd"):
+        got = case.results(pass_)
+        want = lay.results(inputs.to(torch.float64), pass_, "torch")
+        assert set(got) == set(want)
+        for k in want:
+            assert isinstance(got[k], torch.Tensor) and got[k].dtype == torch.float32
+            assert (got[k].double() - want[k]).abs().max() <= 1e-5 * want[k].abs().max(), (pass_, k)
+    assert tuple(case.results("fwd")["y"].shape) == (2, 48, 14, 14)
+    assert {n for n, *_ in fake.launches} == {"convkit_ref_im2col", "convkit_ref_col2im", "convkit_ref_im2row"}
+    assert all(t is fake.np.int32 for _, t, _ in fake.launches) and set(fake.streams) == {0}
+    # torch's stream that is not the legacy default one: an ExternalStream of its handle
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: types.SimpleNamespace(cuda_stream=1234))
+    cupy_ref.ConvCase(be, lay, inputs, torch).fn("fwd")()
+    assert fake.streams[-1] == 1234
+    # arrays of 2^31 elements and more: the 64-bit build, int64 scalars
+    monkeypatch.setattr(cupy_ref, "_I32_LIMIT", 0)
+    case.fn("bwd_weight")()
+    assert fake.launches[-1][:2] == ("convkit_ref_im2row", fake.np.int64)
+    be.free()
+    assert fake.freed == 1
+
+
+def test_cupy_reference_geometry_and_status():
+    from convkit.bench import cupy_ref
+    g = cupy_ref.Geometry.of(2, 3, 1, 4)
+    assert (g.stride, g.pads, g.dilation, g.groups) == ((2, 2), (3, 3, 3, 3), (1, 1), 4)
+    assert cupy_ref.Geometry.of((1, 2), (0, 1)).pads == (0, 0, 1, 1)
+    assert g.output_hw(224, 224, 7, 7) == (112, 112)
+    assert cupy_ref.NAME == gpu.REF_CUPY == "cupy-im2col-cublas"
+    mod, info = cupy_ref.cupy_status()
+    if mod is None:   # CuPy missing here, or no GPU: a clear reason, no rows
+        assert info["status"] == "skipped" and info["reason"]
+    be, info = gpu.cupy_reference("cuda:0", "bfloat16", True)
+    assert be is None and "bfloat16" in info["reason"]
+    assert gpu.cupy_reference("cuda:0", "float32", False)[1]["reason"] == "no convolution selected"
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+def test_cupy_reference_kernels_compile_for_the_gpu(tmp_path):
+    """NVRTC compiles the same text on the GPU machine; nvcc here: no host header in it, every
+    dtype and index width."""
+    from convkit.bench import cupy_ref
+    for dt in cupy_ref.DTYPES:
+        for bits in (32, 64):
+            cu = tmp_path / f"k_{dt}_{bits}.cu"
+            cu.write_text(cupy_ref.kernel_prefix(dt, bits) + cupy_ref.KERNEL_SOURCE)
+            p = subprocess.run(["nvcc", "-std=c++11", "-arch=sm_90", "-c", str(cu), "-o",
+                                str(cu.with_suffix(".o"))], capture_output=True, text=True, timeout=300)
+            assert p.returncode == 0, p.stderr
+            assert "#include" not in cupy_ref.KERNEL_SOURCE
+
+
 # ---- rows --------------------------------------------------------------------------------------------
-def _rows(name, pass_, algos, has_conv=True, batch=1):
+def _rows(name, pass_, algos, has_conv=True, batch=1, cupy=None, dtype="float32"):
     lay = L.layers_by_name()[name]
-    inputs = lay.make_inputs(batch, torch.float32, seed=L.LAYERS.index(lay),
-                             requires_grad=(pass_ != "fwd"))
-    return gpu.run_layer_pass(lay, pass_, algos, inputs, "float32", batch, fake_timer(), CEILINGS,
-                              warmup=1, repeat=3, has_conv=has_conv)
+    inputs = lay.make_inputs(batch, getattr(torch, dtype), seed=L.LAYERS.index(lay),
+                             requires_grad=(pass_ == "fwd+bwd"))
+    return gpu.run_layer_pass(lay, pass_, algos, inputs, dtype, batch, fake_timer(), CEILINGS,
+                              warmup=1, repeat=3, has_conv=has_conv, cupy_backend=cupy)
 
 
 def test_conv_rows_one_per_algo_and_tf32_setting():
@@ -267,6 +619,51 @@ def test_conv_rows_one_per_algo_and_tf32_setting():
         assert r["samples"] == 3 and r["max_rel_err"] < 1e-5
     # ours is timed once per algo: both settings' rows carry the same time
     assert rows[0]["ours_ms"] == rows[1]["ours_ms"]
+
+
+@needs_cxx
+@pytest.mark.parametrize("pass_", ["fwd", "bwd_input", "bwd_weight"])
+def test_conv_rows_with_every_reference(host_ref, pass_):
+    """One row per (algo, reference): cuDNN with TF32 off and on, CuPy's im2col + cuBLAS (here
+    its host build on CPU tensors), all checked against float64 and timed beside ours."""
+    rows = _rows("mobilenet.dw256_28", pass_, ["direct", "im2col"], cupy=host_ref, batch=2)
+    assert [(r["algo"], r["ref"], r["ref_tf32"]) for r in rows] == [
+        (a, ref, s) for a in ("direct", "im2col")
+        for ref, s in (("cudnn", False), ("cudnn", True), ("cupy-im2col-cublas", False))]
+    lay = L.layers_by_name()["mobilenet.dw256_28"]
+    for r in rows:
+        assert r["status"] == "ok" and r["ref_status"] == "ok" and r["pass"] == pass_
+        assert r["macs"] == lay.macs(2, pass_) and r["batch"] == 2
+        assert r["ratio"] == pytest.approx(r["ours_ms"] / r["ref_ms"])
+        assert r["tflops"] == pytest.approx(r["gflops"] / 1e3) and r["ref_tflops"] > 0
+        assert r["ref_rel_err"] < 1e-5 and r["samples"] == 3
+        if r["ref_tf32"]:
+            assert r["ref_pct_of_fp32_ceiling"] == pytest.approx(100 * r["ref_gflops"] / CEILINGS["matmul_gflops"])
+    cupy = [r for r in rows if r["ref"] == "cupy-im2col-cublas"]
+    assert cupy[0]["ours_ms"] == rows[0]["ours_ms"] and cupy[0]["ref_ms"] != rows[0]["ref_ms"]
+
+
+@needs_cxx
+def test_a_wrong_cupy_reference_is_not_timed(host_ref, monkeypatch):
+    from convkit.bench import cupy_ref
+    real = cupy_ref.conv2d_fwd
+    monkeypatch.setattr(cupy_ref, "conv2d_fwd", lambda be, x, w, b, g: real(be, x, w, b, g) * 1.01)
+    rows = _rows("5a.5x5_reduce", "fwd", ["1x1"], cupy=host_ref)
+    ok, tf, bad = rows
+    assert bad["ref"] == "cupy-im2col-cublas" and bad["ref_status"] == "FAIL" and bad["ref_ms"] is None
+    assert "relative error" in bad["ref_error"] and bad["ratio"] is None
+    assert bad["status"] == "ok" and bad["ours_ms"] == ok["ours_ms"]     # ours still timed
+    assert ok["ref_status"] == "ok" and ok["ratio"] > 0
+    md = runner.markdown_report(dict(_gpu_report(), rows=rows, summary=runner.summarize(rows, gpu=True)))
+    assert "1 reference case(s) failed" in md and "**FAIL**" in md
+    assert runner.n_failed({"rows": rows}) == (0, 1)
+
+
+def test_backward_rows_on_the_gpu_path():
+    for name, pass_ in (("3a.5x5", "bwd_weight"), ("3a.5x5", "bwd_input"), ("pool2", "bwd_input"),
+                        ("3a.3x3.relu", "bwd_input")):
+        rows = _rows(name, pass_, L.layers_by_name()[name].algos())
+        assert rows and all(r["status"] == "ok" and r["pass"] == pass_ for r in rows), rows
 
 
 def test_conv_rows_without_convkit_convolutions_are_reference_only():
@@ -322,8 +719,8 @@ def test_gpu_summary_markdown_and_strict_json(tmp_path):
     rep = _gpu_report()
     groups = {s["group"]: s for s in rep["summary"]}
     assert "conv fwd, algo=direct vs cudnn fp32" in groups and "conv fwd, algo=1x1 vs cudnn tf32" in groups
-    assert groups["cudnn conv fwd (no convkit kernel)"]["geomean_ratio"] is None
-    assert groups["cudnn conv fwd tf32 (no convkit kernel)"]["ref_pct_of_ceiling"] > 0
+    assert groups["cudnn fp32 conv fwd (no convkit kernel)"]["geomean_ratio"] is None
+    assert groups["cudnn tf32 conv fwd (no convkit kernel)"]["ref_pct_of_ceiling"] > 0
     assert groups["pools fwd"]["n"] == 2 and groups["relu fwd"]["n"] == 1   # the failed avgpool left out
     assert groups["pools fwd"]["ours_pct_of_ceiling"] > 0
     (tot,) = rep["totals"]
@@ -342,23 +739,28 @@ def test_gpu_summary_markdown_and_strict_json(tmp_path):
     assert any("copy 20 GB/s" in t for t in text) and any("FAILED avgpool" in t for t in text)
 
 
-def _cuda_run_on_the_stand_in(monkeypatch, **cfg_kw):
-    """run_bench_cuda's orchestration on CPU tensors: torch.cuda replaced where it is touched."""
+def _cuda_run_on_the_stand_in(monkeypatch, has_conv=False, cupy=None, **cfg_kw):
+    """run_bench_cuda's orchestration on CPU tensors: torch.cuda replaced where it is touched.
+    cupy: a backend for the CuPy reference (HostBackend), or None (CuPy missing, as here)."""
     monkeypatch.setattr(gpu, "_normalize_device", lambda device: "cpu")
     monkeypatch.setattr(gpu, "_check_convkit_cuda", lambda: None)
     monkeypatch.setattr(gpu, "gpu_info", lambda device, cuda=None: {"gpu": "Fake H100", "cuda": "13.0",
                                                                      "cudnn": 91000, "sm_count": 132})
-    monkeypatch.setattr(gpu, "convkit_cuda_has_conv", lambda: False)
+    monkeypatch.setattr(gpu, "convkit_cuda_has_conv", lambda: has_conv)
+    if cupy is not None:
+        monkeypatch.setattr(gpu, "cupy_reference",
+                            lambda device, dtype, any_conv: (cupy, {"status": "ok", "version": "host", "tf32": False}))
     timer = fake_timer()
     monkeypatch.setattr(gpu, "CudaTimer", lambda device: timer)
-    real_ceilings = gpu.measure_ceilings_cuda
+    real_ceilings = _REAL["measure_ceilings_cuda"]
     monkeypatch.setattr(gpu, "measure_ceilings_cuda",
                         lambda timer, dtype, quick: real_ceilings(timer, dtype, quick, copy_mib=1, mm_n=32))
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
-    real_overhead = gpu.call_overhead
+    real_overhead = _REAL["call_overhead"]
     monkeypatch.setattr(gpu, "call_overhead", lambda device, calls: real_overhead(device, calls=3, reps=1))
-    cfg = runner.BenchConfig(device="cuda", batch=1, repeat=2, warmup=1, progress=False,
-                             passes=("fwd",), **cfg_kw)
+    for k, v in (("passes", ("fwd",)), ("repeat", 2), ("warmup", 1)):
+        cfg_kw.setdefault(k, v)
+    cfg = runner.BenchConfig(device="cuda", batch=1, progress=False, **cfg_kw)
     return runner.run_bench(cfg, log=open(os.devnull, "w"))
 
 
@@ -376,13 +778,126 @@ def test_cuda_run_orchestration_on_the_stand_in(monkeypatch, tmp_path):
     assert "cudnn tf32" in md and json.loads((tmp_path / "r.json").read_text())["rows"][1]["ours_ms"] is None
 
 
-def test_cuda_run_in_half_skips_convolutions(monkeypatch):
-    rep = _cuda_run_on_the_stand_in(monkeypatch, layers="5a.5x5_reduce,pool4", dtype="float16")
-    assert rep["skipped_layers"]["layers"] == ["5a.5x5_reduce"]
+def test_cuda_run_in_half_times_the_convolutions_references(monkeypatch):
+    """float16: a convolution convkit does not take in half yet gets cuDNN's row (reference-only,
+    ref_tf32 null, no CuPy row: it runs float32 and float64); a pool that refuses the dtype is an
+    ERROR (the pools have half kernels on CUDA)."""
+    monkeypatch.setattr(gpu, "convkit_cuda_has_conv", lambda: True)
+    rep = _cuda_run_on_the_stand_in(monkeypatch, layers="5a.5x5_reduce,pool4", dtype="float16",
+                                    has_conv=True)
+    got = [(r["layer"], r["algo"], r["ref"], r["ref_tf32"], r["status"]) for r in rep["rows"]]
+    assert got == [("pool4", "direct", "torch-cuda", None, "ERROR"),
+                   ("5a.5x5_reduce", "none", "cudnn", None, "ref-only")]
+    pool, conv = rep["rows"]
+    # the CPU kernels take no float16: the reference is still timed
+    assert "float16" in pool["error"] and pool["ref_ms"] > 0
+    assert pool["bytes"] == L.layers_by_name()["pool4"].bytes(1, "fwd", 2)
+    assert conv["ref_ms"] > 0 and "float16" in conv["note"]
+    assert rep["references"]["cupy-im2col-cublas"]["status"] == "skipped"
+    assert "float16" in rep["references"]["cupy-im2col-cublas"]["reason"]
+
+
+@needs_cxx
+def test_cuda_run_two_batches_three_passes_and_the_cupy_reference(monkeypatch, tmp_path, host_ref):
+    """The default GPU shape of a run (batches 1 and 32 -> 1 and 2 here, fwd / bwd_input /
+    bwd_weight, every reference), its summary per batch, pass and reference, the CuPy
+    comparison, the README form and the GPU check's summary lines."""
+    rep = _cuda_run_on_the_stand_in(monkeypatch, has_conv=True, cupy=host_ref,
+                                    layers="5a.5x5_reduce,mobilenet.dw1024_7,pool4",
+                                    batches=(1, 2), passes=L.GPU_PASSES, algos=("direct", "1x1"))
+    assert rep["batches"] == [1, 2] and rep["batch"] == [1, 2] and rep["passes"] == list(L.GPU_PASSES)
+    assert rep["references"]["cupy-im2col-cublas"]["status"] == "ok"
+    assert rep["plan"]["groups"] == 2 * (3 + 3 + 2)
+    rows = rep["rows"]
+    assert all(r["status"] == "ok" and r.get("ref_status") == "ok" for r in rows)
+    key = {(r["layer"], r["pass"], r["batch"], r["algo"], r["ref"], r["ref_tf32"]) for r in rows}
+    assert len(key) == len(rows)
+    conv_refs = [("cudnn", False), ("cudnn", True), ("cupy-im2col-cublas", False)]
+    expect = [("5a.5x5_reduce", p, b, a) + ref for p in L.GPU_PASSES for b in (1, 2)
+              for a in ("direct", "1x1") for ref in conv_refs]
+    expect += [("mobilenet.dw1024_7", p, b, "direct") + ref for p in L.GPU_PASSES for b in (1, 2)
+               for ref in conv_refs]
+    expect += [("pool4", p, b, "direct", "torch-cuda", None) for p in ("fwd", "bwd_input") for b in (1, 2)]
+    assert key == set(expect)
+    groups = {s["group"]: s for s in rep["summary"]}
+    g = groups["conv bwd_weight, batch 2, algo=direct vs cupy im2col+cublas"]
+    assert (g["n"], g["pass"], g["batch"], g["algo"], g["ref"], g["kind"]) == (2, "bwd_weight", 2, "direct",
+                                                                            "cupy-im2col-cublas", "algo")
+    assert groups["conv fwd, batch 1, best algo per layer vs cudnn tf32"]["n"] == 2
+    assert groups["depthwise convs bwd_input, batch 2, best algo per layer vs cudnn fp32"]["n"] == 1
+    vs = groups["cupy im2col+cublas / cudnn fp32 conv fwd, batch 1"]
+    assert vs["kind"] == "ref-vs-ref" and vs["n"] == 2 and vs["geomean_ratio"] > 0
+    assert groups["pools bwd_input, batch 2"]["n"] == 1
+    assert {(t["pass"], t["batch"]) for t in rep["totals"]} == {(p, b) for p in L.GPU_PASSES for b in (1, 2)}
+    assert all(t["layers"] == (2 if t["pass"] != "bwd_weight" else 1) for t in rep["totals"])  # no MobileNet
+    refs = {(t["pass"], t["batch"], t["ref"], t["ref_tf32"]) for t in rep["ref_totals"]}
+    assert ("fwd", 2, "cupy-im2col-cublas", False) in refs and ("bwd_weight", 1, "cudnn", True) in refs
+    rep["device"] = "cuda:0"
+    md = runner.write_outputs(rep, str(tmp_path / "r.json"), str(tmp_path / "r.md"), str(tmp_path / "readme.md"))
+    assert "cupy im2col+cublas" in md and "TFLOP/s" in md and "| mobilenet.dw1024_7" in md
+    readme = (tmp_path / "readme.md").read_text()
+    for text in ("Fake H100", "FP32 ceiling", "Batch 2: geomean ours/ref", "bwd_weight vs cupy im2col+cublas",
+                 "best per layer", "the classic alternative", "<details>", "| 5a.5x5_reduce"):
+        assert text in readme, text
+    lines = gpu_check_summary.bench_lines(str(tmp_path / "r.json"))
+    text = "\n".join(lines)
+    assert "CuPy im2col + cuBLAS reference: ok" in text
+    assert "b2 bwd_weight vs cupy" in text and "b1 fwd        vs cudnn tf32" in text
+    assert "cupy im2col+cublas time / cudnn time" in text and "pools bwd_input, batch 2" in text
+
+
+def _cudasim_has_conv() -> bool:
+    try:
+        import convkit
+        from convkit import _backend
+        return "cudasim" in convkit.available_backends() and hasattr(_backend._load("cudasim"), "conv2d_fwd")
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@needs_cxx
+@pytest.mark.skipif(not _cudasim_has_conv(), reason="needs convkit._cudasim with convolutions")
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_cuda_run_on_the_emulated_cuda_kernels(monkeypatch, host_ref, dtype):
+    """The GPU run's whole path with convkit's side on the CUDA kernels' own code (the
+    emulator, convkit._cudasim): every algorithm and pass of a 1x1 and a depthwise layer, both
+    references, float16 too (cuDNN's row only: the CuPy reference runs float32 and float64)."""
+    import convkit
+    with convkit.use_backend("cudasim"):
+        rep = _cuda_run_on_the_stand_in(monkeypatch, has_conv=True, cupy=host_ref, dtype=dtype,
+                                        layers="5a.5x5_reduce,mobilenet.dw1024_7", passes=L.GPU_PASSES)
+    rows = rep["rows"]
+    assert all(r["status"] == "ok" and r["ref_status"] == "ok" for r in rows), \
+        [(r["layer"], r["pass"], r["algo"], r.get("error")) for r in rows if r["status"] != "ok"]
+    per_case = 3 if dtype == "float32" else 1
+    assert len(rows) == per_case * 3 * (3 + 2)     # passes x (1x1 layer's algos + depthwise's)
+    assert {r["ref"] for r in rows} == ({"cudnn", "cupy-im2col-cublas"} if dtype == "float32" else {"cudnn"})
+
+
+def test_cuda_run_stops_when_its_budget_is_spent(monkeypatch):
+    rep = _cuda_run_on_the_stand_in(monkeypatch, layers="pool4,3a.pool,5b.3x3.relu", batches=(1, 2),
+                                    budget_s=1e-6)
+    assert "budget" in rep["interrupted"] and rep["rows"] == [] and rep["budget_s"] == 1e-6
+    rep = _cuda_run_on_the_stand_in(monkeypatch, layers="pool4", budget_s=600, repeat=9)
     (row,) = rep["rows"]
-    # the CPU kernels take no float16: an ERROR row, the reference still timed
-    assert row["layer"] == "pool4" and row["status"] == "ERROR" and "float16" in row["error"]
-    assert row["ref_ms"] > 0 and row["bytes"] == L.layers_by_name()["pool4"].bytes(1, "fwd", 2)
+    assert row["status"] == "ok" and row["samples"] == 9 and "interrupted" not in rep
+
+
+def test_cuda_run_without_cupy_says_why(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_cupy(name, *a, **k):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ImportError("No module named 'cupy'")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    rep = _cuda_run_on_the_stand_in(monkeypatch, layers="5a.5x5_reduce")
+    cup = rep["references"]["cupy-im2col-cublas"]
+    assert cup["status"] == "skipped" and "not importable" in cup["reason"]
+    assert {r["ref"] for r in rep["rows"]} == {"cudnn"}
+    rep["device"] = "cuda:0"
+    assert "The CuPy im2col + cuBLAS reference was skipped: CuPy is not importable" in runner.markdown_report(rep)
 
 
 # ---- the CPU run: unchanged, and interruptible ---------------------------------------------------------
@@ -416,6 +931,24 @@ def test_cpu_cli_writes_the_same_schema(tmp_path):
     assert (row["op"], row["layer"], row["pass"], row["algo"], row["ref"]) == (
         "relu", "3a.3x3.relu", "fwd", "direct", "torch-cpu")
     assert "ref_tf32" not in row and row["bytes"] == 2 * 4 * 2 * 128 * 28 * 28
+
+
+def test_cpu_cli_backward_passes_and_two_batches(tmp_path):
+    out = tmp_path / "cpu.json"
+    p = subprocess.run([sys.executable, "-m", "convkit", "bench", "--layers", "mobilenet.dw512_14,pool4",
+                        "--passes", "bwd_input,bwd_weight", "--batch", "1,2", "--repeat", "1", "--threads", "1",
+                        "--warmup", "0", "--no-progress", "--json", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(out.read_text())
+    assert rep["batches"] == [1, 2] and rep["passes"] == ["bwd_input", "bwd_weight"]
+    got = sorted((r["layer"], r["pass"], r["batch"], r["algo"]) for r in rep["rows"])
+    assert got == sorted([("mobilenet.dw512_14", p, b, a) for p in ("bwd_input", "bwd_weight")
+                          for b in (1, 2) for a in ("direct", "im2col")]
+                         + [("pool4", "bwd_input", b, "direct") for b in (1, 2)])
+    assert all(r["status"] == "ok" and r["ref"] == "torch-cpu" for r in rep["rows"])
+    assert "depthwise convs bwd_weight, batch 2, best algo per layer" in {s["group"] for s in rep["summary"]}
+    assert "| batch" in p.stdout
 
 
 # ---- the GPU check's summary ------------------------------------------------------------------------------
@@ -483,6 +1016,15 @@ def test_gpu_check_script_syntax_and_dry_run(tmp_path):
                  "bench-float16", "sanitizer-initcheck", "sanitizer-synccheck"):
         assert f"[{step}" in p.stdout, step
     assert "CONVKIT_TEST_BACKENDS=cuda" in p.stdout and "--device cuda" in p.stdout
+    bench = next(line for line in p.stdout.splitlines() if line.startswith("+ [bench,"))
+    half = next(line for line in p.stdout.splitlines() if line.startswith("+ [bench-float16"))
+    # the bench gets its slot as --budget, less a margin; float16 runs at batch 32
+    assert "[bench, <= 300s]" in bench and "--budget 270 " in bench and "-readme.md" in bench
+    assert "--dtype float16 --batch 32 --budget" in half
+    env = dict(os.environ, PYTHON=sys.executable)
+    p = subprocess.run(["bash", SCRIPT, "--out", str(tmp_path), "--dry-run"], capture_output=True,
+                       text=True, timeout=60, env=env)
+    assert "gpu_check: plan: " in p.stdout and "timed callables" in p.stdout
 
 
 @needs_bash
@@ -564,3 +1106,31 @@ def test_ptxas_report_compiles_a_kernel(tmp_path, capsys):
     assert ptxas_report.main([str(cu), "--json"]) == 0
     (k,) = json.loads(capsys.readouterr().out)["kernels"]
     assert k["name"] == "scale_kernel<float>" and k["smem"] == 256 and k["regs"] > 0
+
+
+# ---- the sanitizer script's cases ---------------------------------------------------------------------------
+import gpu_sanitize  # noqa: E402
+
+
+def test_sanitizer_covers_every_conv_path():
+    dtypes = ["float32", "float64", "float16", "bfloat16"]
+    cases = gpu_sanitize.build_cases("cuda", True, dtypes)
+    conv = [(name, args) for name, fn, args in cases if fn is gpu_sanitize.case_conv]
+    seen = {(a[0], a[7]) for _, a in conv}
+    assert seen == {(dt, algo) for dt in dtypes for algo in ("direct", "im2col", "auto", "1x1")}
+    specs = gpu_sanitize.CONVS
+    assert any(ws[1] == 1 and g == xs[1] > 1 and st == 2 for xs, ws, st, p, d, g in specs)   # depthwise /2
+    assert any(d == 2 for *_, d, g in specs) and any(1 < g < ws[0] for xs, ws, st, p, d, g in specs)
+    assert any(p == "same" and ws[2] % 2 == 0 for xs, ws, st, p, d, g in specs)
+    assert any(xs[1] % 4 and ws[0] % 4 for xs, ws, *_ in specs)
+    chunked = [a for _, a in conv if len(a) > 8 and a[8]]
+    assert {a[0] for a in chunked} == set(dtypes) and {a[7] for a in chunked} == {"im2col"}
+    # 1x1 only where it applies
+    assert all(a[7] != "1x1" or (tuple(a[2][2:]) == (1, 1) and a[4] == 0) for _, a in conv)
+    assert not [c for c in gpu_sanitize.build_cases("cuda", False, dtypes) if c[1] is gpu_sanitize.case_conv]
+
+
+def test_sanitizer_script_runs_on_the_cpu_kernels(capsys):
+    assert gpu_sanitize.main(["--backend", "cpu", "--dtypes", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "convolutions yes" in out and " 0 failed" in out

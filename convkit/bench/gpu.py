@@ -1,5 +1,7 @@
-"""The GPU side of `convkit bench`: CUDA-event timing on a cold L2, the cuDNN reference with TF32
-off and on, the device's ceilings (copy bandwidth, matrix-product rate) and per-call overhead.
+"""The GPU side of `convkit bench`: CUDA-event timing on a cold L2, the references (cuDNN with
+TF32 off and on; im2col + cuBLAS through CuPy, convkit/bench/cupy_ref.py; torch's pooling and
+ReLU kernels), the device's ceilings (copy bandwidth, matrix-product rates) and per-call overhead,
+at each batch size (default 1 and 32) and for each kernel direction (fwd, bwd_input, bwd_weight).
 
 How one timed sample of a callable is taken (CudaTimer.time), all on torch's current stream:
 
@@ -17,8 +19,14 @@ If the GPU reached the start event before the host had finished enqueueing fn (t
 short, or fn synchronizes inside), the sample is retaken with a spin twice as long; samples that
 stay host-bound are counted in `host_bound` and the row says so.
 
-Importable without CUDA: the TF32 switch, the timer's logic (with a stand-in for torch.cuda) and
-the per-call overhead measurement run on the CPU in tests/test_bench.py.
+Under a time budget (--budget, which benchmarks/gpu_check.sh sets from its slot) each group
+(layer, pass, batch) gets its share of the time left, less what a group spends outside its
+samples; the warm-up calls, waited for, tell what one round of samples costs, and the sample
+count shrinks to fit (never below 5). The run stops cleanly when the budget is spent.
+
+Importable without CUDA: the TF32 switch, the timer's logic (with a stand-in for torch.cuda),
+the rows with both references (the CuPy one through its host build), the per-call overhead
+measurement run on the CPU in tests/test_bench.py.
 """
 from __future__ import annotations
 
@@ -34,7 +42,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = [
     "torch_version", "tf32_api", "tf32", "Timing", "CudaTimer", "measure_ceilings_cuda",
-    "call_overhead", "convkit_cuda_has_conv", "gpu_info", "run_bench_cuda", "HALF_DTYPES",
+    "call_overhead", "convkit_cuda_has_conv", "gpu_info", "run_bench_cuda", "run_layer_pass",
+    "cupy_reference", "ref_totals", "HALF_DTYPES", "REF_CUPY",
 ]
 
 HALF_DTYPES = ("float16", "bfloat16")
@@ -136,6 +145,11 @@ class CudaTimer:
     MIN_SLEEP_MS = 0.05
     MAX_SLEEP_MS = 100.0
     RETRIES = 3
+    # What a sample costs beside the callable and the spin (synchronize, L2 flush, events,
+    # Python), for sizing sample counts under a time limit: a generous guess.
+    SAMPLE_OVERHEAD_MS = 0.3
+    last_repeat: Optional[int] = None
+    last_sampling_s: float = 0.0
 
     def __init__(self, device="cuda", flush_bytes: Optional[int] = None, cuda=None):
         import torch
@@ -192,17 +206,26 @@ class CudaTimer:
         return float(self._start.elapsed_time(self._end)), behind
 
     def time(self, fns: Sequence[Callable[[], object]], warmup: int = 3, repeat: int = 25,
-             flush: bool = True) -> List[Timing]:
+             flush: bool = True, max_s: Optional[float] = None, min_repeat: int = 5) -> List[Timing]:
         """Warm each callable up `warmup` times, then take `repeat` samples of each, interleaved.
-        Returns one Timing per callable."""
+        Returns one Timing per callable.
+
+        max_s: seconds the sampling may take. The warm-up calls are waited for, so they tell
+        what one round of samples (every callable once, with its spin and flush) costs; the
+        sample count becomes what fits in max_s, between min(min_repeat, repeat) and repeat.
+        self.last_repeat and self.last_sampling_s say what was done."""
         timings = [Timing() for _ in fns]
         enqueue: List[List[float]] = [[] for _ in fns]
+        wall: List[List[float]] = [[] for _ in fns]
         for _ in range(max(1, warmup)):
             for i, fn in enumerate(fns):
                 self.cuda.synchronize()
                 t0 = time.perf_counter()
                 fn()
-                enqueue[i].append(time.perf_counter() - t0)
+                t1 = time.perf_counter()
+                self.cuda.synchronize()
+                enqueue[i].append(t1 - t0)
+                wall[i].append(time.perf_counter() - t0)
         self.cuda.synchronize()
         sleep_ms = []
         for i, e in enumerate(enqueue):
@@ -210,7 +233,14 @@ class CudaTimer:
             host_ms = min(e) * 1e3
             timings[i].enqueue_us = host_ms * 1e3
             sleep_ms.append(min(self.MAX_SLEEP_MS, max(self.MIN_SLEEP_MS, 3 * host_ms + 0.05)))
+        if max_s is not None and fns:
+            round_s = sum(min(w) + (sleep_ms[i] + self.SAMPLE_OVERHEAD_MS) / 1e3
+                          for i, w in enumerate(wall))
+            fit = int(max_s // round_s) if round_s > 0 else repeat
+            repeat = max(min(min_repeat, repeat), min(repeat, fit))
+        self.last_repeat = repeat
         tries = self.RETRIES if self.has_sleep else 1
+        t_sampling = time.perf_counter()
         for _ in range(repeat):
             for i, fn in enumerate(fns):
                 for attempt in range(tries):
@@ -221,6 +251,7 @@ class CudaTimer:
                         sleep_ms[i] = min(self.MAX_SLEEP_MS, 2 * sleep_ms[i])
                 timings[i].samples_ms.append(ms)
                 timings[i].host_bound += int(behind)
+        self.last_sampling_s = time.perf_counter() - t_sampling
         return timings
 
 
@@ -342,6 +373,9 @@ def gpu_info(device, cuda=None) -> Dict[str, object]:
 
 
 # ---- rows -----------------------------------------------------------------------------------
+REF_CUPY = "cupy-im2col-cublas"   # convkit/bench/cupy_ref.py's NAME
+
+
 def _itemsize(dtype: str) -> int:
     from convkit.bench.runner import ITEMSIZE
     return ITEMSIZE[dtype]
@@ -353,13 +387,14 @@ def ref_name(layer) -> str:
 
 
 def base_row(layer, pass_: str, algo: str, dtype: str, batch: int,
-             ref_tf32: Optional[bool]) -> Dict[str, object]:
-    """A row's identity and work (DESIGN.md "Benchmark rows"), no times yet."""
+             ref_tf32: Optional[bool], ref: Optional[str] = None) -> Dict[str, object]:
+    """A row's identity and work (DESIGN.md "Benchmark rows"), no times yet. ref: the reference
+    (cudnn, torch-cuda, cupy-im2col-cublas) [the layer's framework reference]."""
     work = layer.work(batch, pass_, _itemsize(dtype))
     return {
         "op": layer.op, "layer": layer.name, "pass": pass_, "algo": algo, "dtype": dtype,
         "batch": layer.batch_for(batch), ("macs" if layer.is_conv else "bytes"): work,
-        "ours_ms": None, "ref": ref_name(layer), "ref_tf32": ref_tf32, "ref_ms": None,
+        "ours_ms": None, "ref": ref or ref_name(layer), "ref_tf32": ref_tf32, "ref_ms": None,
         "ratio": None,
     }
 
@@ -391,30 +426,64 @@ def fill_ref(row: Dict[str, object], t: Timing, ceilings: Dict[str, object]) -> 
     row["ref_gflops" if "macs" in row else "ref_gbps"] = rate
     c = ceiling_for(row, ceilings, "ref")
     row["ref_pct_of_ceiling"] = 100 * rate / c if c else None
+    if "macs" in row:
+        row["ref_tflops"] = rate / 1e3
+        if row.get("ref_tf32") and ceilings.get("matmul_gflops"):
+            # the same rate against the FP32 ceiling (TF32 off) that ours is measured against
+            row["ref_pct_of_fp32_ceiling"] = 100 * rate / ceilings["matmul_gflops"]
     if t.host_bound:
         row["ref_host_bound"] = t.host_bound
 
 
-def fill_ours(row: Dict[str, object], t: Timing, ref: Timing, ceilings: Dict[str, object]) -> None:
+def fill_ours(row: Dict[str, object], t: Timing, ref: Optional[Timing],
+              ceilings: Dict[str, object]) -> None:
+    """Ours' time and rate; the ratio to `ref` (None: the reference has no time, no ratio)."""
     row.update(ours_ms=t.median_ms, ours_min_ms=t.min_ms, ours_enqueue_us=t.enqueue_us,
-               ratio=t.median_ms / ref.median_ms, spread=max(t.spread, ref.spread))
+               ratio=t.median_ms / ref.median_ms if ref is not None else None,
+               spread=max(t.spread, ref.spread) if ref is not None else t.spread)
+    row.setdefault("samples", len(t.samples_ms))
     rate = _rate(row, t.median_ms)
     row["gflops" if "macs" in row else "gbps"] = rate
+    if "macs" in row:
+        row["tflops"] = rate / 1e3
     c = ceiling_for(row, ceilings, "ours")
     row["pct_of_ceiling"] = 100 * rate / c if c else None
     if t.host_bound:
         row["ours_host_bound"] = t.host_bound
 
 
-# ---- one (layer, pass) on the GPU -------------------------------------------------------------
+@dataclass
+class _Ref:
+    """One reference of a (layer, pass): name, TF32 setting (None: does not apply), the timed
+    callable (None when it could not run), its error against float64."""
+    name: str
+    tf32: Optional[bool]
+    fn: Optional[Callable[[], object]] = None
+    status: str = "ok"
+    error: Optional[str] = None
+    rel_err: Optional[float] = None
+
+
+def _half_refusal(e: Exception, layer, dtype: str) -> bool:
+    """A convolution that convkit does not take in a half dtype yet (the kernels come later):
+    a TypeError that names the dtype. Reported as reference-only, not as a failure."""
+    return layer.is_conv and dtype in HALF_DTYPES and isinstance(e, TypeError) and dtype in str(e)
+
+
+# ---- one (layer, pass, batch) on the GPU ------------------------------------------------------
 def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, batch: int,
                    timer, ceilings: Dict[str, object], warmup: int, repeat: int,
-                   has_conv: bool, torch_mod=None) -> List[Dict[str, object]]:
-    """Check, then time convkit's algorithms and the reference on one (layer, pass); returns
-    its rows. Convolutions in float32 get two reference settings (TF32 off and on: one row per
-    algorithm and setting, ours timed once); float64 convolutions, pooling and ReLU get one
-    (ref_tf32 null: TF32 does not apply). Without convkit convolutions on CUDA, a convolution
-    still gets its reference rows: algo "none", ours_ms null, status "ref-only"."""
+                   has_conv: bool, torch_mod=None, cupy_backend=None,
+                   max_sampling_s: Optional[float] = None) -> List[Dict[str, object]]:
+    """Check, then time convkit's algorithms and the references on one (layer, pass, batch);
+    returns its rows, one per (algo, reference). The references of a convolution: cuDNN with
+    TF32 off and on in float32 (one setting, ref_tf32 null, in other dtypes), and, given
+    cupy_backend (convkit/bench/cupy_ref.py) and a dtype it takes, our im2col + cuBLAS through
+    CuPy (ref "cupy-im2col-cublas", checked against float64 like ours: a wrong result is not
+    timed, ref_status FAIL). Pooling and ReLU: torch's CUDA kernels. Ours is timed once per
+    algorithm, interleaved with every reference. Without convkit convolutions on CUDA, a
+    convolution still gets its reference rows: algo "none", ours_ms null, status "ref-only".
+    max_sampling_s: the time the samples may take (CudaTimer.time's max_s)."""
     from convkit.bench.runner import TOLERANCE, _errors
     torch = torch_mod
     if torch is None:
@@ -431,7 +500,6 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
                 ref_err[s] = _errors(layer.results(inputs, pass_, "torch"), ref64)[1]
     tol = max(TOLERANCE[dtype], 10 * ref_err[settings[0]])
 
-    rows: List[Dict[str, object]] = []
     ours: Dict[str, Callable[[], object]] = {}
     outcome: Dict[str, Dict[str, object]] = {}
     run_algos = list(algos) if (has_conv or not layer.is_conv) else []
@@ -443,7 +511,10 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
             outcome[algo] = {"status": "ref-only", "note": f"{type(e).__name__}: {e}"}
             continue
         except Exception as e:  # an algo that refuses a shape, a kernel error: report, go on
-            outcome[algo] = {"status": "ERROR", "error": f"{type(e).__name__}: {e}"}
+            if _half_refusal(e, layer, dtype):
+                outcome[algo] = {"status": "ref-only", "note": f"{type(e).__name__}: {e}"}
+            else:
+                outcome[algo] = {"status": "ERROR", "error": f"{type(e).__name__}: {e}"}
             continue
         abs_err, rel_err, worst = _errors(got, ref64)
         o = {"max_abs_err": abs_err, "max_rel_err": rel_err}
@@ -462,23 +533,47 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
                 return step()
         return run
 
-    fns = list(ours.values()) + [ref_fn(s) for s in settings]
-    timings = timer.time(fns, warmup=warmup, repeat=repeat)
+    refs = [_Ref(ref_name(layer), s, ref_fn(s), rel_err=ref_err[s]) for s in settings]
+    if cupy_backend is not None and layer.is_conv:
+        from convkit.bench.cupy_ref import DTYPES as CUPY_DTYPES, ConvCase
+        if dtype in CUPY_DTYPES:
+            cup = _Ref(REF_CUPY, bool(getattr(cupy_backend, "tf32", False)) if dtype == "float32" else None)
+            try:
+                case = ConvCase(cupy_backend, layer, inputs, torch)
+                _, cup.rel_err, worst = _errors(case.results(pass_), ref64)
+                if cup.rel_err <= tol:
+                    cup.fn = case.fn(pass_)
+                else:
+                    cup.status = "FAIL"
+                    cup.error = f"{worst}: relative error {cup.rel_err:.3g} > tolerance {tol:.3g}"
+            except Exception as e:  # noqa: BLE001 - the reference broke: its rows say so
+                cup.status, cup.error = "ERROR", f"{type(e).__name__}: {e}"
+            refs.append(cup)
+
+    timed_refs = [r for r in refs if r.fn is not None]
+    fns = list(ours.values()) + [r.fn for r in timed_refs]
+    timings = timer.time(fns, warmup=warmup, repeat=repeat, max_s=max_sampling_s) if fns else []
     ours_t = dict(zip(ours, timings[:len(ours)]))
-    ref_t = dict(zip(settings, timings[len(ours):]))
+    ref_t = {id(r): t for r, t in zip(timed_refs, timings[len(ours):])}
 
     if not outcome or all(o["status"] == "ref-only" for o in outcome.values()):
         note = (next(iter(outcome.values()))["note"] if outcome else
                 "convkit's CUDA module has no convolutions yet (no conv2d_fwd)")
         outcome = {"none": {"status": "ref-only", "note": note}}
+    rows: List[Dict[str, object]] = []
     for algo, o in outcome.items():
-        for s in settings:
-            row = base_row(layer, pass_, algo, dtype, batch, s)
+        for r in refs:
+            row = base_row(layer, pass_, algo, dtype, batch, r.tf32, r.name)
             row.update(o)
-            row["ref_rel_err"] = ref_err[s]
-            fill_ref(row, ref_t[s], ceilings)
+            row["ref_status"] = r.status
+            row["ref_rel_err"] = r.rel_err
+            if r.error:
+                row["ref_error"] = r.error
+            t = ref_t.get(id(r))
+            if t is not None:
+                fill_ref(row, t, ceilings)
             if o["status"] == "ok":
-                fill_ours(row, ours_t[algo], ref_t[s], ceilings)
+                fill_ours(row, ours_t[algo], t, ceilings)
             rows.append(row)
     return rows
 
@@ -508,43 +603,86 @@ def _check_convkit_cuda() -> None:
                          f"with CONVKIT_CUDA=ON (README, GPU section).")
 
 
+def cupy_reference(device: str, dtype: str, any_conv: bool):
+    """(backend or None, the report's entry for the reference): CuPy's im2col + cuBLAS, its
+    kernels compiled here, before any timing."""
+    from convkit.bench import cupy_ref
+    if not any_conv:
+        return None, {"status": "skipped", "reason": "no convolution selected"}
+    if dtype not in cupy_ref.DTYPES:
+        return None, {"status": "skipped", "reason": f"the CuPy reference runs "
+                      f"{' and '.join(cupy_ref.DTYPES)}, not {dtype} (its col2im sums in the array's dtype)"}
+    index = int(device.split(":")[1]) if ":" in device else 0
+    mod, info = cupy_ref.cupy_status(index)
+    if mod is None:
+        return None, info
+    try:
+        be = cupy_ref.CupyBackend(mod)
+        be.tf32 = bool(info.get("tf32"))
+        t0 = time.perf_counter()
+        be.compile(dtype)
+        info["compile_s"] = round(time.perf_counter() - t0, 2)
+    except Exception as e:  # noqa: BLE001 - NVRTC or the driver refused: no CuPy rows
+        return None, dict(info, status="skipped", reason=f"its kernels did not compile "
+                          f"({type(e).__name__}: {str(e)[:300]})")
+    return be, info
+
+
 def run_bench_cuda(cfg, log=sys.stderr) -> Dict[str, object]:
-    """`convkit bench --device cuda[:N]`: every selected layer against torch on the GPU. Returns
-    the report (DESIGN.md "Benchmark rows"; README, GPU section)."""
+    """`convkit bench --device cuda[:N]`: every selected layer against torch (and CuPy) on the
+    GPU, at each of cfg's batches. Returns the report (DESIGN.md "Benchmark rows"; README, GPU
+    section). With cfg.budget_s the samples per case shrink (down to 5) to end in time, and the
+    run stops when the budget is spent (report["interrupted"] says so)."""
     import torch
     import convkit.functional  # noqa: F401  (fail here, before any timing, if it is missing)
     from tqdm import tqdm
     from convkit.bench import runner
     from convkit.bench.layers import LAYERS, select_layers
 
+    t_start = time.perf_counter()
+    deadline = t_start + cfg.budget_s if getattr(cfg, "budget_s", None) else None
     device = _normalize_device(cfg.device)
     _check_convkit_cuda()
     torch.cuda.set_device(torch.device(device))
     layers = select_layers(cfg.layers, device=device)
-    skipped_convs = []
-    if cfg.dtype in HALF_DTYPES:
-        skipped_convs = [lay.name for lay in layers if lay.is_conv]
-        layers = [lay for lay in layers if not lay.is_conv]
+    batches = list(runner.config_batches(cfg))
     cases = runner.plan_cases(layers, cfg.algos, cfg.passes)
     if not cases:
-        raise SystemExit("convkit bench: nothing to run (check --layers, --algos, --passes"
-                         + (f"; convolutions don't run in {cfg.dtype}" if skipped_convs else "") + ")")
+        raise SystemExit("convkit bench: nothing to run (check --layers, --algos, --passes)")
     dtype = getattr(torch, cfg.dtype)
     commit, dirty = runner.git_commit()
     info = gpu_info(torch.device(device))
     has_conv = convkit_cuda_has_conv()
+    plan = runner.plan_run(cfg, device_kind="cuda")
     report: Dict[str, object] = {
         "device": device, "gpu": info.pop("gpu"), "cpu": runner.cpu_model_name(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit, "dirty": dirty, "torch": torch.__version__, **info,
-        "tf32_api": tf32_api(torch), "batch": cfg.batch, "dtype": cfg.dtype,
+        "tf32_api": tf32_api(torch), "batch": batches[0] if len(batches) == 1 else batches,
+        "batches": batches, "passes": list(cfg.passes), "dtype": cfg.dtype,
         "warmup": cfg.warmup, "repeat": cfg.repeat, "convkit_cuda_conv": has_conv,
+        "budget_s": getattr(cfg, "budget_s", None), "plan": plan,
     }
-    if skipped_convs:
-        report["skipped_layers"] = {"reason": f"convolutions run in float32 and float64 only, "
-                                              f"not {cfg.dtype}", "layers": skipped_convs}
-    print(f"convkit bench: {len(cases)} cases on {device} ({report['gpu']}), batch {cfg.batch}, "
-          f"{cfg.dtype}; measuring ceilings...", file=log, flush=True)
+    any_conv = any(c.layer.is_conv for c in cases)
+    cupy_be, cupy_info = cupy_reference(device, cfg.dtype, any_conv)
+    report["references"] = {
+        "cudnn": {"status": "ok", "tf32": [False, True] if cfg.dtype == "float32" else None,
+                  "algorithm": "cudnn.benchmark"},
+        "torch-cuda": {"status": "ok", "what": "torch's own pooling and ReLU kernels"},
+        REF_CUPY: cupy_info,
+    }
+    # (layer, pass, batch) groups in table order, the ReLUs last: if --budget runs out, what is
+    # left undone is the cheapest to lose
+    groups = [(layer, p, b, [c for c in cases if c.layer is layer and c.pass_ == p])
+              for layer in sorted(layers, key=lambda lay: lay.is_relu) for p in cfg.passes for b in batches]
+    groups = [g for g in groups if g[3]]
+    print(f"convkit bench: {len(cases)} cases x {len(batches)} batch size(s) = {len(groups)} "
+          f"groups on {device} ({report['gpu']}), batches {','.join(map(str, batches))}, {cfg.dtype}; "
+          f"{plan['callables']} timed callables x {cfg.warmup}+{cfg.repeat} samples, planned "
+          f"~{plan['estimate_s']:.0f} s" + (f", budget {cfg.budget_s:.0f} s" if deadline else "")
+          + f"; CuPy reference: {cupy_info['status']}"
+          + (f" ({cupy_info.get('reason')})" if cupy_info.get("reason") else "")
+          + "; measuring ceilings...", file=log, flush=True)
     rows: List[Dict[str, object]] = []
     with cudnn_benchmark(True, torch):
         timer = CudaTimer(device)
@@ -552,46 +690,63 @@ def run_bench_cuda(cfg, log=sys.stderr) -> Dict[str, object]:
             "method": "cuda-events", "l2_flush_bytes": timer.flush_bytes, "l2_flush": "read",
             "spin_before_sample": timer.has_sleep, "samples": cfg.repeat, "warmup": cfg.warmup,
             "statistic": "median", "interleaved": True, "cudnn_benchmark": True,
+            "min_samples_under_budget": 5 if deadline else None,
         }
         report["ceilings"] = ceilings = measure_ceilings_cuda(timer, cfg.dtype, cfg.quick)
         try:
             report["call_overhead_us"] = call_overhead(device, calls=300 if cfg.quick else 1000)
         except Exception as e:  # noqa: BLE001
             report["call_overhead_us"] = {"errors": {"all": f"{type(e).__name__}: {e}"}}
-        bar = tqdm(total=len(cases), disable=not cfg.progress, file=log, unit="case",
+        bar = tqdm(total=len(groups), disable=not cfg.progress, file=log, unit="group",
                    dynamic_ncols=True)
+        setup_s = 0.0   # seconds the groups so far spent outside their samples
         try:
-            for layer in layers:
-                for pass_ in cfg.passes:
-                    todo = [c for c in cases if c.layer is layer and c.pass_ == pass_]
-                    if not todo:
-                        continue
-                    bar.set_description(f"{layer.name} {pass_}")
-                    inputs = layer.make_inputs(cfg.batch, dtype, seed=cfg.seed + LAYERS.index(layer),
-                                               requires_grad=(pass_ != "fwd"), device=device)
-                    try:
-                        new = run_layer_pass(layer, pass_, [c.algo for c in todo], inputs, cfg.dtype,
-                                             cfg.batch, timer, ceilings, cfg.warmup, cfg.repeat,
-                                             has_conv, torch)
-                    except (KeyboardInterrupt, SystemExit):
-                        raise
-                    except Exception as e:  # noqa: BLE001 - the reference or the timing failed: record, go on
-                        new = []
-                        for c in todo:
-                            row = base_row(layer, pass_, c.algo, cfg.dtype, cfg.batch, None)
-                            row.update(status="ERROR", error=f"{type(e).__name__}: {e}")
-                            new.append(row)
-                    del inputs
-                    rows += new
-                    for r in new:
-                        if r["status"] not in ("ok", "ref-only"):
-                            tqdm.write(f"!!! {r['status']} {layer.name} {pass_} algo={r['algo']}: "
-                                       f"{r.get('error')}", file=log)
-                    bar.update(len(todo))
+            for gi, (layer, pass_, batch, todo) in enumerate(groups):
+                max_s = None
+                if deadline is not None:
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        report["interrupted"] = (f"time budget of {cfg.budget_s:.0f} s spent after "
+                                                 f"{len(rows)} rows ({gi} of {len(groups)} groups)")
+                        break
+                    # this group's share of what is left, less what a group spends outside its
+                    # samples (checks, float64 reference, cuDNN's search), as measured so far
+                    max_s = max(0.0, left / (len(groups) - gi) - (setup_s / gi if gi else 0.0))
+                bar.set_description(f"{layer.name} {pass_} b{batch}")
+                t_group = time.perf_counter()
+                timer.last_sampling_s = 0.0
+                inputs = layer.make_inputs(batch, dtype, seed=cfg.seed + LAYERS.index(layer),
+                                           requires_grad=(pass_ == "fwd+bwd"), device=device)
+                try:
+                    new = run_layer_pass(layer, pass_, [c.algo for c in todo], inputs, cfg.dtype,
+                                         batch, timer, ceilings, cfg.warmup, cfg.repeat,
+                                         has_conv, torch, cupy_backend=cupy_be, max_sampling_s=max_s)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:  # noqa: BLE001 - the reference or the timing failed: record, go on
+                    new = []
+                    for c in todo:
+                        row = base_row(layer, pass_, c.algo, cfg.dtype, batch, None)
+                        row.update(status="ERROR", error=f"{type(e).__name__}: {e}")
+                        new.append(row)
+                del inputs
+                if cupy_be is not None and layer.is_conv:
+                    cupy_be.free()
+                setup_s += max(0.0, time.perf_counter() - t_group - timer.last_sampling_s)
+                rows += new
+                for r in new:
+                    if r["status"] not in ("ok", "ref-only"):
+                        tqdm.write(f"!!! {r['status']} {layer.name} {pass_} b{batch} algo={r['algo']}: "
+                                   f"{r.get('error')}", file=log)
+                    if r.get("ref_status") not in (None, "ok"):
+                        tqdm.write(f"!!! reference {r['ref']} {r['ref_status']} {layer.name} {pass_} "
+                                   f"b{batch}: {r.get('ref_error')}", file=log)
+                bar.update(1)
         except KeyboardInterrupt:
             report["interrupted"] = f"stopped after {len(rows)} rows (SIGTERM or Ctrl-C)"
         finally:
             bar.close()
+    report["timing"]["run_s"] = round(time.perf_counter() - t_start, 1)
     report["rows"] = rows
     report["summary"] = runner.summarize(rows, gpu=True)
     report["totals"] = runner.totals(rows)
@@ -599,22 +754,36 @@ def run_bench_cuda(cfg, log=sys.stderr) -> Dict[str, object]:
     return report
 
 
+def _ref_key(r: Dict[str, object]) -> Tuple[str, Optional[bool]]:
+    return (r.get("ref"), r.get("ref_tf32"))
+
+
 def ref_totals(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
-    """The reference's time over GoogLeNet's convolutions and pools added up (the lecture's
-    layers and the ReLUs excluded), per pass and TF32 setting of the convolutions (the pools,
-    ref_tf32 null, count in each): the network's layers as torch runs them on this GPU."""
+    """The references' time over GoogLeNet's convolutions and pools added up (the lecture's and
+    MobileNet's layers and the ReLUs excluded), per pass, batch and reference (cuDNN with TF32
+    off, on, CuPy; the pools, ref torch-cuda, count in each): the network's layers as torch (or
+    CuPy) runs them on this GPU. A reference that has no time for some convolution layer of the
+    pass has no total."""
+    import convkit.bench.layers as L
+    fam = {lay.name: lay.family for lay in L.LAYERS}
     out = []
     for p in dict.fromkeys(r["pass"] for r in rows):
-        rs = [r for r in rows if r["pass"] == p and r["op"] != "relu" and r.get("ref_ms") is not None
-              and not r["layer"].startswith("lecture.")]
-        settings = sorted({r.get("ref_tf32") for r in rs if r["op"] == "conv2d"}, key=str) or [None]
-        for s in settings:
-            per_layer: Dict[str, float] = {}
-            for r in rs:
-                if r["op"] == "conv2d" and r.get("ref_tf32") != s:
+        for b in dict.fromkeys(r.get("batch") for r in rows if r["pass"] == p):
+            rs = [r for r in rows if r["pass"] == p and r.get("batch") == b and r["op"] != "relu"
+                  and fam.get(r["layer"], "googlenet") == "googlenet"]
+            conv_layers = {r["layer"] for r in rs if r["op"] == "conv2d"}
+            conv_refs = list(dict.fromkeys(_ref_key(r) for r in rs if r["op"] == "conv2d"))
+            pool_rows = [r for r in rs if r["op"] != "conv2d" and r.get("ref_ms") is not None]
+            for ref, s in conv_refs or [(None, None)]:
+                per_layer: Dict[str, float] = {}
+                for r in rs:
+                    if r["op"] == "conv2d" and _ref_key(r) == (ref, s) and r.get("ref_ms") is not None:
+                        per_layer[r["layer"]] = min(per_layer.get(r["layer"], math.inf), r["ref_ms"])
+                if ref is not None and len(per_layer) < len(conv_layers):
                     continue
-                per_layer[r["layer"]] = min(per_layer.get(r["layer"], math.inf), r["ref_ms"])
-            if per_layer:
-                out.append({"pass": p, "ref_tf32": s, "layers": len(per_layer),
-                            "ref_ms": sum(per_layer.values())})
+                for r in pool_rows:
+                    per_layer[r["layer"]] = min(per_layer.get(r["layer"], math.inf), r["ref_ms"])
+                if per_layer:
+                    out.append({"pass": p, "batch": b, "ref": ref or "torch-cuda", "ref_tf32": s,
+                                "layers": len(per_layer), "ref_ms": sum(per_layer.values())})
     return out

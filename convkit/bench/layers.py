@@ -1,12 +1,28 @@
 """The benchmark's layer table: every convolution and pooling layer of GoogLeNet plus the
-lecture's inception example, a few ReLUs, with op counts, input set-up and the calls to convkit
-and torch.
+lecture's inception example, a few ReLUs and MobileNet's depthwise 3x3 layers, with op counts,
+input set-up and the calls to convkit and torch for each pass.
 
 One source for `convkit bench` (convkit/bench/runner.py) and the pytest-benchmark suites
-(benchmarks/). Layer names are fixed by DESIGN.md "Benchmark rows"; the ReLU layers, which
-DESIGN.md does not name, are `<conv layer>.relu` (a ReLU on that convolution's output, as
-GoogLeNet has after every convolution) and `relu.large` (one [1, 64, 1024, 1024] tensor, 256 MiB
-in float32, whatever --batch says: the bandwidth figure).
+(benchmarks/). Layer names are fixed by DESIGN.md "Benchmark rows"; the layers DESIGN.md does not
+name are
+- `<conv layer>.relu`: a ReLU on that convolution's output, as GoogLeNet has after every
+  convolution; `relu.large`: one [1, 64, 1024, 1024] tensor, 256 MiB in float32, whatever --batch
+  says (the bandwidth figure);
+- `mobilenet.dw<C>_<H>`: a depthwise 3x3 convolution, stride 1, pad 1, groups = C, on C x H x H,
+  the stride-1 depthwise layers of MobileNet v1 (Howard et al. 2017, Table 1: 32 channels at
+  112x112, 128 at 56x56, 256 at 28x28, 512 at 14x14, 1024 at 7x7). They are the shapes where a
+  GEMM formulation has nothing to reuse (one input channel per output channel: 9 MACs per output)
+  and memory traffic decides, the opposite end from GoogLeNet's 3x3s. They cost a few MMACs per
+  image. In the GPU bench's default set; on the CPU only when named (--layers 'mobilenet.*'):
+  torch's CPU path for grouped convolutions in float64 (the reference every result is checked
+  against) runs one small parallel region per group, which a busy machine turns into seconds per
+  call (9 s for dw512_14 at batch 2 with 2 threads on a loaded 2-core machine, 4 ms with 1).
+
+Passes: `fwd` (forward with bias, no autograd graph), `bwd_input` (grad input from grad output:
+conv2d_backward_input, the pools' and ReLU's backward), `bwd_weight` (grad weight and grad bias
+from grad output and input: convolutions only), `fwd+bwd` (forward then .backward() through
+autograd). The CPU bench runs fwd and fwd+bwd by default, the GPU bench fwd, bwd_input and
+bwd_weight (PASSES, GPU_PASSES).
 """
 from __future__ import annotations
 
@@ -18,7 +34,9 @@ from convkit import flops
 
 __all__ = [
     "ConvSpec", "PoolSpec", "Layer", "LayerInputs", "GOOGLENET_TABLE1", "LAYERS", "QUICK_LAYERS",
-    "CONV_BENCH_ALGOS", "PASSES", "RELU_AFTER", "layers_by_name", "select_layers", "check_table",
+    "QUICK_LAYERS_CUDA", "CONV_BENCH_ALGOS", "PASSES", "GPU_PASSES", "ALL_PASSES", "RELU_AFTER",
+    "MOBILENET_DW",
+    "layers_by_name", "select_layers", "check_table",
 ]
 
 # GoogLeNet channel numbers: Szegedy et al. 2015, "Going Deeper with Convolutions", Table 1
@@ -40,15 +58,24 @@ GOOGLENET_TABLE1: Dict[str, Tuple[int, ...]] = {
 # Conv algorithms the benchmark times by default ("auto" can be asked for with --algos).
 CONV_BENCH_ALGOS = ("direct", "im2col", "1x1")
 # Passes: fwd = forward only (no autograd graph); fwd+bwd = forward, then .backward() of the
-# output with a fixed gradient, every input (x, weight, bias) requiring grad.
+# output with a fixed gradient, every input (x, weight, bias) requiring grad; bwd_input = the
+# input gradient alone from a fixed grad output (conv2d_backward_input; the pools' and ReLU's
+# backward ops, from their forward's indices / output made beforehand); bwd_weight = the weight
+# and bias gradients from grad output and input (convolutions only).
+# PASSES: the CPU bench's default; GPU_PASSES: the GPU bench's (one row per kernel direction).
 PASSES = ("fwd", "fwd+bwd")
-# A few layers that cover each kind of op (1x1, 3x3, 5x5, strided stem, max and avg pool),
-# for `convkit bench --quick`.
+GPU_PASSES = ("fwd", "bwd_input", "bwd_weight")
+ALL_PASSES = ("fwd", "bwd_input", "bwd_weight", "fwd+bwd")
+# A few layers that cover each kind of op (1x1, 3x3, 5x5, strided stem, max and avg pool), for
+# `convkit bench --quick`; on the GPU also a depthwise one (QUICK_LAYERS_CUDA).
 QUICK_LAYERS = ("stem.7x7", "3a.1x1", "3a.3x3", "4a.5x5", "lecture.3x3", "pool2", "3a.pool",
                 "avgpool", "3a.3x3.relu")
+QUICK_LAYERS_CUDA = QUICK_LAYERS + ("mobilenet.dw128_56",)
 # The convolutions whose output the table also runs a ReLU on (`<name>.relu`): the stem's
 # large maps, then one 3x3 per stage, down to 7x7.
 RELU_AFTER = ("stem.7x7", "stem.3x3", "3a.3x3", "4e.3x3", "5b.3x3")
+# MobileNet v1's stride-1 depthwise 3x3 layers (Howard et al. 2017, Table 1): (channels, H = W).
+MOBILENET_DW = ((32, 112), (128, 56), (256, 28), (512, 14), (1024, 7))
 
 
 @dataclass(frozen=True)
@@ -57,6 +84,7 @@ class ConvSpec:
     kernel: int
     stride: int = 1
     padding: int = 0
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -135,41 +163,64 @@ class Layer:
         return tuple(flops.pool2d_output_shape(shape, p.kernel, p.stride, p.padding,
                                                ceil_mode=p.ceil_mode))
 
+    @property
+    def is_depthwise(self) -> bool:
+        """One input channel per group and per output channel (groups = C = K)."""
+        return (self.is_conv and self.conv.groups > 1 and self.conv.groups == self.input_shape[0]
+                == self.conv.out_channels)
+
+    @property
+    def family(self) -> str:
+        """Where the layer comes from: "googlenet", "lecture" or "mobilenet" (by its name)."""
+        head = self.name.split(".")[0]
+        return head if head in ("lecture", "mobilenet") else "googlenet"
+
+    def weight_shape(self) -> Tuple[int, int, int, int]:
+        """[K, C/groups, R, S] of a convolution."""
+        c = self.conv
+        return (c.out_channels, self.input_shape[0] // c.groups, c.kernel, c.kernel)
+
     def macs(self, batch: int = 1, pass_: str = "fwd") -> int:
-        """MACs of a convolution pass: the forward's N*K*P*Q*C*R*S; fwd+bwd is three times that
-        (grad input and grad weight each cost as much as the forward; the bias is ignored)."""
+        """MACs of a convolution pass: the forward's N*K*P*Q*(C/groups)*R*S; bwd_input and
+        bwd_weight each cost as much as the forward, fwd+bwd three times that (the bias is
+        ignored)."""
         if not self.is_conv:
             raise ValueError(f"{self.name} is a pooling layer: it has bytes, not MACs")
         c = self.conv
         fwd = flops.conv2d_macs((self.batch_for(batch),) + tuple(self.input_shape), c.out_channels,
-                                c.kernel, c.stride, c.padding)
-        return {"fwd": fwd, "bwd_input": fwd, "bwd_weight": fwd, "fwd+bwd": 3 * fwd}[pass_]
+                                c.kernel, c.stride, c.padding, groups=c.groups)
+        try:
+            return {"fwd": fwd, "bwd_input": fwd, "bwd_weight": fwd, "fwd+bwd": 3 * fwd}[pass_]
+        except KeyError:
+            raise ValueError(f"pass must be one of {ALL_PASSES}, got {pass_!r}") from None
 
     def bytes(self, batch: int = 1, pass_: str = "fwd", itemsize: int = 4) -> int:
         """Bytes a pooling or ReLU pass must move at least. Pooling fwd: read the input, write
-        the output. fwd+bwd: the forward (a max pool also writes int64 indices, as autograd needs
-        them), then the backward: read grad output (and indices), write grad input.
-        ReLU fwd: read x, write y (2 per element); fwd+bwd: the forward, then read dy and y and
-        write dx (5 per element)."""
+        the output. bwd_input: read grad output (and a max pool's int64 indices), write grad
+        input. fwd+bwd: the forward (a max pool also writes the indices, as autograd needs them),
+        then that backward.
+        ReLU fwd: read x, write y (2 per element); bwd_input: read dy and y, write dx (3 per
+        element); fwd+bwd: both (5 per element)."""
         if self.is_conv:
             raise ValueError(f"{self.name} is a convolution: it has MACs, not bytes")
+        if pass_ not in self.passes():
+            raise ValueError(f"{self.op} layers have passes {', '.join(self.passes())}, not {pass_!r}")
         in_shape = (self.batch_for(batch),) + tuple(self.input_shape)
         out_shape = self.output_shape(batch)
         if self.is_relu:
             numel = 1
             for d in in_shape:
                 numel *= d
-            if pass_ not in PASSES:
-                raise ValueError(f"ReLU layers have passes fwd and fwd+bwd, not {pass_!r}")
             fwd = flops.relu_bytes(numel, itemsize)
-            return fwd if pass_ == "fwd" else fwd + 3 * numel * itemsize
+            bwd = 3 * numel * itemsize
+            return {"fwd": fwd, "bwd_input": bwd, "fwd+bwd": fwd + bwd}[pass_]
         if pass_ == "fwd":
             return flops.pool2d_bytes(in_shape, out_shape, itemsize)
-        if pass_ != "fwd+bwd":
-            raise ValueError(f"pooling layers have passes fwd and fwd+bwd, not {pass_!r}")
         indices = self.op == "max_pool2d"
-        # The backward moves the same elements the other way: read dy (+ idx), write dx.
-        return 2 * flops.pool2d_bytes(in_shape, out_shape, itemsize, indices=indices)
+        # The backward moves the same elements as a forward with indices, the other way: read
+        # dy (+ idx), write dx.
+        bwd = flops.pool2d_bytes(in_shape, out_shape, itemsize, indices=indices)
+        return bwd if pass_ == "bwd_input" else 2 * bwd
 
     def work(self, batch: int, pass_: str, itemsize: int = 4) -> int:
         """MACs for a convolution, bytes for a pool."""
@@ -183,7 +234,8 @@ class Layer:
         return ["direct", "im2col"] + (["1x1"] if self.is_1x1 else [])
 
     def passes(self) -> List[str]:
-        return list(PASSES)
+        """The passes this layer has: bwd_weight only where there are weights."""
+        return list(ALL_PASSES) if self.is_conv else [p for p in ALL_PASSES if p != "bwd_weight"]
 
     # ---- inputs and calls -----------------------------------------------------------------
     def make_inputs(self, batch: int, dtype=None, seed: int = 0, requires_grad: bool = False,
@@ -209,10 +261,10 @@ class Layer:
         x = randn(batch, c, h, w)
         weight = bias = None
         if self.is_conv:
-            cs = self.conv
-            fan_in = c * cs.kernel * cs.kernel
-            weight = randn(cs.out_channels, c, cs.kernel, cs.kernel, scale=fan_in ** -0.5)
-            bias = randn(cs.out_channels, scale=0.1)
+            ws = self.weight_shape()
+            fan_in = ws[1] * ws[2] * ws[3]
+            weight = randn(*ws, scale=fan_in ** -0.5)
+            bias = randn(ws[0], scale=0.1)
         grad = randn(*self.output_shape(batch), grad=False)
         return LayerInputs(x, weight, bias, grad)
 
@@ -229,7 +281,8 @@ class Layer:
             raise ValueError(f"impl must be 'torch' or 'convkit', got {impl!r}")
         if self.is_conv:
             c = self.conv
-            return F.conv2d(inputs.x, inputs.weight, inputs.bias, c.stride, c.padding, **extra)
+            return F.conv2d(inputs.x, inputs.weight, inputs.bias, c.stride, c.padding, 1, c.groups,
+                            **extra)
         if self.is_relu:
             return F.relu(inputs.x)
         p = self.pool
@@ -237,10 +290,72 @@ class Layer:
             return F.max_pool2d(inputs.x, p.kernel, p.stride, p.padding, ceil_mode=p.ceil_mode)
         return F.avg_pool2d(inputs.x, p.kernel, p.stride, p.padding, ceil_mode=p.ceil_mode)
 
+    def backward(self, inputs: LayerInputs, pass_: str, impl: str = "torch",
+                 algo: Optional[str] = None):
+        """A callable for a backward pass on its own (bwd_input, bwd_weight), by torch's backward
+        ops (aten.convolution_backward, the pools' and ReLU's backward ops: what autograd runs)
+        or convkit's (conv2d_backward_input / _weight / _bias, max_pool2d_backward, ...). It
+        returns {"dx"} or {"dweight", "dbias"}. What the backward needs from a forward (a max
+        pool's indices, the ReLU's output) is made here, once, by the same implementation."""
+        import torch
+        if pass_ not in ("bwd_input", "bwd_weight") or pass_ not in self.passes():
+            raise ValueError(f"{self.name}: no backward pass {pass_!r} (it has {self.passes()})")
+        if impl not in ("torch", "convkit"):
+            raise ValueError(f"impl must be 'torch' or 'convkit', got {impl!r}")
+        aten = torch.ops.aten
+        if impl == "convkit":
+            import convkit.functional as CF
+        x, dy = inputs.x.detach(), inputs.grad
+        if self.is_conv:
+            c = self.conv
+            w = inputs.weight.detach()
+            st, pad, dil = [c.stride] * 2, [c.padding] * 2, [1, 1]
+            if impl == "torch":
+                mask = [True, False, False] if pass_ == "bwd_input" else [False, True, True]
+                bias_sizes = [c.out_channels] if pass_ == "bwd_weight" else None
+
+                def run_torch():
+                    dx, dw, db = aten.convolution_backward(dy, x, w, bias_sizes, st, pad, dil,
+                                                           False, [0, 0], c.groups, mask)
+                    return {"dx": dx} if pass_ == "bwd_input" else {"dweight": dw, "dbias": db}
+                return run_torch
+            kw = {"algo": algo} if algo else {}
+            if pass_ == "bwd_input":
+                shape = tuple(x.shape)
+                return lambda: {"dx": CF.conv2d_backward_input(dy, w, shape, c.stride, c.padding, 1,
+                                                               c.groups, **kw)}
+            wshape = tuple(w.shape)
+            return lambda: {"dweight": CF.conv2d_backward_weight(dy, x, wshape, c.stride, c.padding,
+                                                                 1, c.groups, **kw),
+                            "dbias": CF.conv2d_backward_bias(dy)}
+        if self.is_relu:
+            if impl == "torch":
+                y = torch.relu(x)
+                return lambda: {"dx": aten.threshold_backward(dy, y, 0)}
+            y = CF.relu(x)
+            return lambda: {"dx": CF.relu_backward(dy, y)}
+        p = self.pool
+        k, s, pd = [p.kernel] * 2, [p.stride] * 2, [p.padding] * 2
+        if impl == "torch":
+            if self.op == "max_pool2d":
+                _, idx = aten.max_pool2d_with_indices(x, k, s, pd, [1, 1], p.ceil_mode)
+                return lambda: {"dx": aten.max_pool2d_with_indices_backward(
+                    dy, x, k, s, pd, [1, 1], p.ceil_mode, idx)}
+            return lambda: {"dx": aten.avg_pool2d_backward(dy, x, k, s, pd, p.ceil_mode, True, None)}
+        shape = tuple(x.shape)
+        if self.op == "max_pool2d":
+            _, idx = CF.max_pool2d(x, p.kernel, p.stride, p.padding, ceil_mode=p.ceil_mode,
+                                   return_indices=True)
+            return lambda: {"dx": CF.max_pool2d_backward(dy, shape, idx, p.kernel, p.stride,
+                                                         p.padding, 1, p.ceil_mode)}
+        return lambda: {"dx": CF.avg_pool2d_backward(dy, shape, p.kernel, p.stride, p.padding,
+                                                     p.ceil_mode)}
+
     def step(self, inputs: LayerInputs, pass_: str, impl: str = "torch",
              algo: Optional[str] = None):
         """A callable that runs one pass. fwd: the forward under no_grad. fwd+bwd: clear the
-        leaves' .grad, forward, then .backward(inputs.grad) (inputs must require grad)."""
+        leaves' .grad, forward, then .backward(inputs.grad) (inputs must require grad).
+        bwd_input, bwd_weight: Layer.backward's callable under no_grad."""
         import torch
         if pass_ == "fwd":
             def run_fwd():
@@ -259,14 +374,24 @@ class Layer:
                 y.backward(inputs.grad)
                 return y
             return run_fwd_bwd
-        raise ValueError(f"pass must be one of {PASSES}, got {pass_!r}")
+        if pass_ in ("bwd_input", "bwd_weight"):
+            with torch.no_grad():
+                bwd = self.backward(inputs, pass_, impl, algo)
+
+            def run_bwd():
+                with torch.no_grad():
+                    return bwd()
+            return run_bwd
+        raise ValueError(f"pass must be one of {ALL_PASSES}, got {pass_!r}")
 
     def results(self, inputs: LayerInputs, pass_: str, impl: str = "torch",
                 algo: Optional[str] = None) -> Dict[str, "object"]:
-        """Run one pass and return what it computed: {"y": ...} and, for fwd+bwd, the grads
-        {"dx", "dweight", "dbias"}, detached."""
-        y = self.step(inputs, pass_, impl, algo)()
-        out = {"y": y.detach()}
+        """Run one pass and return what it computed, detached: fwd {"y"}; fwd+bwd {"y", "dx",
+        "dweight", "dbias"}; bwd_input {"dx"}; bwd_weight {"dweight", "dbias"}."""
+        out = self.step(inputs, pass_, impl, algo)()
+        if pass_ in ("bwd_input", "bwd_weight"):
+            return {k: v.detach() for k, v in out.items()}
+        out = {"y": out.detach()}
         if pass_ == "fwd+bwd":
             for key, t in (("dx", inputs.x), ("dweight", inputs.weight), ("dbias", inputs.bias)):
                 if t is not None:
@@ -276,8 +401,8 @@ class Layer:
 
 
 # ---- the table ------------------------------------------------------------------------------
-def _conv(name, c, hw, k_out, kernel, stride=1, padding=0) -> Layer:
-    return Layer(name, "conv2d", (c, hw, hw), conv=ConvSpec(k_out, kernel, stride, padding))
+def _conv(name, c, hw, k_out, kernel, stride=1, padding=0, groups=1) -> Layer:
+    return Layer(name, "conv2d", (c, hw, hw), conv=ConvSpec(k_out, kernel, stride, padding, groups))
 
 
 def _maxpool(name, c, hw, kernel, stride, padding=0, ceil_mode=False) -> Layer:
@@ -333,6 +458,10 @@ def _build_layers() -> List[Layer]:
     # One large tensor for the bandwidth figure; on the CPU only when asked for by name.
     layers.append(Layer("relu.large", "relu", (64, 1024, 1024), fixed_batch=1,
                         default_devices=("cuda",)))
+    # MobileNet's depthwise 3x3s last of all, so every layer above keeps its seed.
+    layers += [Layer(f"mobilenet.dw{c}_{hw}", "conv2d", (c, hw, hw),
+                     conv=ConvSpec(c, 3, 1, 1, groups=c), default_devices=("cuda",))
+               for c, hw in MOBILENET_DW]
     return layers
 
 
@@ -379,6 +508,14 @@ def check_table(layers: Sequence[Layer] = LAYERS) -> None:
             assert lay.output_shape(2) == conv.output_shape(2), f"{lay.name}: not {conv.name}'s output"
     if "relu.large" in by:
         assert by["relu.large"].bytes(32, "fwd", 4) == 2 * 256 * 2 ** 20, "relu.large: 256 MiB in float32"
+    for c, hw in MOBILENET_DW:
+        name = f"mobilenet.dw{c}_{hw}"
+        if name not in by:
+            continue
+        lay = by[name]
+        assert lay.is_depthwise and lay.weight_shape() == (c, 1, 3, 3), f"{name}: not depthwise 3x3"
+        assert lay.output_shape(1) == (1, c, hw, hw), f"{name}: stride 1 pad 1 keeps {hw}x{hw}"
+        assert lay.macs(1) == c * hw * hw * 9, f"{name}: 9 MACs per output element"
 
 
 check_table()
