@@ -20,11 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time convkit against torch on GoogLeNet's layers",
         description="Time every convkit algorithm against torch.nn.functional on GoogLeNet's "
                     "convolution and pooling layers (Table 1, real 5x5), the lecture's "
-                    "inception example and a few ReLUs, forward and forward+backward, in one "
+                    "inception example, MobileNet's depthwise 3x3 layers and a few ReLUs, in one "
                     "run: interleaved samples, results checked against float64 first. On the "
-                    "CPU against oneDNN at the same thread count; with --device cuda against "
-                    "cuDNN (TF32 off and on) and torch's CUDA kernels, timed with CUDA events "
-                    "on a cold L2.")
+                    "CPU against oneDNN at the same thread count (fwd and fwd+bwd); with --device "
+                    "cuda per pass (fwd, bwd_input, bwd_weight) at batches 1 and 32 against cuDNN "
+                    "(TF32 off and on), our CuPy im2col + cuBLAS and torch's CUDA kernels, timed "
+                    "with CUDA events on a cold L2.")
     add_bench_arguments(b)
     lay = sub.add_parser("layers", help="list the benchmark's layer table")
     lay.add_argument("--layers", default=None, help="comma-separated globs or substrings")
