@@ -77,7 +77,7 @@ clean:
 # libasan because python doesn't link it, and ASan must find the real __cxa_throw when it starts.
 ASAN_BUILD     ?= build/asan
 SANITIZE_TESTS ?= tests/test_sim.py tests/test_pool.py tests/test_relu.py tests/test_cuda_kernels.py tests/test_half.py \
-                  tests/test_conv2d.py
+                  tests/test_conv2d.py tests/test_conv_half.py
 
 .PHONY: test-sanitize
 test-sanitize: build

@@ -109,8 +109,9 @@ def takes_launch_args(name: str) -> bool:
 
 
 def dtypes(name: str) -> Tuple[str, ...]:
-    """The dtype names backend `name`'s pooling and ReLU kernels take: float32 and float64
-    everywhere, plus float16 and bfloat16 where the module was built with half types."""
+    """The dtype names backend `name`'s kernels take (convolutions, pooling and ReLU alike):
+    float32 and float64 everywhere, plus float16 and bfloat16 where the module was built with
+    half types (the CUDA modules; float32 accumulation inside)."""
     return FLOAT_DTYPES + (HALF_DTYPES if getattr(module(name), "has_half", False) else ())
 
 
@@ -135,6 +136,11 @@ def forced_backend() -> Optional[str]:
         return stack[-1]
     env = os.environ.get("CONVKIT_BACKEND")
     return _check_name(env) if env else None
+
+
+def is_cuda_backend(name: str) -> bool:
+    """True for the backends that run the CUDA kernels ("cuda", and "cudasim" on the emulator)."""
+    return _KNOWN[name][2]
 
 
 def module_for(device_type: str, op: str):

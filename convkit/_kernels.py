@@ -18,12 +18,13 @@ import collections
 import os
 import sys
 import time
+import warnings
 from typing import Optional
 
 import numpy as np
 
 from . import _backend
-from ._errors import ConvkitNotImplementedError
+from ._errors import ConvkitError, ConvkitNotImplementedError
 from ._params import ConvArgs, PoolArgs, check_float_dtype, conv_output_hw, dtype_name
 
 try:
@@ -161,7 +162,10 @@ def _launch_args(name: str, a) -> tuple:
 
 
 def _synchronize(like) -> None:
-    """Waits for the work queued on like's current stream (CUDA arrays only), for timing."""
+    """Waits for the work queued on like's current stream (CUDA arrays only), for timing. Never
+    during a CUDA-graph capture (_resolve_algo does not time then)."""
+    if _capturing(like):
+        raise ConvkitError("convkit: internal error: a synchronization was requested during a CUDA-graph capture")
     if _is_torch(like) and like.device.type == "cuda":
         torch.cuda.current_stream(like.device).synchronize()
     elif is_cupy(like):
@@ -212,12 +216,17 @@ def _conv_params(mod, x_shape, w_shape, args: ConvArgs):
                           args.dilation[0], args.dilation[1], args.groups)
 
 
-def _heuristic_algo(p, args: ConvArgs) -> str:
-    """algo='auto' without timing. From `convkit bench` on a 2-core AVX-512 EPYC (batch 8,
-    benchmarks/results/cpu-googlenet-b8.json): the 1x1 GEMM wins every pointwise layer; direct
-    wins depthwise and tiny reductions, the 7x7 stem, 3x3 at 56x56, and 5x5 at 14x14 and up;
-    im2col + GEMM wins 3x3 at 28x28 and below and 5x5 at 7x7."""
-    if p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0):
+def _is_pointwise(p, args: ConvArgs) -> bool:
+    """A 1x1 kernel without padding: what algo='1x1' takes (any stride, dilation, groups)."""
+    return p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0)
+
+
+def _heuristic_algo_cpu(p, args: ConvArgs) -> str:
+    """algo='auto' without timing on the 'cpu' backend. From `convkit bench` on a 2-core AVX-512
+    EPYC (batch 8, benchmarks/results/cpu-googlenet-b8.json): the 1x1 GEMM wins every pointwise
+    layer; direct wins depthwise and tiny reductions, the 7x7 stem, 3x3 at 56x56, and 5x5 at
+    14x14 and up; im2col + GEMM wins 3x3 at 28x28 and below and 5x5 at 7x7."""
+    if _is_pointwise(p, args):
         return "1x1"
     cg, pq = p.C // p.groups, p.P * p.Q
     if cg == 1 or cg * p.R * p.S < 8:
@@ -229,24 +238,74 @@ def _heuristic_algo(p, args: ConvArgs) -> str:
     return "im2col"
 
 
+def _heuristic_algo_cuda(p, args: ConvArgs) -> str:
+    """algo='auto' without timing on the CUDA backends ("cuda", and "cudasim", which runs the same
+    kernels), by shape alone: a pointwise layer (1x1 kernel, no padding) is a GEMM straight on
+    NCHW, "1x1"; a depthwise layer (C/groups == 1, any channel multiplier) has no reduction over
+    channels for a GEMM tile to fill, so "direct"; anything else is "im2col" + the tiled GEMM.
+    Deliberately simple and not yet tuned on GPU measurements: convkit.benchmark = True times
+    the choice per shape."""
+    if _is_pointwise(p, args):
+        return "1x1"
+    if p.C // p.groups == 1:
+        return "direct"
+    return "im2col"
+
+
+def _heuristic_algo(p, args: ConvArgs, backend: str = "cpu") -> str:
+    """algo='auto' without timing: the heuristic of `backend`'s kind (CPU or CUDA kernels)."""
+    if _backend.is_cuda_backend(backend):
+        return _heuristic_algo_cuda(p, args)
+    return _heuristic_algo_cpu(p, args)
+
+
 def _candidates(p, args: ConvArgs):
     algos = ["direct", "im2col"]
-    if p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0):
+    if _is_pointwise(p, args):
         algos.append("1x1")
     return algos
 
 
+def _capturing(like) -> bool:
+    """Whether like's current stream is capturing a CUDA graph (torch tensors and CuPy arrays on
+    the GPU; never for host memory). Nothing may synchronize then."""
+    if _is_torch(like):
+        if like.device.type != "cuda":
+            return False
+        with torch.cuda.device(like.device):  # the capture is per stream, the current stream per device
+            return torch.cuda.is_current_stream_capturing()
+    if is_cupy(like):
+        with _on_device(like):
+            stream = _cupy().cuda.get_current_stream()
+            is_capturing = getattr(stream, "is_capturing", None)
+            return bool(is_capturing()) if is_capturing is not None else False
+    return False
+
+
 def _resolve_algo(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs) -> str:
-    """algo='auto': a heuristic by shape (_heuristic_algo); with convkit.benchmark = True, the
-    fastest forward, timed once per shape and cached."""
+    """algo='auto': a heuristic by shape (_heuristic_algo, the CPU's or the CUDA backends'); with
+    convkit.benchmark = True, the fastest forward, timed once per shape and cached.
+
+    Timing synchronizes the stream, which a CUDA-graph capture forbids: during a capture a shape
+    the cache lacks gets the heuristic's pick (not cached, with a warning), so a graph captured
+    without a warm-up run still works; run the model once before capturing to capture the timed
+    pick."""
     if args.algo != "auto":
         return args.algo
     import convkit
     if not convkit.benchmark:
-        return _heuristic_algo(p, args)
+        return _heuristic_algo(p, args, k.name)
     dt = dtype_name(like.dtype)
     key = (k.name, dt, tuple(x_shape), tuple(w_shape), args.stride, args.pads, args.dilation, args.groups)
     if key not in _algo_cache:
+        if _capturing(like):
+            algo = _heuristic_algo(p, args, k.name)
+            warnings.warn(
+                f"convkit.benchmark: conv2d with input {tuple(x_shape)}, weight {tuple(w_shape)} ({dt}) was first "
+                f"seen during a CUDA-graph capture, where timing (which synchronizes) cannot run; the graph uses "
+                f"the heuristic's algo={algo!r}. Run the model once before capturing to capture the timed pick.",
+                RuntimeWarning, stacklevel=2)
+            return algo
         _algo_cache[key] = _time_algos(k, like, x_shape, w_shape, p, args, dt)
     return _algo_cache[key]
 

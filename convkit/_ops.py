@@ -16,9 +16,9 @@ from torch import Tensor
 from torch._prims_common import suggest_memory_format
 
 from . import _kernels as K
-from ._errors import ConvkitValueError
-from ._params import (CONV_WHERE, ConvArgs, PoolArgs, check_conv, check_divisor, check_float_dtype, check_pool,
-                      check_rank, conv_output_hw, pool_output_size)
+from ._errors import ConvkitError, ConvkitValueError
+from ._params import (CONV_WHERE, KERNEL_DTYPES, ConvArgs, PoolArgs, check_conv, check_divisor, check_float_dtype,
+                      check_pool, check_rank, conv_output_hw, dtype_name, pool_output_size)
 
 _CL = torch.channels_last
 
@@ -124,7 +124,8 @@ def _(grad_output, input, weight_size, stride, padding, dilation, groups, algo):
 def conv2d_backward_bias(grad_output: Tensor) -> Tensor:
     """grad_output[N, K, P, Q] -> grad_bias[K] (the sum over N, P, Q)."""
     check_rank("convkit::conv2d_backward_bias", "grad_output", grad_output.shape, (4,))
-    check_float_dtype("convkit::conv2d_backward_bias", "grad_output", grad_output.dtype, where=CONV_WHERE)
+    check_float_dtype("convkit::conv2d_backward_bias", "grad_output", grad_output.dtype, KERNEL_DTYPES,
+                      where=CONV_WHERE)
     return K.conv2d_bwd_bias(grad_output.contiguous())
 
 
@@ -197,6 +198,55 @@ def _bwd_bias_backward(ctx, gg):
 
 
 conv2d_backward_bias.register_autograd(_bwd_bias_backward, setup_context=_bwd_bias_setup)
+
+
+# ---- conv2d under torch.autocast -------------------------------------------------------------
+# torch's conv2d is a lower-precision op under autocast: its floating-point operands (float64
+# excepted) are cast to the autocast dtype of their device (torch.get_autocast_dtype: float16 or
+# bfloat16, whichever the user asked for) and it runs in that dtype. convkit::conv2d does the
+# same through kernels of its own for the AutocastCUDA and AutocastCPU dispatch keys (not
+# torch.library.register_autocast, which fixes one dtype at registration). Autocast sits above
+# autograd in the dispatcher, so the casts are recorded: gradients reach the float32 parameters
+# in float32. A backend whose kernels lack the autocast dtype (the 'cpu' backend has no half
+# kernels at all) makes conv2d one of autocast's float32 ops instead: operands cast to float32,
+# a float32 output, which convkit's own pooling and ReLU on that backend can take. The backward
+# ops have no autocast rule (as torch's convolution_backward): they run in the saved dtypes.
+
+def autocast_compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
+    """What an operand of dtype `dtype` on `device_type` becomes in convkit::conv2d while autocast
+    is enabled there: the autocast dtype if the backend that runs the op takes it, else float32;
+    float64 and non-floating dtypes stay as they are (as torch's autocast leaves them)."""
+    if not dtype.is_floating_point or dtype == torch.float64:
+        return dtype
+    target = torch.get_autocast_dtype(device_type)
+    try:
+        backend = K._backend.module_for(device_type, "conv2d")[0]
+    except ConvkitError:  # a forced backend of the wrong memory kind: the op itself raises that
+        return target
+    return target if dtype_name(target) in K._backend.dtypes(backend) else torch.float32
+
+
+def _autocast_conv2d_kernel(device_type: str):
+    key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+    exclude = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+    def kernel(_keyset, input, weight, bias, stride, padding, dilation, groups, algo):
+        def cast(t):
+            if t is None or t.device.type != device_type:
+                return t
+            return t.to(autocast_compute_dtype(device_type, t.dtype))
+
+        with torch._C._ExcludeDispatchKeyGuard(exclude):
+            return conv2d(cast(input), cast(weight), cast(bias), stride, padding, dilation, groups, algo)
+
+    return key, kernel
+
+
+_autocast_lib = torch.library.Library("convkit", "IMPL")  # kept alive: it owns the registrations
+for _device_type in ("cuda", "cpu"):
+    if torch._C._is_autocast_available(_device_type):
+        _key, _kernel = _autocast_conv2d_kernel(_device_type)
+        _autocast_lib.impl("conv2d", _kernel, _key, with_keyset=True)
 
 
 # ---- max_pool2d ------------------------------------------------------------------------------

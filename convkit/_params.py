@@ -14,10 +14,12 @@ from ._errors import ConvkitTypeError, ConvkitValueError
 CONV_ALGOS = ("auto", "direct", "im2col", "1x1")
 FLOAT_DTYPES = ("float32", "float64")
 HALF_DTYPES = ("float16", "bfloat16")
-#: the dtypes some backend's pooling and ReLU kernels take; each backend takes a subset of them
-#: (convkit._backend.dtypes: float16 and bfloat16 only where the module has_half). Convolutions
-#: take FLOAT_DTYPES on every backend.
-POOL_DTYPES = FLOAT_DTYPES + HALF_DTYPES
+#: the dtypes some backend's kernels take (convolutions, pooling and ReLU alike); each backend
+#: takes a subset of them (convkit._backend.dtypes: float16 and bfloat16 only where the module
+#: has_half). The argument checks here accept any of them; the backend that runs the op checks
+#: its own list (convkit._kernels._module), before any kernel runs or any output is allocated.
+KERNEL_DTYPES = FLOAT_DTYPES + HALF_DTYPES
+POOL_DTYPES = KERNEL_DTYPES  # (the older name)
 
 
 def dtype_name(dtype) -> str:
@@ -108,19 +110,21 @@ def conv_padding(padding, kernel: Tuple[int, int], dilation: Tuple[int, int],
     return pads
 
 
-#: where the convolutions' dtype limit holds, for check_float_dtype messages
-CONV_WHERE = "for convolutions, on every backend"
+#: where the dtype limit of check_conv holds, for check_float_dtype messages
+CONV_WHERE = "(float16 and bfloat16 on the CUDA backends only: 'cuda', 'cudasim')"
 
 
 def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bias_shape=None,
                bias_dtype=None, stride=1, padding=0, dilation=1, groups=1, algo="auto") -> ConvArgs:
-    """Checks a 4-D convolution's arguments (input [N, C, H, W], weight [K, C/groups, R, S])."""
+    """Checks a 4-D convolution's arguments (input [N, C, H, W], weight [K, C/groups, R, S]).
+    The dtype only has to be one some backend takes; the backend that runs the op checks its own
+    list (convkit._kernels._module: half types only where the module has_half)."""
     input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
     check_rank(op, "input", input_shape, (4,))
     if len(weight_shape) != 4:
         raise ConvkitValueError(f"{op}: expected weight of rank 4 (K, C/groups, R, S), got shape {weight_shape}")
-    xd = check_float_dtype(op, "input", input_dtype, where=CONV_WHERE)
-    wd = check_float_dtype(op, "weight", weight_dtype, where=CONV_WHERE)
+    xd = check_float_dtype(op, "input", input_dtype, KERNEL_DTYPES, where=CONV_WHERE)
+    wd = check_float_dtype(op, "weight", weight_dtype, KERNEL_DTYPES, where=CONV_WHERE)
     if xd != wd:
         raise ConvkitTypeError(f"{op}: input ({xd}) and weight ({wd}) must have the same dtype")
     if not isinstance(algo, str) or algo not in CONV_ALGOS:
@@ -153,7 +157,7 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
     if bias_shape is not None:
         if tuple(bias_shape) != (k,):
             raise ConvkitValueError(f"{op}: bias must have shape ({k},) for {k} output channels, got {tuple(bias_shape)}")
-        bd = check_float_dtype(op, "bias", bias_dtype, where=CONV_WHERE)
+        bd = check_float_dtype(op, "bias", bias_dtype, KERNEL_DTYPES, where=CONV_WHERE)
         if bd != xd:
             raise ConvkitTypeError(f"{op}: bias ({bd}) must have the input's dtype ({xd})")
     if algo == "1x1" and not (r == 1 and s == 1 and pads == (0, 0, 0, 0)):
@@ -193,7 +197,7 @@ def check_pool(op: str, input_shape, dtype, kernel_size, stride=None, padding=0,
     backend takes; the backend that runs the op checks its own list (convkit._kernels)."""
     input_shape = tuple(input_shape)
     check_rank(op, "input", input_shape, (4,))
-    check_float_dtype(op, "input", dtype, POOL_DTYPES)
+    check_float_dtype(op, "input", dtype, KERNEL_DTYPES)
     kernel = positive_pair(kernel_size, op, "kernel_size")
     stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) \
         else positive_pair(stride, op, "stride")

@@ -17,7 +17,7 @@ import numpy as np
 from . import _kernels as K
 from ._backend import available_backends
 from ._errors import ConvkitTypeError, ConvkitValueError
-from ._params import (CONV_WHERE, POOL_DTYPES, check_conv, check_divisor, check_float_dtype, check_pool, check_rank,
+from ._params import (CONV_WHERE, KERNEL_DTYPES, check_conv, check_divisor, check_float_dtype, check_pool, check_rank,
                       conv_output_hw)
 
 try:
@@ -113,12 +113,16 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[str, 
     input: [N, C, H, W] or [C, H, W]; weight: [K, C/groups, R, S]; bias: [K] or None.
     padding: int, pair, 'same' (torch's: the extra pad of an even kernel goes bottom/right) or 'valid'.
     algo: 'auto', 'direct', 'im2col' or '1x1' (1x1 kernels with zero padding, any stride/groups).
+    dtypes: float32, float64; float16 and bfloat16 on the CUDA backends. Under torch.autocast the
+    operands are cast as for torch's conv2d (see convkit._ops, "conv2d under torch.autocast").
     Returns [N, K, P, Q] (or [K, P, Q]).
     """
     kind = _kind("conv2d", input, weight, bias)
     batched = _batched("conv2d", "input", input.shape)
-    args = check_conv("conv2d", _shape4(input.shape), weight.shape, input.dtype, weight.dtype,
-                      None if bias is None else bias.shape, None if bias is None else bias.dtype,
+    xd, wd, bd = (None if t is None else t.dtype for t in (input, weight, bias))
+    if kind == "torch":
+        xd, wd, bd = _autocast_dtypes(input, weight, bias)
+    args = check_conv("conv2d", _shape4(input.shape), weight.shape, xd, wd, None if bias is None else bias.shape, bd,
                       stride, padding, dilation, groups, algo)
     if kind != "torch":
         y = K.conv2d_fwd(_np(input.reshape(_shape4(input.shape))), _np(weight), _np(bias), args)
@@ -128,6 +132,19 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[str, 
         y = torch.ops.convkit.conv2d(x, weight, bias, list(args.stride), list(args.pads),
                                      list(args.dilation), args.groups, args.algo)
     return y if batched else y[0]
+
+
+def _autocast_dtypes(*tensors):
+    """The dtypes torch.ops.convkit.conv2d computes these tensors in: under torch.autocast, the
+    ones on an autocast-enabled device type become what its autocast rule casts them to (so
+    float32 weights meet a bfloat16 activation, as with torch's conv2d); else their own."""
+    out = []
+    for t in tensors:
+        if t is not None and t.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(t.device.type):
+            out.append(_ops.autocast_compute_dtype(t.device.type, t.dtype))
+        else:
+            out.append(None if t is None else t.dtype)
+    return out
 
 
 def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 1,
@@ -186,7 +203,7 @@ def conv2d_backward_bias(grad_output):
     op = "conv2d_backward_bias"
     kind = _kind(op, grad_output)
     batched = _batched(op, "grad_output", grad_output.shape)
-    check_float_dtype(op, "grad_output", grad_output.dtype, where=CONV_WHERE)
+    check_float_dtype(op, "grad_output", grad_output.dtype, KERNEL_DTYPES, where=CONV_WHERE)
     if kind != "torch":
         return K.conv2d_bwd_bias(_np(grad_output.reshape(_shape4(grad_output.shape))))
     _check_devices(op, grad_output)
@@ -296,7 +313,7 @@ def relu(input, inplace: bool = False):
     torch's."""
     op = "relu_" if inplace else "relu"
     kind = _kind(op, input)
-    check_float_dtype(op, "input", input.dtype, POOL_DTYPES)
+    check_float_dtype(op, "input", input.dtype, KERNEL_DTYPES)
     if kind != "torch":
         if not inplace:
             return K.relu_fwd(_np(input))
@@ -327,7 +344,7 @@ def relu_backward(grad_output, output):
     """Gradient of relu: 0 where output <= 0, else grad_output (NaN output passes it, as torch)."""
     op = "relu_backward"
     kind = _kind(op, grad_output, output)
-    check_float_dtype(op, "grad_output", grad_output.dtype, POOL_DTYPES)
+    check_float_dtype(op, "grad_output", grad_output.dtype, KERNEL_DTYPES)
     if tuple(grad_output.shape) != tuple(output.shape) or str(grad_output.dtype) != str(output.dtype):
         raise ConvkitValueError(f"{op}: grad_output {tuple(grad_output.shape)} {grad_output.dtype} and output "
                                 f"{tuple(output.shape)} {output.dtype} must match")

@@ -32,7 +32,7 @@ BACKENDS = [b for b in convkit.available_backends()
             if (b != "cuda" or torch.cuda.is_available()) and (not _wanted or b in _wanted)]
 DTYPES = [torch.float32, torch.float64]
 HALF_DTYPES = [torch.float16, torch.bfloat16]
-# The backends whose pooling and ReLU kernels take float16 / bfloat16 (the CUDA modules).
+# The backends whose kernels (convolutions, pooling, ReLU) take float16 / bfloat16 (the CUDA modules).
 HALF_BACKENDS = [b for b in BACKENDS if "float16" in convkit._backend.dtypes(b)]
 
 # Relative tolerance of one rounding in each dtype, used as the per-term error of a sum.

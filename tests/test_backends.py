@@ -156,32 +156,89 @@ def test_conv_not_implemented_is_generic(monkeypatch):
 
 # ---- dtypes per backend --------------------------------------------------------------------------
 
+def _conv_entry_points(x, w, b):
+    """Every convolution entry point on x [1, 2, 6, 6], w [2, 2, 3, 3], b [2]."""
+    y_shape = (1, 2, 4, 4)
+    return [lambda: CF.conv2d(x, w, b),
+            lambda: CF.conv2d_backward_input(rand(y_shape, x.dtype, x.device), w, tuple(x.shape)),
+            lambda: CF.conv2d_backward_weight(rand(y_shape, x.dtype, x.device), x, tuple(w.shape)),
+            lambda: CF.conv2d_backward_bias(rand(y_shape, x.dtype, x.device))]
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_dtype_support_matches_module(backend, dtype):
-    """float16 / bfloat16 pool and ReLU where the module has_half; elsewhere a TypeError naming
-    the dtype and the backend, before any kernel runs. Convolutions take neither on any backend."""
+    """float16 / bfloat16 convolutions, pooling and ReLU where the module has_half; elsewhere a
+    TypeError naming the dtype and the backend, before any kernel runs."""
     dev = device_of(backend)
     x = rand((1, 2, 6, 6), dtype, dev)
+    w, b = rand((2, 2, 3, 3), dtype, dev), rand((2,), dtype, dev)
     name = str(dtype).replace("torch.", "")
     with convkit.use_backend(backend):
         if backend in HALF_BACKENDS:
             assert CF.max_pool2d(x, 2).dtype == dtype
             assert CF.avg_pool2d(x, 2).dtype == dtype
             assert CF.relu(x).dtype == dtype
+            if has_conv(backend):
+                for fn in _conv_entry_points(x, w, b):
+                    assert fn().dtype == dtype
+            else:
+                for fn in _conv_entry_points(x, w, b):
+                    raises_checked(fn, (NotImplementedError,), [repr(backend)], [x, w, b])
         else:
             before = sum(K.kernel_calls.values())
-            for fn in (lambda: CF.max_pool2d(x, 2), lambda: CF.avg_pool2d(x, 2), lambda: CF.relu(x),
-                       lambda: CF.relu_backward(x, x)):
-                raises_checked(fn, (TypeError,), [name, repr(backend)], [x])
+            for fn in [lambda: CF.max_pool2d(x, 2), lambda: CF.avg_pool2d(x, 2), lambda: CF.relu(x),
+                       lambda: CF.relu_backward(x, x)] + _conv_entry_points(x, w, b):
+                raises_checked(fn, (TypeError,), [name, repr(backend)], [x, w, b])
             assert sum(K.kernel_calls.values()) == before
-        raises_checked(lambda: CF.conv2d(x, rand((2, 2, 3, 3), dtype, dev)), (TypeError,), [name, "convolution"], [x])
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b not in HALF_BACKENDS])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_conv_refused_before_allocating(backend, dtype, monkeypatch):
+    """On a backend without half kernels a half convolution is refused before any output or
+    workspace is allocated (and through the custom ops and nn.Conv2d as well)."""
+    import convkit.nn as cnn
+    dev = device_of(backend)
+    x, w = rand((1, 2, 6, 6), dtype, dev), rand((2, 2, 3, 3), dtype, dev)
+    allocated, empty = [], K._empty
+    monkeypatch.setattr(K, "_empty", lambda *a, **k: allocated.append(a[1:]) or empty(*a, **k))
+    layer = cnn.Conv2d(2, 2, 3).to(dtype=dtype, device=dev)
+    name = str(dtype).replace("torch.", "")
+    with convkit.use_backend(backend):
+        for fn in (lambda: torch.ops.convkit.conv2d(x, w, None, [1, 1], [0, 0, 0, 0], [1, 1], 1, "auto"),
+                   lambda: torch.ops.convkit.conv2d_backward_bias(x),
+                   lambda: layer(x)):
+            raises_checked(fn, (TypeError,), [name, repr(backend)], [x, w])
+    assert not allocated, f"allocated {allocated} before refusing the dtype"
 
 
 def test_numpy_float16_on_cpu_names_backend():
     x = np.ones((1, 2, 4, 4), np.float16)
     with convkit.use_backend("cpu"):
-        with pytest.raises(TypeError) as info:
-            CF.max_pool2d(x, 2)
-    assert isinstance(info.value, RuntimeError)
-    assert "float16" in str(info.value) and "'cpu'" in str(info.value)
+        for fn in (lambda: CF.max_pool2d(x, 2), lambda: CF.conv2d(x, np.ones((2, 2, 3, 3), np.float16)),
+                   lambda: CF.conv2d_backward_bias(x)):
+            with pytest.raises(TypeError) as info:
+                fn()
+            assert isinstance(info.value, RuntimeError)
+            assert "float16" in str(info.value) and "'cpu'" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_conv_fakes_on_every_backend(dtype):
+    """The fake (meta) implementations take half types whatever the backend (tracing a model for
+    a GPU on a machine without one); the backend that runs the op checks its dtypes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        x = torch.empty(2, 4, 9, 8, dtype=dtype)
+        w = torch.empty(6, 2, 3, 3, dtype=dtype)
+        b = torch.empty(6, dtype=dtype)
+        y = torch.ops.convkit.conv2d(x, w, b, [1, 1], [1, 1, 1, 1], [1, 1], 2, "auto")
+        gx = torch.ops.convkit.conv2d_backward_input(y, w, [2, 4, 9, 8], [1, 1], [1, 1, 1, 1], [1, 1], 2, "auto")
+        gw = torch.ops.convkit.conv2d_backward_weight(y, x, [6, 2, 3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 2, "auto")
+        gb = torch.ops.convkit.conv2d_backward_bias(y)
+    assert (y.shape, gx.shape, gw.shape, gb.shape) == ((2, 6, 9, 8), (2, 4, 9, 8), (6, 2, 3, 3), (6,))
+    assert {t.dtype for t in (y, gx, gw, gb)} == {dtype}
+    with torch.device("meta"):
+        ym = CF.conv2d(torch.empty(2, 4, 9, 8, dtype=dtype), torch.empty(6, 2, 3, 3, dtype=dtype), padding=1, groups=2)
+    assert ym.dtype == dtype and ym.shape == (2, 6, 9, 8)

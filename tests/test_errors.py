@@ -58,7 +58,15 @@ def _cases(dev, backend="cpu"):
         ("conv_dtype_mismatch", lambda: CF.conv2d(x, w64), T, ["float64", "float32"], [x, w64]),
         ("conv_bias_dtype", lambda: CF.conv2d(x, w, b.double()), T, ["bias", "float64"], [x, w]),
         ("conv_int32", lambda: CF.conv2d(xi, wi), T, ["int32"], [xi, wi]),
-        ("conv_float16", lambda: CF.conv2d(xh, wh), T, ["float16"], [xh, wh]),   # no half convolutions yet
+        ("conv_float16_no_half", lambda: CF.conv2d(xh, wh), T, ["float16", repr(backend)], [xh, wh])
+        if no_half else None,
+        ("conv_bwd_input_bfloat16_no_half",
+         lambda: CF.conv2d_backward_input(y.bfloat16(), w.bfloat16(), (2, 3, 7, 7)), T, ["bfloat16", repr(backend)],
+         []) if no_half else None,
+        ("conv_bwd_weight_float16_no_half",
+         lambda: CF.conv2d_backward_weight(y.half(), xh, (4, 3, 3, 3)), T, ["float16", repr(backend)], [xh])
+        if no_half else None,
+        ("conv_half_bias_dtype", lambda: CF.conv2d(xh, wh, b), T, ["bias", "float32", "float16"], [xh, wh, b]),
         ("conv_device_meta", lambda: CF.conv2d(x, wmeta), (V, T), ["meta"], [x]),
         ("conv_bias_size", lambda: CF.conv2d(x, w, b5), V, ["bias", "5"], [x, w, b5]),
         ("conv_bias_rank", lambda: CF.conv2d(x, w, b.reshape(2, 2)), V, ["bias", "(2, 2)"], [x, w, b]),
@@ -243,7 +251,10 @@ def _op_cases(dev):
                                          None)),
         ("relu_backward_shape", lambda: ops.relu_backward(_t(5, dtype=f64, dev=dev), _t(7, dtype=f64, dev=dev))),
         ("conv2d_stride0", lambda: ops.conv2d(x, w, None, [0, 1], [0, 0, 0, 0], [1, 1], 1, "direct")),
-        ("conv2d_backward_bias_half", lambda: ops.conv2d_backward_bias(_t(2, 4, 3, 3, dtype=torch.float16, dev=dev))),
+        ("conv2d_half_weight_float", lambda: ops.conv2d(x.half(), w.float(), None, [1, 1], [1, 1, 1, 1], [1, 1], 1,
+                                                        "direct")),
+        ("conv2d_backward_bias_int", lambda: ops.conv2d_backward_bias(torch.ones(2, 4, 3, 3, dtype=torch.int32,
+                                                                                 device=dev))),
         ("conv2d_backward_bias_rank", lambda: ops.conv2d_backward_bias(_t(4, 3, 3, dtype=f64, dev=dev))),
     ]
 
