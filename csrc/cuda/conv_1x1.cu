@@ -34,13 +34,16 @@ IndexMap input_map(const ConvParams& p) {
 }
 
 void check_sizes(const ConvParams& p) {
-  if (p.C > INT32_MAX || p.K > INT32_MAX || p.H * p.W > INT32_MAX)
-    throw Error("1x1: C, K and H*W must each be below 2^31");
+  if (p.C > INT32_MAX || p.K > INT32_MAX || p.H * p.W > INT32_MAX || p.P * p.Q > kGemmMaxDim)
+    throw Error("1x1: C, K and H*W must each be below 2^31, P*Q at most " + std::to_string(kGemmMaxDim) +
+                "; got C = " + std::to_string(p.C) + ", K = " + std::to_string(p.K) + ", H*W = " +
+                std::to_string(p.H * p.W));
 }
 
-// Images per GEMM: the pixel index over them must stay below 2^31.
+// Images per GEMM: the pixel index over them (the GEMM's N, or K in grad weight) must stay
+// within the GEMM's 32-bit indexing (kGemmMaxDim).
 int64_t images_per_gemm(const ConvParams& p) {
-  return std::max<int64_t>(1, std::min<int64_t>(p.N, INT32_MAX / (p.P * p.Q)));
+  return std::max<int64_t>(1, std::min<int64_t>(p.N, kGemmMaxDim / (p.P * p.Q)));
 }
 
 int bwd_weight_splits(DType dt, const ConvParams& p) {

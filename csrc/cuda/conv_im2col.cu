@@ -38,21 +38,21 @@ struct ColGeom {
 
 // col[(c*R + r)*S + s][i*P*Q + p*Q + q] = x[i][c][p*sh - pt + r*dh][q*sw - pl + s*dw] (0 outside).
 // Threads run along the columns (coalesced writes), each thread's column fixed while it walks
-// rows blockIdx.y, blockIdx.y + gridDim.y, ...
+// rows blockIdx.y, blockIdx.y + gridDim.y, ... The grid-stride counters are unsigned: they stay
+// below 2^31 inside the loop, but the last one plus the stride may not (still below 2^32).
 template <typename T>
 __global__ void __launch_bounds__(kThreads) im2col_kernel(ColGeom g, const T* __restrict__ x, T* __restrict__ col) {
-  const int rows = g.C * g.R * g.S;
+  const unsigned rows = static_cast<unsigned>(g.C * g.R * g.S), L = static_cast<unsigned>(g.L);
   const int64_t HW = static_cast<int64_t>(g.H) * g.W;
-  for (int j = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); j < g.L;
-       j += static_cast<int>(gridDim.x * blockDim.x)) {
-    uint32_t img, pq, p, q;
-    g.by_PQ.divmod(static_cast<uint32_t>(j), img, pq);
+  for (unsigned j = blockIdx.x * blockDim.x + threadIdx.x; j < L; j += gridDim.x * blockDim.x) {
+    uint32_t img, pq, p, q;  // column j is pixel (p, q) of image img of the chunk
+    g.by_PQ.divmod(j, img, pq);
     g.by_Q.divmod(pq, p, q);
     const int h0 = static_cast<int>(p) * g.sh - g.pt, w0 = static_cast<int>(q) * g.sw - g.pl;
     const T* xi = x + static_cast<int64_t>(img) * g.C * HW;
-    for (int row = static_cast<int>(blockIdx.y); row < rows; row += static_cast<int>(gridDim.y)) {
+    for (unsigned row = blockIdx.y; row < rows; row += gridDim.y) {
       uint32_t c, rs, r, s;
-      g.by_RS.divmod(static_cast<uint32_t>(row), c, rs);
+      g.by_RS.divmod(row, c, rs);  // row = (c*R + r)*S + s
       g.by_S.divmod(rs, r, s);
       const int h = h0 + static_cast<int>(r) * g.dh, w = w0 + static_cast<int>(s) * g.dw;
       const bool in = static_cast<unsigned>(h) < static_cast<unsigned>(g.H) &&
@@ -71,11 +71,13 @@ __global__ void __launch_bounds__(kThreads)
   using A = acc_t<T>;
   const int HW = g.H * g.W;
   const int PQ = g.P * g.Q;
-  for (int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); e < HW;
-       e += static_cast<int>(gridDim.x * blockDim.x)) {
-    uint32_t h, w;
-    g.by_W.divmod(static_cast<uint32_t>(e), h, w);
-    for (int plane = static_cast<int>(blockIdx.y); plane < planes; plane += static_cast<int>(gridDim.y)) {
+  // Unsigned grid-stride counters, as in im2col_kernel.
+  const unsigned HWu = static_cast<unsigned>(HW), planes_u = static_cast<unsigned>(planes);
+  for (unsigned e = blockIdx.x * blockDim.x + threadIdx.x; e < HWu; e += gridDim.x * blockDim.x) {
+    uint32_t h, w;  // e = h * W + w, the element of its plane
+    g.by_W.divmod(e, h, w);
+    for (unsigned pu = blockIdx.y; pu < planes_u; pu += gridDim.y) {
+      const int plane = static_cast<int>(pu);
       const int img = plane / g.C, c = plane - img * g.C;  // plane = img * C + c
       A sum = A(0);
       for (int r = 0; r < g.R; ++r) {
@@ -100,8 +102,9 @@ __global__ void __launch_bounds__(kThreads)
 
 int64_t align_up(int64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
-void check_int32(int64_t v, const char* what) {
-  if (v > INT32_MAX) throw Error(std::string("im2col: ") + what + " = " + std::to_string(v) + " exceeds 2^31 - 1");
+void check_int32(int64_t v, const char* what, int64_t limit = INT32_MAX) {
+  if (v > limit)
+    throw Error(std::string("im2col: ") + what + " = " + std::to_string(v) + " exceeds " + std::to_string(limit));
 }
 
 // The split-K partitions of grad weight (chosen on the whole reduction N * P * Q, so every chunk
@@ -125,15 +128,16 @@ int64_t partial_bytes(ConvPass pass, DType dt, const ConvParams& p) {
 int64_t image_bytes(DType dt, const ConvParams& p) { return p.C * p.R * p.S * p.P * p.Q * dtype_bytes(dt); }
 
 // Images per chunk: as many as the column bytes allow, and few enough that a chunk's columns
-// index in 32 bits.
+// (the GEMM's N, or K in grad weight) stay within the GEMM's 32-bit indexing (kGemmMaxDim).
 int64_t chunk_for(const ConvParams& p, int64_t col_bytes, int64_t per_image) {
-  const int64_t by_index = std::max<int64_t>(1, INT32_MAX / (p.P * p.Q));
+  const int64_t by_index = std::max<int64_t>(1, kGemmMaxDim / (p.P * p.Q));
   return std::max<int64_t>(1, std::min({p.N, col_bytes / per_image, by_index}));
 }
 
 ColGeom make_geom(const ConvParams& p, int64_t images) {
   check_int32(p.C * p.R * p.S, "C*R*S");
-  check_int32(images * p.P * p.Q, "chunk*P*Q");
+  check_int32(images * p.P * p.Q, "chunk*P*Q", kGemmMaxDim);
+  check_int32(images * p.C, "chunk*C");  // col2im's planes
   check_int32(p.H * p.W, "H*W");
   ColGeom g;
   g.C = static_cast<int>(p.C), g.H = static_cast<int>(p.H), g.W = static_cast<int>(p.W);

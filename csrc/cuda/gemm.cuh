@@ -2,11 +2,13 @@
 // block tile, TM x TN outputs per thread in registers, K in steps of BK through double-buffered
 // shared memory (the next tile's global loads are in flight while this tile's FMAs run; one
 // barrier per step), global loads 4 elements wide (16 bytes for float) where the operand's map
-// makes them contiguous and aligned, scalar otherwise. Shared tiles are k-major ([BK][BM + 4]):
-// a thread reads its TM rows as float4s and the transposing stores of k-fast operands fall on
-// 32 distinct banks. Included only by gemm_<dtype>.cu, which instantiate it.
+// makes them contiguous and aligned, scalar otherwise. Shared tiles are k-major ([BK][BM + 4],
+// 16-byte aligned): a thread reads its TM rows as float4s, the transposing stores of k-fast
+// operands fall on 32 distinct banks, and m- or n-fast operands are stored 16 bytes a thread
+// (a warp's stores contiguous). Included only by gemm_<dtype>.cu, which instantiate it.
 #pragma once
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -28,6 +30,16 @@ struct Tile {
   static constexpr int kPad = 4;  // keeps rows 16-byte aligned and the transposing stores conflict-free
   static_assert(TM % 4 == 0 && TN % 4 == 0, "thread tiles are groups of 4");
   static_assert(BM % TM == 0 && BN % TN == 0 && BK % 4 == 0, "tile shape");
+};
+
+// Both operands' double-buffered shared tiles in one 16-byte aligned block: lds4 / sts4 move
+// 16 bytes, and a plain __shared__ float array is only guaranteed 4-byte alignment (nvcc
+// declares it `.align 4`, and the placement of two such arrays is ptxas's choice).
+template <typename A, int BK, int LDA, int LDB>
+struct alignas(16) SharedTiles {
+  static_assert((LDA * sizeof(A)) % 16 == 0 && (LDB * sizeof(A)) % 16 == 0, "rows 16-byte aligned");
+  A As[2][BK][LDA];  // A's tile (k, m)
+  A Bs[2][BK][LDB];  // B's tile (k, n)
 };
 
 // float and the half types: 128 x 128 (8 x 8 a thread, 256 threads) for large problems, 64 x 64
@@ -148,7 +160,7 @@ __device__ __forceinline__ void store4(double* p, const double (&v)[4]) {
   }
 }
 
-// Four consecutive shared-memory values (16-byte aligned) into registers.
+// Four consecutive shared-memory values (16-byte aligned) into registers, and back.
 __device__ __forceinline__ void lds4(const float* p, float (&v)[4]) {
   const float4 f = *reinterpret_cast<const float4*>(p);
   v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
@@ -157,6 +169,13 @@ __device__ __forceinline__ void lds4(const double* p, double (&v)[4]) {
   const double2 a = *reinterpret_cast<const double2*>(p);
   const double2 b = *reinterpret_cast<const double2*>(p + 2);
   v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+}
+__device__ __forceinline__ void sts4(float* p, const float (&v)[4]) {
+  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void sts4(double* p, const double (&v)[4]) {
+  *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+  *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
 }
 
 // One operand's tile loader: the tile is kSlow x kFast elements of the operand's own
@@ -185,8 +204,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // A's tile is BM x BK as (m, k), stored in A's own layout: k fast (kTransA false) or m fast.
   using WalkA = TileWalk<kTransA ? BK : BM, kTransA ? BM : BK, kThreads>;
   using WalkB = TileWalk<kTransB ? BN : BK, kTransB ? BK : BN, kThreads>;
-  CK_SHARED(A, As, [2][BK][LDA]);
-  CK_SHARED(A, Bs, [2][BK][LDB]);
+  using Shared = SharedTiles<A, BK, LDA, LDB>;
+  CK_SHARED(Shared, tiles, );
+  auto& As = tiles.As;
+  auto& Bs = tiles.Bs;
 
   const int tid = static_cast<int>(threadIdx.x);
   const int tx = tid % Cfg::kThreadsN, ty = tid / Cfg::kThreadsN;
@@ -227,19 +248,19 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         load4<kMappedB>(d.B, b_base, k0 + sl, n0 + fb, d.K, d.N, rb[i]);
     }
   };
-  // Registers -> shared buffer `buf`, k-major.
+  // Registers -> shared buffer `buf`, k-major: k-fast vectors transposed element by element,
+  // m- or n-fast vectors stored whole (fa, fb are multiples of 4, rows 16-byte aligned).
   auto store_tiles = [&](int buf) {
 #pragma unroll
     for (int i = 0; i < WalkA::kVecs; ++i) {
       const int v = tid + i * kThreads;
       if (!WalkA::active(v)) continue;
       const int sl = v / WalkA::kVecsPerRow, fa = (v % WalkA::kVecsPerRow) * 4;
+      if (kTransA) {  // (k = sl, m = fa ..)
+        sts4(&As[buf][sl][fa], ra[i]);
+      } else {  // (m = sl, k = fa ..)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (kTransA)
-          As[buf][sl][fa + j] = ra[i][j];
-        else
-          As[buf][fa + j][sl] = ra[i][j];
+        for (int j = 0; j < 4; ++j) As[buf][fa + j][sl] = ra[i][j];
       }
     }
 #pragma unroll
@@ -247,12 +268,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const int v = tid + i * kThreads;
       if (!WalkB::active(v)) continue;
       const int sl = v / WalkB::kVecsPerRow, fb = (v % WalkB::kVecsPerRow) * 4;
+      if (kTransB) {  // (n = sl, k = fb ..)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (kTransB)
-          Bs[buf][fb + j][sl] = rb[i][j];
-        else
-          Bs[buf][sl][fb + j] = rb[i][j];
+        for (int j = 0; j < 4; ++j) Bs[buf][fb + j][sl] = rb[i][j];
+      } else {  // (k = sl, n = fb ..)
+        sts4(&Bs[buf][sl][fb], rb[i]);
       }
     }
   };
@@ -361,9 +381,13 @@ bool use_big_tile(int M, int N, int batches) {
 
 template <typename T, typename Out, class Cfg, bool kTransA, bool kTransB, bool kMappedB, bool kMappedC>
 void launch_tiled(const GemmDesc<T, Out>& d, StreamHandle stream) {
-  const int64_t gx = (d.N + Cfg::BN - 1) / Cfg::BN, gy = (d.M + Cfg::BM - 1) / Cfg::BM;
+  const int64_t gx = (static_cast<int64_t>(d.N) + Cfg::BN - 1) / Cfg::BN;
+  const int64_t gy = (static_cast<int64_t>(d.M) + Cfg::BM - 1) / Cfg::BM;
   if (gy > 65535) throw Error("gemm: M = " + std::to_string(d.M) + " needs more than 65535 row tiles");
-  const int64_t zs = static_cast<int64_t>(d.batches) * d.splits;
+  const int64_t zs = static_cast<int64_t>(d.batches) * d.splits;  // z = blockIdx.z + z0 is an int
+  if (zs > INT32_MAX)
+    throw Error("gemm: " + std::to_string(d.batches) + " batches x " + std::to_string(d.splits) +
+                " splits exceed 2^31 - 1 grid layers");
   for (int64_t z0 = 0; z0 < zs; z0 += 65535) {  // gridDim.z is at most 65535
     const unsigned gz = static_cast<unsigned>(std::min<int64_t>(65535, zs - z0));
     launch("gemm_tiled_kernel", gemm_tiled_kernel<T, Out, Cfg, kTransA, kTransB, kMappedB, kMappedC>,
@@ -420,7 +444,8 @@ int gemm_splits(int M, int N, int64_t K, int batches) {
 template <typename T, typename Out>
 void gemm_run(const GemmDesc<T, Out>& d, StreamHandle stream) {
   using namespace gemm_detail;
-  if (d.M <= 0 || d.N <= 0 || d.batches <= 0 || d.splits <= 0 || d.K < 0)
+  if (d.M <= 0 || d.N <= 0 || d.batches <= 0 || d.splits <= 0 || d.K < 0 || d.M > kGemmMaxDim ||
+      d.N > kGemmMaxDim || d.K > kGemmMaxDim)
     throw Error("gemm: bad problem " + std::to_string(d.M) + " x " + std::to_string(d.N) + " x " +
                 std::to_string(d.K) + ", batches " + std::to_string(d.batches) + ", splits " +
                 std::to_string(d.splits));

@@ -8,6 +8,7 @@
 // (n -> (image, pixel)), or over a strided subset of the pixels (1x1 convolution with stride).
 // Transposes are the choice of which logical dimension is the fast one (no copies).
 #pragma once
+#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -17,9 +18,14 @@
 
 namespace convkit::cuda {
 
-// Fast-dimension index i -> memory offset:
+// The largest M, N or K gemm_run takes. The kernel indexes in int, and a block of the last tile
+// forms indices up to a tile (plus a 4-wide group) past the end: they must not overflow, and
+// the map's divisions (FastDivmod) need them below 2^31.
+constexpr int64_t kGemmMaxDim = INT32_MAX - 1024;
+
+// Fast-dimension index i (0 <= i < kGemmMaxDim) -> memory offset:
 //   (i / L) * img_stride + ((i % L) / Q) * row_stride + ((i % L) % Q) * col_stride
-// `dense` maps have row_stride == Q and col_stride == 1, so the offset is
+// `dense` maps (images()) have Q == 1, row_stride == 1 and col_stride == 0, so the offset is
 // (i / L) * img_stride + i % L, and 4 consecutive indices inside one image are contiguous.
 struct IndexMap {
   FastDivmod by_L, by_Q;
@@ -33,7 +39,7 @@ struct IndexMap {
     IndexMap m;
     m.by_L = FastDivmod(static_cast<uint32_t>(L));
     m.by_Q = FastDivmod(1);
-    m.img_stride = img_stride, m.row_stride = 0, m.col_stride = 1, m.dense = true;
+    m.img_stride = img_stride, m.row_stride = 1, m.col_stride = 0, m.dense = true;
     return m;
   }
   // Images of P x Q pixels, pixel (p, q) at p * row_stride + q * col_stride of its image.
