@@ -2,7 +2,8 @@
 // the column buffer col[C*R*S][chunk*P*Q] for a chunk of the batch (group g owns rows
 // g*Cg*R*S..), so one batched GEMM per chunk (batch = groups) covers its images:
 //   forward      Y_g = W_g x col_g (+ bias), written straight into NCHW by the output map;
-//   grad input   dcol_g = W_g^T x dY_g, then col2im in gather form (each dx element sums its
+//   grad input   dcol_g = W_g^T x dY_g (kept in the accumulator type: float for the half types,
+//                so they round once), then col2im in gather form (each dx element sums its
 //                column entries in a fixed order: no atomics, deterministic);
 //   grad weight  dW_g = sum over chunks of dY_g x col_g^T, split over K = chunk*P*Q into
 //                float partials (in front of the columns in the workspace), summed in order.
@@ -67,7 +68,7 @@ __global__ void __launch_bounds__(kThreads) im2col_kernel(ColGeom g, const T* __
 // element at a time: every element written once, terms summed in (r, s) order.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    col2im_kernel(ColGeom g, int planes, const T* __restrict__ dcol, T* __restrict__ dx) {
+    col2im_kernel(ColGeom g, int planes, const acc_t<T>* __restrict__ dcol, T* __restrict__ dx) {
   using A = acc_t<T>;
   const int HW = g.H * g.W;
   const int PQ = g.P * g.Q;
@@ -89,7 +90,7 @@ __global__ void __launch_bounds__(kThreads)
           if (wp < 0 || wp % g.sw != 0 || wp / g.sw >= g.Q) continue;
           const int q = wp / g.sw;
           const int64_t row = (static_cast<int64_t>(c) * g.R + r) * g.S + s;
-          sum += to_acc(load_ro(dcol + row * g.L + static_cast<int64_t>(img) * PQ + p * g.Q + q));
+          sum += load_ro(dcol + row * g.L + static_cast<int64_t>(img) * PQ + p * g.Q + q);
         }
       }
       dx[static_cast<int64_t>(plane) * HW + e] = from_acc<T>(sum);
@@ -125,7 +126,12 @@ int64_t partial_bytes(ConvPass pass, DType dt, const ConvParams& p) {
   return align_up(bwd_weight_splits(dt, p) * p.K * p.Cg() * p.R * p.S * acc);
 }
 
-int64_t image_bytes(DType dt, const ConvParams& p) { return p.C * p.R * p.S * p.P * p.Q * dtype_bytes(dt); }
+// Column bytes of one image: columns of x in its dtype (forward, grad weight), or grad-input
+// columns in the accumulator type (float for the half types).
+int64_t image_bytes(ConvPass pass, DType dt, const ConvParams& p) {
+  const int64_t elem = pass == ConvPass::BwdInput && dt != DType::F64 ? 4 : dtype_bytes(dt);
+  return p.C * p.R * p.S * p.P * p.Q * elem;
+}
 
 // Images per chunk: as many as the column bytes allow, and few enough that a chunk's columns
 // (the GEMM's N, or K in grad weight) stay within the GEMM's 32-bit indexing (kGemmMaxDim).
@@ -176,7 +182,7 @@ struct Workspace {
 };
 
 Workspace carve(ConvPass pass, DType dt, const ConvParams& p, void* ws, int64_t ws_bytes) {
-  const int64_t part = partial_bytes(pass, dt, p), per_image = image_bytes(dt, p);
+  const int64_t part = partial_bytes(pass, dt, p), per_image = image_bytes(pass, dt, p);
   if (ws == nullptr || ws_bytes < part + per_image)
     throw Error("im2col: workspace of " + std::to_string(ws_bytes) + " bytes is smaller than the " +
                 std::to_string(part + per_image) + " one image needs");
@@ -208,24 +214,25 @@ void fwd_typed(const ConvParams& p, const T* x, const T* w, const T* b, T* y, co
 
 template <typename T>
 void bwd_input_typed(const ConvParams& p, const T* dy, const T* w, T* dx, const Workspace& ws, StreamHandle stream) {
-  T* dcol = static_cast<T*>(ws.col);
+  using A = acc_t<T>;
+  A* dcol = static_cast<A*>(ws.col);
   const int64_t CgRS = p.Cg() * p.R * p.S, PQ = p.P * p.Q;
   for (int64_t n0 = 0; n0 < p.N; n0 += ws.chunk) {
     const int64_t nb = std::min(ws.chunk, p.N - n0);
     const ColGeom g = make_geom(p, nb);
-    GemmDesc<T, T> d{};
+    GemmDesc<T, A> d{};
     d.M = static_cast<int>(CgRS), d.N = g.L, d.K = static_cast<int>(p.Kg());
     d.batches = static_cast<int>(p.groups), d.splits = 1;
     d.trans_a = true, d.trans_b = false;
     d.A = GemmIn<T>{w, CgRS, p.Kg() * CgRS, IndexMap::plain()};  // W_g^T: slow k (output channel), fast m
     d.B = GemmIn<T>{dy + n0 * p.K * PQ, PQ, p.Kg() * PQ, IndexMap::images(PQ, p.K * PQ)};
-    d.C = GemmOut<T>{dcol, g.L, CgRS * g.L, 0, IndexMap::plain()};
+    d.C = GemmOut<A>{dcol, g.L, CgRS * g.L, 0, IndexMap::plain()};
     d.bias = nullptr, d.bias_batch_stride = 0;
     d.accumulate = false;
     gemm_run(d, stream);
     const int planes = static_cast<int>(nb * p.C);
     launch("col2im_kernel", col2im_kernel<T>, grid_2d(p.H * p.W, planes), dim3(kThreads), 0, stream, g, planes,
-           static_cast<const T*>(dcol), dx + n0 * p.C * p.H * p.W);
+           static_cast<const A*>(dcol), dx + n0 * p.C * p.H * p.W);
   }
 }
 
@@ -259,7 +266,7 @@ void bwd_weight_typed(const ConvParams& p, const T* dy, const T* x, T* dw, const
 namespace im2col {
 
 int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
-  const int64_t per_image = image_bytes(dt, p);
+  const int64_t per_image = image_bytes(pass, dt, p);
   const int64_t chunk = chunk_for(p, std::max<int64_t>(cap_bytes, 0), per_image);
   return partial_bytes(pass, dt, p) + chunk * per_image;
 }

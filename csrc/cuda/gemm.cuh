@@ -28,6 +28,9 @@ struct Tile {
   static constexpr int kThreadsM = BM / TM, kThreadsN = BN / TN;
   static constexpr int kThreads = kThreadsM * kThreadsN;
   static constexpr int kPad = 4;  // keeps rows 16-byte aligned and the transposing stores conflict-free
+  // Blocks an SM should hold at once (__launch_bounds__' second argument): 2 for the 8 x 8
+  // thread tiles caps them at 128 registers, so two blocks (16 warps) hide each other's loads.
+  static constexpr int kMinBlocksPerSm = TM * TN >= 64 ? 2 : 1;
   static_assert(TM % 4 == 0 && TN % 4 == 0, "thread tiles are groups of 4");
   static_assert(BM % TM == 0 && BN % TN == 0 && BK % 4 == 0, "tile shape");
 };
@@ -195,7 +198,7 @@ struct TileWalk {
 // [m0, m0 + BM) and columns [n0, n0 + BN) of C[b, s] over its split's k-tiles.
 // kMappedB: B's fast index goes through a general map; kMappedC: likewise for C's columns.
 template <typename T, typename Out, class Cfg, bool kTransA, bool kTransB, bool kMappedB, bool kMappedC>
-__global__ void __launch_bounds__(Cfg::kThreads)
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
     gemm_tiled_kernel(GemmDesc<T, Out> d, int z0) {
   using A = acc_t<T>;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, TM = Cfg::TM, TN = Cfg::TN;
