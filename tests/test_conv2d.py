@@ -474,15 +474,10 @@ TILING = [  # shapes whose GEMM dimensions are not multiples of any tile size
 ]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("algo", ["direct", "im2col", "1x1", "auto"])
-@pytest.mark.parametrize("case", TILING, ids=_case_id)
-def test_conv2d_gemm_tiling_exact(backend, algo, case):
-    """Bigger-than-a-tile shapes in small integers: bit-exact forward and both gradients."""
-    if not _algo_applies(algo, case):
-        pytest.skip("1x1 algo needs a 1x1 kernel without padding")
-    dev = device_of(backend)
-    gen = torch.Generator().manual_seed(21)
+def _int_problem(case, dev, seed):
+    """x, w, b, grad_output in small integers [-4, 3] (float32) and the float64 reference: every
+    sum is an exact float32 integer, so convkit's results must match bit for bit."""
+    gen = torch.Generator().manual_seed(seed)
     N, C, K, g, H, W = (case[k] for k in ("N", "C", "K", "groups", "H", "W"))
     R, S = case["kernel"]
     x = small_ints((N, C, H, W), torch.float32, dev, gen, -4, 3)
@@ -491,6 +486,17 @@ def test_conv2d_gemm_tiling_exact(backend, algo, case):
     go = small_ints(ref_conv2d(x, w, None, **_kw(case))["y"].shape, torch.float32, dev, gen, -4, 3)
     ref = ref_conv2d(x, w, b, grad_out=go, **_kw(case))
     assert ref["gw"].abs().max() < 2 ** 24 and ref["gx"].abs().max() < 2 ** 24
+    return x, w, b, go, ref
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("algo", ["direct", "im2col", "1x1", "auto"])
+@pytest.mark.parametrize("case", TILING, ids=_case_id)
+def test_conv2d_gemm_tiling_exact(backend, algo, case):
+    """Bigger-than-a-tile shapes in small integers: bit-exact forward and both gradients."""
+    if not _algo_applies(algo, case):
+        pytest.skip("1x1 algo needs a 1x1 kernel without padding")
+    x, w, b, go, ref = _int_problem(case, device_of(backend), 21)
     with convkit.use_backend(backend):
         y = CF.conv2d(x, w, b, algo=algo, **_kw(case))
         gx = CF.conv2d_backward_input(go, w, tuple(x.shape), algo=algo, **_kw(case))
@@ -745,16 +751,7 @@ def test_conv2d_medium_exact(backend, algo, case):
     grad weight bit for bit, through the public functions and through autograd."""
     if not _algo_applies(algo, case):
         pytest.skip("1x1 algo needs a 1x1 kernel without padding")
-    dev = device_of(backend)
-    gen = torch.Generator().manual_seed(zlib.crc32(_case_id(case).encode()))
-    N, C, K, g, H, W = (case[k] for k in ("N", "C", "K", "groups", "H", "W"))
-    R, S = case["kernel"]
-    x = small_ints((N, C, H, W), torch.float32, dev, gen, -4, 3)
-    w = small_ints((K, C // g, R, S), torch.float32, dev, gen, -4, 3)
-    b = small_ints((K,), torch.float32, dev, gen) if case["bias"] else None
-    go = small_ints(ref_conv2d(x, w, None, **_kw(case))["y"].shape, torch.float32, dev, gen, -4, 3)
-    ref = ref_conv2d(x, w, b, grad_out=go, **_kw(case))
-    assert ref["gw"].abs().max() < 2 ** 24 and ref["gx"].abs().max() < 2 ** 24
+    x, w, b, go, ref = _int_problem(case, device_of(backend), zlib.crc32(_case_id(case).encode()))
     xa, wa = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
     with convkit.use_backend(backend):
         y = CF.conv2d(xa, wa, b, algo=algo, **_kw(case))

@@ -121,6 +121,24 @@ __device__ __forceinline__ void lds8(const double* p, double (&v)[8]) {
 
 __device__ __forceinline__ bool in_range(int v, int n) { return static_cast<unsigned>(v) < static_cast<unsigned>(n); }
 
+// The depthwise kernels' patch staging: element e < count of the block's patches is slot s,
+// patch row rho, column kap (tl's divisions); it reads input row row0 + rho, column col0 + kap
+// of the slot's plane (in + tab[s]; tab[s] < 0: an idle slot), 0 outside the input.
+template <typename T, typename A>
+__device__ __forceinline__ void stage_dw_patch(const DirectGeom& g, const DwTiling& tl, const T* in, const int64_t* tab,
+                                               int row0, int col0, int count, int tid, int threads, A* xs) {
+  for (int e = tid; e < count; e += threads) {
+    uint32_t s, r, rho, kap;
+    tl.by_plane.divmod(static_cast<uint32_t>(e), s, r);
+    tl.by_iw.divmod(r, rho, kap);
+    const int h = row0 + static_cast<int>(rho), w = col0 + static_cast<int>(kap);
+    const int64_t off = tab[s];
+    A v = A(0);
+    if (off >= 0 && in_range(h, g.in_h) && in_range(w, g.in_w)) v = to_acc(load_ro(in + off + h * g.in_w + w));
+    xs[e] = v;
+  }
+}
+
 // Grad weight (general), static shared memory: gathered windows xs[j][pixel] (odd pitch: the
 // compute's column reads are conflict-free), dy tile dys[pixel][k] (rows 16-byte aligned for
 // the broadcast vector reads), and the (c, r, s) table of the block's columns.
@@ -346,18 +364,7 @@ __global__ void __launch_bounds__(kThreads)
     const int row0 = g.base_h + t0 * g.str_h, col0 = g.base_w + u0 * g.str_w;
     for (int ir = 0; ir < g.n_red; ++ir) {
       __syncthreads();
-      const int nx = tl.nch * plane_e;
-      for (int e = tid; e < nx; e += threads) {
-        uint32_t s, r, rho, kap;
-        tl.by_plane.divmod(static_cast<uint32_t>(e), s, r);
-        tl.by_iw.divmod(r, rho, kap);
-        const int h = row0 + static_cast<int>(rho), x = col0 + static_cast<int>(kap);
-        const int64_t off = in_tab[s];
-        A v = A(0);
-        if (off >= 0 && in_range(h, g.in_h) && in_range(x, g.in_w))
-          v = to_acc(load_ro(in + off + ir * g.in_plane + h * g.in_w + x));
-        xs[e] = v;
-      }
+      stage_dw_patch(g, tl, in + ir * g.in_plane, in_tab, row0, col0, tl.nch * plane_e, tid, threads, xs);
       const int nw = tl.nch * taps;
       for (int e = tid; e < nw; e += threads) {
         const int s = e / taps, ab = e - s * taps;
@@ -590,18 +597,7 @@ __global__ void __launch_bounds__(kThreads)
       const int t0 = ptile * bp, u0 = qt * tl.bq;
       const int row0 = g.base_h + t0 * g.str_h, col0 = g.base_w + u0 * g.str_w;
       __syncthreads();
-      const int nx = tl.nch * plane_e;
-      for (int e = tid; e < nx; e += threads) {
-        uint32_t s, r, rho, kap;
-        tl.by_plane.divmod(static_cast<uint32_t>(e), s, r);
-        tl.by_iw.divmod(r, rho, kap);
-        const int h = row0 + static_cast<int>(rho), xx = col0 + static_cast<int>(kap);
-        const int64_t off = x_tab[s];
-        A v = A(0);
-        if (off >= 0 && in_range(h, g.in_h) && in_range(xx, g.in_w))
-          v = to_acc(load_ro(x + n * g.in_img + off + h * g.in_w + xx));
-        xs[e] = v;
-      }
+      stage_dw_patch(g, tl, x + n * g.in_img, x_tab, row0, col0, tl.nch * plane_e, tid, threads, xs);
       const int nd = tl.nch * tile_e;
       for (int e = tid; e < nd; e += threads) {
         uint32_t s, r, tr, tc;
