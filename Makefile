@@ -30,9 +30,12 @@ $(STAMP): requirements-dev.txt | $(PYTHON)
 	  grep -v '^torch' requirements-dev.txt > $(VENV)/reqs-no-torch.txt; \
 	  $(PIP) install -r $(VENV)/reqs-no-torch.txt; \
 	fi
-	@# Nice to have (progress bar, pytest-benchmark, parallel tests): best effort on an offline box.
-	@$(PYTHON) -c "import tqdm, pytest_benchmark, xdist" 2>/dev/null || \
-	  $(PIP) install tqdm pytest-benchmark pytest-xdist || echo "note: tqdm/pytest-benchmark/pytest-xdist not installed"
+	@# Nice to have (progress bar, pytest-benchmark, parallel tests; scikit-learn's bundled digits and
+	@# matplotlib for train-digits and convkit.viz, whose tests skip without them): best effort on an
+	@# offline box (the lent GPU machine), always installed where the registry is reachable (CI).
+	@$(PYTHON) -c "import tqdm, pytest_benchmark, xdist, sklearn, matplotlib" 2>/dev/null || \
+	  $(PIP) install tqdm pytest-benchmark pytest-xdist scikit-learn matplotlib || \
+	  echo "note: some of tqdm/pytest-benchmark/pytest-xdist/scikit-learn/matplotlib not installed"
 	touch $(STAMP)
 
 venv: $(STAMP)
