@@ -24,8 +24,8 @@ from typing import Optional
 import numpy as np
 
 from . import _backend
-from ._errors import ConvkitError, ConvkitNotImplementedError
-from ._params import ConvArgs, PoolArgs, check_float_dtype, conv_output_hw, dtype_name
+from ._errors import ConvkitError, ConvkitNotImplementedError, ConvkitValueError
+from ._params import CPU_ONLY_ALGOS, ConvArgs, PoolArgs, check_float_dtype, conv_output_hw, dtype_name
 
 try:
     import torch
@@ -221,14 +221,26 @@ def _is_pointwise(p, args: ConvArgs) -> bool:
     return p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0)
 
 
+def _is_winograd_shape(p, args: ConvArgs) -> bool:
+    """A 3x3 kernel with stride 1 and dilation 1: what algo='winograd' takes (any padding, groups)."""
+    return (p.R, p.S) == (3, 3) and args.stride == (1, 1) and args.dilation == (1, 1)
+
+
 def _heuristic_algo_cpu(p, args: ConvArgs) -> str:
     """algo='auto' without timing on the 'cpu' backend. From `convkit bench` on a 2-core AVX-512
     EPYC (batch 8, benchmarks/results/cpu-googlenet-b8.json): the 1x1 GEMM wins every pointwise
     layer; direct wins depthwise and tiny reductions, the 7x7 stem, 3x3 at 56x56, and 5x5 at
-    14x14 and up; im2col + GEMM wins 3x3 at 28x28 and below and 5x5 at 7x7."""
+    14x14 and up; im2col + GEMM wins 3x3 at 28x28 and below and 5x5 at 7x7. Winograd F(2x2, 3x3)
+    (3x3, stride 1, dilation 1) beats both on GoogLeNet's 3x3 layers from 14x14 up (batch 8, 2
+    threads, min of 21 interleaved runs, fwd / bwd_input time over im2col's: stem.3x3 0.53 / 0.55
+    and under direct's, 3a.3x3 0.69 / 0.58, 3b.3x3 0.67 / 0.83, 4a.3x3 0.52 / 0.81, lecture.3x3
+    0.75 / 0.90) but not at 7x7 (5a.3x3: 0.98-1.09 / 0.99-1.29), and its 16 transform-domain
+    GEMMs need channels (16 or more per group each way)."""
     if _is_pointwise(p, args):
         return "1x1"
     cg, pq = p.C // p.groups, p.P * p.Q
+    if (_is_winograd_shape(p, args) and cg >= 16 and p.K // p.groups >= 16 and pq >= 14 * 14):
+        return "winograd"
     if cg == 1 or cg * p.R * p.S < 8:
         return "direct"
     if p.R * p.S >= 25 and pq >= 196:
@@ -259,10 +271,12 @@ def _heuristic_algo(p, args: ConvArgs, backend: str = "cpu") -> str:
     return _heuristic_algo_cpu(p, args)
 
 
-def _candidates(p, args: ConvArgs):
+def _candidates(p, args: ConvArgs, backend: str = "cpu"):
     algos = ["direct", "im2col"]
     if _is_pointwise(p, args):
         algos.append("1x1")
+    if not _backend.is_cuda_backend(backend) and _is_winograd_shape(p, args):
+        algos.append("winograd")
     return algos
 
 
@@ -315,7 +329,7 @@ def _time_algos(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs, dt: str)
     synchronized around each run); returns the fastest. Not counted in kernel_calls."""
     x, w, y = _zeros(like, x_shape), _zeros(like, w_shape), _zeros(like, (p.N, p.K, p.P, p.Q))
     best, best_t = None, float("inf")
-    for algo in _candidates(p, args):
+    for algo in _candidates(p, args, k.name):
         ws = _workspace(like, k.mod.conv2d_workspace_bytes(algo, "fwd", dt, p, WORKSPACE_CAP_BYTES))
         times = []
         for _ in range(3):
@@ -338,6 +352,9 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
     op = {"fwd": "conv2d", "bwd_input": "conv2d_backward_input", "bwd_weight": "conv2d_backward_weight"}[kind]
     k = _module(a, op, "input" if kind == "fwd" else "grad_output")
     k.require(_CONV_KERNELS[kind], op)
+    if args.algo in CPU_ONLY_ALGOS and _backend.is_cuda_backend(k.name):
+        raise ConvkitValueError(f"{op}: algo={args.algo!r} runs only on the 'cpu' backend, not on {k.name!r}; "
+                                f"choose one of direct, im2col, 1x1, auto there")
     if x_shape[0] == 0:
         return _zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
     p = _conv_params(k.mod, x_shape, w_shape, args)

@@ -11,7 +11,9 @@ from typing import Optional, Sequence, Tuple
 
 from ._errors import ConvkitTypeError, ConvkitValueError
 
-CONV_ALGOS = ("auto", "direct", "im2col", "1x1")
+CONV_ALGOS = ("auto", "direct", "im2col", "1x1", "winograd")
+#: algos only the CPU backend runs (the CUDA modules have none of them)
+CPU_ONLY_ALGOS = ("winograd",)
 FLOAT_DTYPES = ("float32", "float64")
 HALF_DTYPES = ("float16", "bfloat16")
 #: the dtypes some backend's kernels take (convolutions, pooling and ReLU alike); each backend
@@ -163,6 +165,10 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
     if algo == "1x1" and not (r == 1 and s == 1 and pads == (0, 0, 0, 0)):
         raise ConvkitValueError(
             f"{op}: algo='1x1' needs a 1x1 kernel and zero padding, got kernel ({r}, {s}) and padding {padding!r}")
+    if algo == "winograd" and not ((r, s) == (3, 3) and stride == (1, 1) and dilation == (1, 1)):
+        raise ConvkitValueError(
+            f"{op}: algo='winograd' needs a 3x3 kernel with stride 1 and dilation 1, got kernel ({r}, {s}), "
+            f"stride {stride} and dilation {dilation}")
     return ConvArgs(stride, pads, dilation, groups, algo)
 
 

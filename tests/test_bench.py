@@ -220,9 +220,12 @@ def test_cli_batches_passes_budget():
     cfg = runner.config_from_args(_args("--batch", "3", "--passes", "bwd_input"))
     assert (cfg.batches, list(cfg.passes)) == ([3], ["bwd_input"])
     for bad, msg in ((("--passes", "bwd"), "unknown --passes"), (("--batch", "0"), "--batch"),
-                     (("--budget", "-1"), "--budget"), (("--algos", "winograd"), "unknown --algos")):
+                     (("--budget", "-1"), "--budget"), (("--algos", "fft"), "unknown --algos")):
         with pytest.raises(SystemExit, match=msg):
             runner.config_from_args(_args(*bad))
+    with pytest.raises(SystemExit, match="unknown --algos"):   # winograd is the CPU backend's alone
+        runner.config_from_args(_args("--device", "cuda", "--algos", "winograd"))
+    assert runner.config_from_args(_args("--algos", "im2col,winograd")).algos == ["im2col", "winograd"]
     with pytest.raises(SystemExit):   # argparse: not a list of integers
         _args("--batch", "1,x")
 

@@ -34,7 +34,7 @@ from convkit import flops
 
 __all__ = [
     "ConvSpec", "PoolSpec", "Layer", "LayerInputs", "GOOGLENET_TABLE1", "LAYERS", "QUICK_LAYERS",
-    "QUICK_LAYERS_CUDA", "CONV_BENCH_ALGOS", "PASSES", "GPU_PASSES", "ALL_PASSES", "RELU_AFTER",
+    "QUICK_LAYERS_CUDA", "CONV_BENCH_ALGOS", "CPU_ONLY_ALGOS", "PASSES", "GPU_PASSES", "ALL_PASSES", "RELU_AFTER",
     "MOBILENET_DW",
     "layers_by_name", "select_layers", "check_table",
 ]
@@ -57,6 +57,8 @@ GOOGLENET_TABLE1: Dict[str, Tuple[int, ...]] = {
 
 # Conv algorithms the benchmark times by default ("auto" can be asked for with --algos).
 CONV_BENCH_ALGOS = ("direct", "im2col", "1x1")
+# Algorithms only the CPU backend has, run where they apply when --algos names them.
+CPU_ONLY_ALGOS = ("winograd",)
 # Passes: fwd = forward only (no autograd graph); fwd+bwd = forward, then .backward() of the
 # output with a fixed gradient, every input (x, weight, bias) requiring grad; bwd_input = the
 # input gradient alone from a fixed grad output (conv2d_backward_input; the pools' and ReLU's
@@ -232,6 +234,12 @@ class Layer:
         if not self.is_conv:
             return ["direct"]
         return ["direct", "im2col"] + (["1x1"] if self.is_1x1 else [])
+
+    @property
+    def takes_winograd(self) -> bool:
+        """Whether the CPU-only "winograd" applies: a 3x3 kernel at stride 1 (the table has no
+        dilation)."""
+        return self.is_conv and self.conv.kernel == 3 and self.conv.stride == 1
 
     def passes(self) -> List[str]:
         """The passes this layer has: bwd_weight only where there are weights."""

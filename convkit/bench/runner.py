@@ -28,13 +28,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from convkit.bench.layers import (ALL_PASSES, CONV_BENCH_ALGOS, GPU_PASSES, LAYERS, PASSES,
+from convkit.bench.layers import (ALL_PASSES, CONV_BENCH_ALGOS, CPU_ONLY_ALGOS, GPU_PASSES, LAYERS, PASSES,
                                   QUICK_LAYERS, QUICK_LAYERS_CUDA, Layer, LayerInputs,
                                   select_layers)
 
 __all__ = ["BenchConfig", "run_bench", "time_interleaved", "check_layer", "measure_ceilings",
-           "markdown_report", "readme_report", "summarize", "totals", "add_bench_arguments",
-           "bench_main", "device_kind", "write_outputs", "plan_run", "config_batches"]
+           "measure_gemm_ceiling", "markdown_report", "readme_report", "summarize", "totals",
+           "add_bench_arguments", "bench_main", "device_kind", "write_outputs", "plan_run",
+           "config_batches"]
 
 # A layer's result passes when its error relative to the largest reference magnitude is within
 # this, or within 10x torch's own error in the same dtype (both against a float64 reference).
@@ -161,8 +162,70 @@ def measure_ceilings(dtype: str = "float32", quick: bool = False) -> Dict[str, f
     dst = torch.empty_like(src)
     cp_s = min(time_interleaved([lambda: dst.copy_(src)], 1, 5 if quick else 9)[0])
     moved = 2 * numel * src.element_size()
-    return {"matmul_gflops": 2 * n ** 3 / mm_s / 1e9, "matmul_n": n,
-            "copy_gbps": moved / cp_s / 1e9, "copy_bytes": moved}
+    out = {"matmul_gflops": 2 * n ** 3 / mm_s / 1e9, "matmul_n": n,
+           "copy_gbps": moved / cp_s / 1e9, "copy_bytes": moved}
+    out.update(measure_gemm_ceiling(quick=quick))
+    return out
+
+
+# convkit's own GEMM against the core's FMA peak: a large square product and an im2col-shaped
+# one (GoogLeNet 2.3x3: M = 192 filters, N = 56 * 56 pixels, K = 64 * 3 * 3), (M, N, K).
+GEMM_SHAPES = {"square": (2048, 2048, 2048), "conv": (192, 3136, 576)}
+# The figures measure_gemm_ceiling adds to the ceilings and run_bench copies to the report's top.
+GEMM_KEYS = ("fma_peak_gflops", "fma_peak_gflops_per_core", "gemm_gflops", "gemm_pct_of_peak",
+             "gemm_conv_gflops", "gemm_conv_pct_of_peak")
+
+
+def measure_gemm_ceiling(dtype: str = "float32", quick: bool = False,
+                         shapes: Optional[Dict[str, Tuple[int, int, int]]] = None) -> Dict[str, object]:
+    """The vector unit's FMA peak at the current thread count (convkit._cpu.fma_peak_gflops:
+    independent FMA chains in registers, best ~2 ms round per thread, summed), and convkit's
+    GEMM (convkit._cpu.gemm, float32 row-major C = A x B) on GEMM_SHAPES: GFLOP/s (2*M*N*K
+    flops, best sample like the other ceilings, median beside it) and the percentage of that
+    peak. {} when the CPU module is not built, {"gemm_error": ...} when it predates these."""
+    from convkit import _backend
+    try:
+        _cpu = _backend.module("cpu")   # honours CONVKIT_CPU_SO, like the kernels
+    except Exception:  # noqa: BLE001 - no CPU module: no GEMM figures
+        return {}
+    if not hasattr(_cpu, "fma_peak_gflops"):   # a build older than the GEMM bindings
+        return {"gemm_error": f"{getattr(_cpu, '__file__', '_cpu')} has no fma_peak_gflops / gemm "
+                              f"(rebuild convkit._cpu)"}
+    import torch
+    threads = _cpu.get_num_threads()
+    seconds = 0.1 if quick else 0.3
+    out: Dict[str, object] = {
+        "fma_peak_gflops": _cpu.fma_peak_gflops(dtype, threads, seconds),
+        "fma_peak_gflops_per_core": _cpu.fma_peak_gflops(dtype, 1, seconds),
+        "fma_peak_threads": threads, "gemm_dtype": dtype, "gemm_isa": _cpu.simd_isa(),
+        "gemm_config": dict(_cpu.gemm_config(dtype))}
+    for name, (m, n, k) in (shapes or GEMM_SHAPES).items():
+        dt = getattr(torch, dtype)
+        a, b = torch.rand(m, k, dtype=dt), torch.rand(k, n, dtype=dt)
+        c = torch.empty(m, n, dtype=dt)
+        call = lambda: _cpu.gemm(dtype, False, False, m, n, k, 1.0, a.data_ptr(), k,  # noqa: E731
+                                 b.data_ptr(), n, 0.0, c.data_ptr(), n)
+        ts = time_interleaved([call], 1, 3 if quick else 7)[0]
+        key = "gemm" if name == "square" else f"gemm_{name}"
+        out[f"{key}_gflops"] = 2 * m * n * k / min(ts) / 1e9
+        out[f"{key}_gflops_median"] = 2 * m * n * k / statistics.median(ts) / 1e9
+        out[f"{key}_shape"] = [m, n, k]
+        out[f"{key}_pct_of_peak"] = 100 * out[f"{key}_gflops"] / out["fma_peak_gflops"]
+    return out
+
+
+def _gemm_ceiling_text(c: Dict[str, object]) -> str:
+    """The FMA peak and our GEMM's share of it, for the table header ("" when not measured)."""
+    if not c.get("fma_peak_gflops") or not c.get("gemm_gflops"):
+        return ""
+    text = (f" FMA peak (our kernel, {c.get('gemm_isa', '?')}) {c['fma_peak_gflops']:.1f} GFLOP/s "
+            f"({c.get('fma_peak_gflops_per_core', 0):.1f} on one core); convkit GEMM "
+            f"{'x'.join(map(str, c.get('gemm_shape', [])))} {c['gemm_gflops']:.1f} GFLOP/s "
+            f"= {c['gemm_pct_of_peak']:.0f}% of peak")
+    if c.get("gemm_conv_gflops"):
+        text += (f", {'x'.join(map(str, c.get('gemm_conv_shape', [])))} "
+                 f"{c['gemm_conv_gflops']:.1f} GFLOP/s = {c['gemm_conv_pct_of_peak']:.0f}%")
+    return text + f" (M x N x K, {c.get('gemm_dtype', 'float32')}, best sample)."
 
 
 # ---- correctness --------------------------------------------------------------------------
@@ -220,7 +283,7 @@ def plan_cases(layers: Sequence[Layer], algos: Sequence[str], passes: Sequence[s
             if pass_ not in layer.passes():
                 continue
             if layer.is_conv:
-                applicable = layer.algos() + ["auto"]
+                applicable = layer.algos() + ["auto"] + (["winograd"] if layer.takes_winograd else [])
                 run = [a for a in algos if a in applicable]
             else:
                 run = layer.algos()   # pools and ReLU: their one kernel
@@ -426,8 +489,8 @@ def run_bench(cfg: BenchConfig, log=sys.stderr) -> Dict[str, object]:
         "repeat": cfg.repeat, "budget_s": cfg.budget_s,
     }
     try:
-        from convkit import _cpu
-        report["convkit_simd"] = _cpu.simd_isa()
+        from convkit import _backend
+        report["convkit_simd"] = _backend.module("cpu").simd_isa()  # honours CONVKIT_CPU_SO
     except Exception:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -440,6 +503,7 @@ def run_bench(cfg: BenchConfig, log=sys.stderr) -> Dict[str, object]:
               f"the run: other processes compete for the cores, times will be noisy",
               file=log, flush=True)
     report["ceilings"] = ceilings = measure_ceilings(cfg.dtype, cfg.quick)
+    report.update({k: ceilings[k] for k in GEMM_KEYS if k in ceilings})
     from convkit.bench.gpu import call_overhead
     try:
         report["call_overhead_us"] = call_overhead("cpu", calls=100 if cfg.quick else 300)
@@ -708,7 +772,8 @@ def markdown_report(report: Dict[str, object]) -> str:
         f"{report['date']}.",
         "",
         f"Ceilings measured in the same run: torch.mm {c['matmul_n']}x{c['matmul_n']} "
-        f"{c['matmul_gflops']:.1f} GFLOP/s; copy {c['copy_gbps']:.1f} GB/s (read + write). "
+        f"{c['matmul_gflops']:.1f} GFLOP/s; copy {c['copy_gbps']:.1f} GB/s (read + write)."
+        f"{_gemm_ceiling_text(c)} "
         f"Times are medians of {report['repeat']} interleaved samples; ratio < 1: convkit faster. "
         f"Rate: GFLOP/s for convolutions (fwd+bwd = 3x the forward's MACs), GB/s for pools and "
         f"ReLU; % of ceiling: of the torch.mm rate (convolutions) or the copy bandwidth (pools, "
@@ -1077,10 +1142,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise SystemExit(f"convkit bench: --batch must be positive, got {args.batch}")
     if getattr(args, "budget", None) is not None and not args.budget > 0:
         raise SystemExit(f"convkit bench: --budget must be positive seconds, got {args.budget}")
-    bad = [a for a in args.algos if a not in CONV_BENCH_ALGOS + ("auto",)]
+    known = CONV_BENCH_ALGOS + ("auto",) + (CPU_ONLY_ALGOS if device_kind(args.device) == "cpu" else ())
+    bad = [a for a in args.algos if a not in known]
     if bad:
-        raise SystemExit(f"convkit bench: unknown --algos {bad}; choose from "
-                         f"{', '.join(CONV_BENCH_ALGOS + ('auto',))}")
+        raise SystemExit(f"convkit bench: unknown --algos {bad} on {args.device}; choose from {', '.join(known)}")
     batches, q_batches, repeat, q_repeat, warmup, q_warmup, passes = DEFAULTS[kind]
     passes = args.passes if args.passes is not None else list(passes)
     bad = [p for p in passes if p not in ALL_PASSES]

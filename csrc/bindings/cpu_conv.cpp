@@ -1,5 +1,5 @@
 // Bindings of the CPU convolution kernels (csrc/cpu/conv_*.cpp): conv2d forward, grad input,
-// grad weight (algo "direct" | "im2col" | "1x1") and grad bias, plus the workspace query.
+// grad weight (algo "direct" | "im2col" | "1x1" | "winograd") and grad bias, plus the workspace query.
 // Pointers arrive as Python ints; the GIL is released while a kernel runs.
 #include <pybind11/pybind11.h>
 
@@ -16,13 +16,14 @@ namespace py = pybind11;
 namespace convkit::bind {
 namespace {
 
-enum class Algo { Direct, Im2col, OneByOne };
+enum class Algo { Direct, Im2col, OneByOne, Winograd };
 
 Algo parse_algo(const std::string& algo, const char* op) {
   if (algo == "direct") return Algo::Direct;
   if (algo == "im2col") return Algo::Im2col;
   if (algo == "1x1") return Algo::OneByOne;
-  throw Error(std::string(op) + ": unknown algo '" + algo + "' on the cpu backend (direct, im2col, 1x1)");
+  if (algo == "winograd") return Algo::Winograd;
+  throw Error(std::string(op) + ": unknown algo '" + algo + "' on the cpu backend (direct, im2col, 1x1, winograd)");
 }
 
 void check_pass(const std::string& pass) {
@@ -36,6 +37,11 @@ void check_1x1(Algo a, const ConvParams& p, const char* op) {
                 std::to_string(p.R) + "x" + std::to_string(p.S) + " padding (" + std::to_string(p.pad_t) +
                 ", " + std::to_string(p.pad_b) + ", " + std::to_string(p.pad_l) + ", " +
                 std::to_string(p.pad_r) + ")");
+  if (a == Algo::Winograd && !cpu::conv2d_winograd_applies(p))
+    throw Error(std::string(op) + ": algo 'winograd' needs a 3x3 kernel with stride 1 and dilation 1, got kernel " +
+                std::to_string(p.R) + "x" + std::to_string(p.S) + " stride (" + std::to_string(p.stride_h) + ", " +
+                std::to_string(p.stride_w) + ") dilation (" + std::to_string(p.dil_h) + ", " +
+                std::to_string(p.dil_w) + ")");
 }
 
 }  // namespace
@@ -49,12 +55,17 @@ void register_cpu_conv(py::module_& m) {
         check_pass(pass_);
         const int64_t elem = parse_dtype(dtype, "conv2d_workspace_bytes") == DType::F32 ? 4 : 8;
         check_1x1(a, p, "conv2d_workspace_bytes");
+        if (a == Algo::Winograd) {
+          const int pass = pass_ == "fwd" ? 0 : pass_ == "bwd_input" ? 1 : 2;
+          return cpu::conv2d_winograd_workspace_bytes(p, pass, elem, cap_bytes);
+        }
         if (a != Algo::Im2col) return 0;
         return cpu::conv2d_im2col_workspace_bytes(p, elem, cap_bytes);
       },
       py::arg("algo"), py::arg("pass_"), py::arg("dtype"), py::arg("p"), py::arg("cap_bytes"),
       "Workspace bytes for (algo, pass_); 0 when none is needed. im2col: whole images of columns, "
-      "at most cap_bytes but at least one image");
+      "at most cap_bytes but at least one image; winograd: transformed filters plus whole images of "
+      "transformed tiles (bwd_weight: im2col's)");
 
   m.def(
       "conv2d_fwd",
@@ -76,6 +87,10 @@ void register_cpu_conv(py::module_& m) {
               break;
             case Algo::OneByOne:
               cpu::conv2d_fwd_1x1<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y));
+              break;
+            case Algo::Winograd:
+              cpu::conv2d_fwd_winograd<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
+                                          ptr<T>(ws), ws_bytes);
               break;
           }
         });
@@ -103,6 +118,10 @@ void register_cpu_conv(py::module_& m) {
               break;
             case Algo::OneByOne:
               cpu::conv2d_bwd_input_1x1<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx));
+              break;
+            case Algo::Winograd:
+              cpu::conv2d_bwd_input_winograd<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
+                                                ws_bytes);
               break;
           }
         });
@@ -134,6 +153,10 @@ void register_cpu_conv(py::module_& m) {
               break;
             case Algo::OneByOne:
               cpu::conv2d_bwd_weight_1x1<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw));
+              break;
+            case Algo::Winograd:
+              cpu::conv2d_bwd_weight_winograd<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
+                                                 ws_bytes);
               break;
           }
         });

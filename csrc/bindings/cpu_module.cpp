@@ -8,6 +8,10 @@
 namespace py = pybind11;
 using namespace convkit;
 
+namespace convkit::bind {
+void register_cpu_gemm(pybind11::module_& m);  // cpu_gemm.cpp: gemm, fma_peak_gflops
+}
+
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "convkit's hand-written C++ kernels (CPU)";
 
@@ -28,4 +32,5 @@ PYBIND11_MODULE(_cpu, m) {
 
   bind::register_cpu_conv(m);
   bind::register_cpu_pool(m);
+  bind::register_cpu_gemm(m);
 }

@@ -1,6 +1,6 @@
 // CPU conv2d kernels (cross-correlation, torch.nn.functional.conv2d semantics) on NCHW / KCRS
-// contiguous buffers: direct, im2col + GEMM, 1x1 GEMM; forward, grad input, grad weight, and
-// grad bias. Every kernel overwrites all of its output; none reads output memory first.
+// contiguous buffers: direct, im2col + GEMM, 1x1 GEMM, Winograd F(2x2, 3x3); forward, grad input,
+// grad weight, and grad bias. Every kernel overwrites all of its output; none reads output memory first.
 #pragma once
 #include <cstdint>
 
@@ -38,6 +38,23 @@ template <typename T>
 void conv2d_bwd_input_1x1(const ConvParams& p, const T* dy, const T* w, T* dx);
 template <typename T>
 void conv2d_bwd_weight_1x1(const ConvParams& p, const T* dy, const T* x, T* dw);
+
+// ---- Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1; any padding, groups) ----------------
+// Workspace (fwd, bwd_input): the transformed filters plus one L2-sized block of transformed
+// tiles per thread (num_threads() at the query; fewer threads run if the workspace holds fewer
+// blocks); bwd_weight runs im2col + GEMM and takes im2col's workspace. pass: 0 fwd, 1 bwd_input,
+// 2 bwd_weight. The kernels throw when the shape is not 3x3 / stride 1 / dilation 1.
+bool conv2d_winograd_applies(const ConvParams& p);
+int64_t conv2d_winograd_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes);
+template <typename T>
+void conv2d_fwd_winograd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws,
+                         int64_t ws_bytes);
+template <typename T>
+void conv2d_bwd_input_winograd(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws,
+                               int64_t ws_bytes);
+template <typename T>
+void conv2d_bwd_weight_winograd(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws,
+                                int64_t ws_bytes);
 
 // ---- grad bias: db[k] = sum over n, p, q of dy[n, k, p, q] ----------------------------------
 template <typename T>

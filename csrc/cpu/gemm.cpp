@@ -2,10 +2,12 @@
 // KC slices; A [mc x kc] and B [kc x nc] are packed into MR-row / NR-column micro-panels
 // (transposes and strided views resolved there, with 16 x 16 register transposes on AVX-512)
 // and an MR x NR micro-kernel accumulates in registers: AVX-512 intrinsics (8 x 32 floats,
-// 8 x 16 doubles), else GCC vector extensions (ymm on AVX2, xmm otherwise).
+// 8 x 16 doubles; full tiles go from the accumulators straight into C), else GCC vector
+// extensions (ymm on AVX2, xmm otherwise). kc, mc and nc are cut from the caches at run time.
 #include "cpu/gemm.h"
 
 #include <omp.h>
+#include <unistd.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -13,6 +15,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <new>
 #include <type_traits>
 
@@ -43,14 +48,77 @@ void* thread_scratch(int slot, std::size_t bytes) {
 
 namespace {
 
+// Bytes of one cache from /sys/devices/system/cpu/cpu0/cache/index<i> ("48K", "1024K", "32M"),
+// with the number of CPUs sharing it; 0 when absent.
+int64_t sysfs_cache(int level, int64_t* sharing) {
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    std::ifstream lv(dir + "level"), ty(dir + "type"), sz(dir + "size"), sh(dir + "shared_cpu_list");
+    int l = 0;
+    std::string type, size, list;
+    if (!(lv >> l) || !(ty >> type) || !(sz >> size)) return 0;
+    if (l != level || type == "Instruction") continue;
+    int64_t v = std::atoll(size.c_str());
+    if (size.find('K') != std::string::npos) v <<= 10;
+    if (size.find('M') != std::string::npos) v <<= 20;
+    if (sharing && (sh >> list)) {  // "0-31" or "0,1" or "0-3,8-11": count CPUs
+      int64_t n = 0;
+      std::stringstream ss(list);
+      std::string part;
+      while (std::getline(ss, part, ',')) {
+        const auto dash = part.find('-');
+        n += dash == std::string::npos ? 1 : std::atoll(part.c_str() + dash + 1) - std::atoll(part.c_str()) + 1;
+      }
+      *sharing = std::max<int64_t>(1, n);
+    }
+    return v;
+  }
+  return 0;
+}
+
+}  // namespace
+
+CacheSizes cache_sizes() {
+  static const CacheSizes sizes = [] {
+    CacheSizes c;
+    int64_t sharing = 0;
+    // sysfs first (a VM's CPUID, which sysconf reads, may report the host's L3), then sysconf,
+    // then typical sizes.
+    c.l1d = sysfs_cache(1, nullptr);
+    c.l2 = sysfs_cache(2, nullptr);
+    c.l3 = sysfs_cache(3, &sharing);
+#if defined(_SC_LEVEL1_DCACHE_SIZE)
+    auto conf = [](int name) -> int64_t {
+      const long v = sysconf(name);
+      return v > 0 ? v : 0;
+    };
+    if (c.l1d <= 0) c.l1d = conf(_SC_LEVEL1_DCACHE_SIZE);
+    if (c.l2 <= 0) c.l2 = conf(_SC_LEVEL2_CACHE_SIZE);
+    if (c.l3 <= 0) c.l3 = conf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    if (c.l1d <= 0) c.l1d = 32 << 10;
+    if (c.l2 <= 0) c.l2 = 512 << 10;
+    if (c.l3 <= 0) c.l3 = 8 << 20;
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    c.l3_sharing = int(sharing > 0 ? sharing : std::max(1L, std::min(cpus, 8L)));
+    return c;
+  }();
+  return sizes;
+}
+
+namespace {
+
 #if defined(__AVX512F__)
+constexpr bool kDirectOut = true;  // the micro-kernel writes full tiles into C itself
 constexpr int kVecBytes = 64;
 constexpr int kMR = 8;  // 8 x 2 zmm accumulators; 8 divides the usual channel counts (12 wasted
                         // a third of the rows at M = 16, a ninth at 64)
 #elif defined(__AVX__)
+constexpr bool kDirectOut = false;
 constexpr int kVecBytes = 32;
 constexpr int kMR = 6;  // 6 x 2 ymm accumulators of 16 registers
 #else
+constexpr bool kDirectOut = false;
 constexpr int kVecBytes = 16;
 constexpr int kMR = 6;
 #endif
@@ -66,23 +134,60 @@ struct Vec<double> {
   typedef double type __attribute__((vector_size(kVecBytes)));
 };
 
-// Tile shapes per dtype: the micro-tile MR x NR, and the cache blocks (A block mc x kc in L2,
-// B micro-panel kc x NR in L1, B block kc x nc in L2).
+// The register tile per dtype: MR x NR, NR = NV vectors.
 template <typename T>
 struct GemmTile {
   static constexpr int VL = kVecBytes / int(sizeof(T));
   static constexpr int NV = 2;
   static constexpr int NR = VL * NV;
   static constexpr int MR = kMR;
-  static constexpr int64_t KC = sizeof(T) == 4 ? 384 : 256;
-  static constexpr int64_t MC = MR * (sizeof(T) == 4 ? 36 : 24);
-  static constexpr int64_t NC = NR * (sizeof(T) == 4 ? 12 : 16);
 };
 
-// acc[MR][NV] += A panel (kc x MR, k-major) x B panel (kc x NR, k-major); result to Ct (MR x NR).
+// Cache blocks sized from this machine's caches (cache_sizes()), Goto/BLIS style: the B
+// micro-panel kc x NR takes about half of L1 (it is reused by every A micro-panel of the block,
+// while A streams through beside it); the A block mc x kc about half of L2 (reused by every B
+// micro-panel); the B block kc x nc a per-core share of L3, read once per A block.
+struct GemmBlocks {
+  int64_t kc, mc, nc;
+};
+template <typename T>
+GemmBlocks gemm_blocks() {
+  static const GemmBlocks blocks = [] {
+    using G = GemmTile<T>;
+    const CacheSizes c = cache_sizes();
+    auto env = [](const char* name, int64_t v) {  // CONVKIT_GEMM_KC/MC/NC: tuning overrides
+      const char* s = std::getenv(name);
+      return s && std::atoll(s) > 0 ? int64_t(std::atoll(s)) : v;
+    };
+    auto clamp_down = [](int64_t v, int64_t lo, int64_t hi, int64_t m) {
+      return std::max(lo, std::min(hi, v) / m * m);
+    };
+    GemmBlocks b;
+    b.kc = env("CONVKIT_GEMM_KC", clamp_down(c.l1d / 2 / (G::NR * int64_t(sizeof(T))), 64, 512, 16));
+    b.mc = env("CONVKIT_GEMM_MC", clamp_down(c.l2 / 2 / (b.kc * int64_t(sizeof(T))), G::MR * 4, 2048, G::MR));
+    const int64_t l3_share = c.l3 / std::max(1, c.l3_sharing);
+    b.nc = env("CONVKIT_GEMM_NC", clamp_down(l3_share / 2 / (b.kc * int64_t(sizeof(T))), G::NR * 4, 8192, G::NR));
+    return b;
+  }();
+  return blocks;
+}
+
+// Where a full micro-tile goes straight from the accumulators: rows c + ro[i], NR contiguous
+// columns each, C = alpha * acc + beta * C (+ bias[i]); beta == 0 never reads C.
+template <typename T>
+struct TileOut {
+  T* c;
+  const int64_t* ro;
+  T alpha, beta;
+  const T* bias;  // or null
+};
+
+// acc[MR][NV] = A panel (kc x MR, k-major) x B panel (kc x NR, k-major); the result goes to Ct
+// (MR x NR) for write_back, or with out (kDirectOut kernels only) straight into C.
 template <typename T>
 __attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict A,
-                                                        const T* __restrict B, T* __restrict Ct) {
+                                            const T* __restrict B, T* __restrict Ct,
+                                            const TileOut<T>* out) {
   using V = typename Vec<T>::type;
   constexpr int MR = GemmTile<T>::MR, NV = GemmTile<T>::NV, VL = GemmTile<T>::VL;
   constexpr int NR = GemmTile<T>::NR;
@@ -115,36 +220,49 @@ __attribute__((noinline)) void micro_kernel(int64_t kc, const T* __restrict A,
 
 #if defined(__AVX512F__)
 // AVX-512 micro-kernels with intrinsics: GCC's allocation of the generic version spills a B
-// vector every k step; named registers keep all 24 accumulators and both B vectors live.
-#define CONVKIT_MK512(T, V, LOAD, SET1, FMA, STORE, ZERO)                                       \
+// vector every k step; intrinsics keep all MR x NV accumulators and the NV B vectors live.
+#define CONVKIT_MK512(T, V, LOAD, LOADU, SET1, FMA, STORE, STOREU, ZERO)                        \
   template <>                                                                                   \
-  __attribute__((noinline)) void micro_kernel<T>(int64_t kc, const T* __restrict A, \
-                                                             const T* __restrict B,             \
-                                                             T* __restrict Ct) {                \
+  __attribute__((noinline)) void micro_kernel<T>(int64_t kc, const T* __restrict A,             \
+                                                 const T* __restrict B, T* __restrict Ct,       \
+                                                 const TileOut<T>* out) {                       \
     constexpr int MR = GemmTile<T>::MR, VL = GemmTile<T>::VL, NR = GemmTile<T>::NR;             \
-    static_assert(GemmTile<T>::NV == 2, "two vectors per B row");                               \
-    V c0[MR], c1[MR];                                                                           \
-    _Pragma("GCC unroll 16") for (int i = 0; i < MR; ++i) c0[i] = c1[i] = ZERO();               \
+    constexpr int NV = GemmTile<T>::NV;                                                         \
+    V c[MR][NV];                                                                                \
+    _Pragma("GCC unroll 16") for (int i = 0; i < MR; ++i)                                       \
+      _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) c[i][v] = ZERO();                    \
     for (int64_t k = 0; k < kc; ++k) {                                                          \
-      const V b0 = LOAD(B), b1 = LOAD(B + VL);                                                  \
+      V b[NV];                                                                                  \
+      _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) b[v] = LOAD(B + v * VL);             \
       __builtin_prefetch(B + 8 * NR);                                                           \
       _Pragma("GCC unroll 16") for (int i = 0; i < MR; ++i) {                                   \
         const V a = SET1(A[i]);                                                                 \
-        c0[i] = FMA(a, b0, c0[i]);                                                              \
-        c1[i] = FMA(a, b1, c1[i]);                                                              \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) c[i][v] = FMA(a, b[v], c[i][v]);   \
       }                                                                                         \
       A += MR;                                                                                  \
       B += NR;                                                                                  \
     }                                                                                           \
+    if (!out) {                                                                                 \
+      _Pragma("GCC unroll 16") for (int i = 0; i < MR; ++i)                                     \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) STORE(Ct + i * NR + v * VL, c[i][v]); \
+      return;                                                                                   \
+    }                                                                                           \
+    /* C = alpha * acc + beta * C + bias, as write_back computes it */                          \
+    const V alpha = SET1(out->alpha), beta = SET1(out->beta);                                   \
+    const bool read_c = out->beta != T(0);                                                      \
     _Pragma("GCC unroll 16") for (int i = 0; i < MR; ++i) {                                     \
-      STORE(Ct + i * NR, c0[i]);                                                                \
-      STORE(Ct + i * NR + VL, c1[i]);                                                           \
+      T* row = out->c + out->ro[i];                                                             \
+      const V bias = SET1(out->bias ? out->bias[i] : T(0));                                     \
+      _Pragma("GCC unroll 4") for (int v = 0; v < NV; ++v) {                                    \
+        const V cb = read_c ? FMA(beta, LOADU(row + v * VL), bias) : bias;                      \
+        STOREU(row + v * VL, FMA(alpha, c[i][v], cb));                                          \
+      }                                                                                         \
     }                                                                                           \
   }
-CONVKIT_MK512(float, __m512, _mm512_load_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_store_ps,
-              _mm512_setzero_ps)
-CONVKIT_MK512(double, __m512d, _mm512_load_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_store_pd,
-              _mm512_setzero_pd)
+CONVKIT_MK512(float, __m512, _mm512_load_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps,
+              _mm512_store_ps, _mm512_storeu_ps, _mm512_setzero_ps)
+CONVKIT_MK512(double, __m512d, _mm512_load_pd, _mm512_loadu_pd, _mm512_set1_pd, _mm512_fmadd_pd,
+              _mm512_store_pd, _mm512_storeu_pd, _mm512_setzero_pd)
 #undef CONVKIT_MK512
 #endif
 
@@ -330,6 +448,7 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
   using G = GemmTile<T>;
   constexpr int MR = G::MR, NR = G::NR;
   if (batch <= 0 || M <= 0 || N <= 0) return;
+  const GemmBlocks blk = gemm_blocks<T>();
   const int nt = num_threads();
 
   // Tile sizes: the cache blocks, cut down until there are enough tiles for the threads.
@@ -338,21 +457,27 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
     const int64_t count = (n + block - 1) / block;
     return round_up((n + count - 1) / count, unit);
   };
-  int64_t mc = balanced(M, G::MC, MR);
-  int64_t nc = balanced(N, G::NC, NR);
+  int64_t mc = balanced(M, blk.mc, MR);
+  int64_t nc = balanced(N, blk.nc, NR);
   auto tiles = [&] { return batch * ((M + mc - 1) / mc) * ((N + nc - 1) / nc); };
-  while (tiles() < 2 * nt && nc > 2 * NR) nc = round_up(nc / 2, NR);
+  // With several threads, four tiles a thread where N allows (the dynamic schedule then evens
+  // out a thread that another process preempts, or a ragged last tile), at least one before
+  // cutting M; one thread keeps whole blocks (each extra tile packs its A block again).
+  const int64_t want_tiles = nt > 1 ? 4 * int64_t(nt) : 1;
+  while (tiles() < want_tiles && nc > 2 * NR) nc = round_up(nc / 2, NR);
   while (tiles() < nt && mc > MR) mc = round_up(mc / 2, MR);
   const int64_t m_tiles = (M + mc - 1) / mc, n_tiles = (N + nc - 1) / nc;
   const int64_t n_total = batch * m_tiles * n_tiles;
-  const int64_t kc_max = std::max<int64_t>(1, std::min<int64_t>(G::KC, K));
+  const int64_t kc_max = std::max<int64_t>(1, std::min<int64_t>(blk.kc, K));
 
 #pragma omp parallel num_threads(nt) if (nt > 1 && n_total > 1)
   {
     T* a_pack = static_cast<T*>(thread_scratch(0, sizeof(T) * round_up(mc, MR) * kc_max));
     T* b_pack = static_cast<T*>(thread_scratch(1, sizeof(T) * round_up(nc, NR) * kc_max));
     int64_t* offs = static_cast<int64_t*>(thread_scratch(2, sizeof(int64_t) * 2 * (mc + nc + kc_max)));
-    T* c_tile = static_cast<T*>(thread_scratch(3, sizeof(T) * MR * NR));
+    // c_tile: one MR x NR micro-tile, then a flag per NR panel of the C block (columns unit-stride)
+    T* c_tile = static_cast<T*>(thread_scratch(3, sizeof(T) * MR * NR + (nc + NR - 1) / NR));
+    bool* c_unit = reinterpret_cast<bool*>(c_tile + MR * NR);
     int64_t* a_ro = offs;            // [mc]
     int64_t* a_co = a_ro + mc;       // [kc]
     int64_t* b_ro = a_co + kc_max;   // [kc]
@@ -376,6 +501,8 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
       axis_offsets(B.cols, j0, ncur, b_co);
       axis_offsets(C.rows, i0, mcur, c_ro);
       axis_offsets(C.cols, j0, ncur, c_co);
+      for (int64_t jr = 0; jr < ncur; jr += NR)  // C's columns of panel jr contiguous
+        c_unit[jr / NR] = unit_run(c_co + jr, std::min<int64_t>(NR, ncur - jr));
 
       if (K <= 0) {  // C = beta * C + bias
         for (int64_t t = 0; t < mcur; ++t)
@@ -385,8 +512,8 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
           }
         continue;
       }
-      for (int64_t p0 = 0; p0 < K; p0 += G::KC) {
-        const int64_t kc = std::min<int64_t>(G::KC, K - p0);
+      for (int64_t p0 = 0; p0 < K; p0 += blk.kc) {
+        const int64_t kc = std::min<int64_t>(blk.kc, K - p0);
         axis_offsets(A.cols, p0, kc, a_co);
         axis_offsets(B.rows, p0, kc, b_ro);
         pack_b(b_base, b_ro, b_co, kc, ncur, b_pack);
@@ -397,15 +524,35 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
           const int64_t nv = std::min<int64_t>(NR, ncur - jr);
           for (int64_t ir = 0; ir < mcur; ir += MR) {
             const int64_t mv = std::min<int64_t>(MR, mcur - ir);
-            micro_kernel<T>(kc, a_pack + ir * kc, b_pack + jr * kc, c_tile);
-            write_back<T>(c_tile, c_base, c_ro + ir, c_co + jr, mv, nv, alpha, beta_eff,
-                          first && bias_b ? bias_b + ir : nullptr);
+            // C's rows of this micro-tile, first and last element: fetched for writing while the
+            // micro-kernel runs (C blocks outgrow L2, and write_back would wait on L3 each slice)
+            for (int64_t t = 0; t < mv; ++t) {
+              T* row = c_base + c_ro[ir + t];
+              __builtin_prefetch(row + c_co[jr], 1);
+              __builtin_prefetch(row + c_co[jr + nv - 1], 1);
+            }
+            const T* bias_t = first && bias_b ? bias_b + ir : nullptr;
+            if (kDirectOut && mv == MR && nv == NR && c_unit[jr / NR]) {
+              const TileOut<T> out{c_base + c_co[jr], c_ro + ir, alpha, beta_eff, bias_t};
+              micro_kernel<T>(kc, a_pack + ir * kc, b_pack + jr * kc, c_tile, &out);
+            } else {
+              micro_kernel<T>(kc, a_pack + ir * kc, b_pack + jr * kc, c_tile, nullptr);
+              write_back<T>(c_tile, c_base, c_ro + ir, c_co + jr, mv, nv, alpha, beta_eff, bias_t);
+            }
           }
         }
       }
     }
   }
 }
+
+template <typename T>
+GemmBlocking gemm_blocking() {
+  const GemmBlocks b = gemm_blocks<T>();
+  return {b.kc, b.mc, b.nc, GemmTile<T>::MR, GemmTile<T>::NR};
+}
+template GemmBlocking gemm_blocking<float>();
+template GemmBlocking gemm_blocking<double>();
 
 template void gemm_batched<float>(int64_t, int64_t, int64_t, int64_t, float, MatView<const float>,
                                   int64_t, MatView<const float>, int64_t, float, MatView<float>,

@@ -69,6 +69,23 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
   gemm_batched<T>(1, M, N, K, alpha, a, 0, b, 0, beta, plain_view(C, ldc), 0);
 }
 
+// This machine's data caches in bytes (/sys/devices/system/cpu/cpu0/cache, else sysconf, else
+// typical sizes) and how many CPUs share the L3: the GEMM's cache blocks are cut from them.
+struct CacheSizes {
+  int64_t l1d = 0, l2 = 0, l3 = 0;
+  int l3_sharing = 1;
+};
+CacheSizes cache_sizes();
+
+// The GEMM's cache blocks for T (K slice kc, A block mc rows, B block nc columns) and its
+// register tile MR x NR, as gemm_batched uses them before cutting blocks for the threads.
+struct GemmBlocking {
+  int64_t kc, mc, nc;
+  int mr, nr;
+};
+template <typename T>
+GemmBlocking gemm_blocking();
+
 // Per-thread reusable scratch (64-byte aligned), grown when too small, never shrunk. Slots
 // 0..3 belong to the GEMM; the conv kernels use 4..7. Never call it inside a hot loop.
 void* thread_scratch(int slot, std::size_t bytes);
