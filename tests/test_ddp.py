@@ -68,6 +68,9 @@ def ddp_worker(rank, world, port, out_dir):
             sgd_steps(model, batches(), rank, world)
         torch.save({k: v.detach().clone() for k, v in model.module.state_dict().items()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks leave together: a rank that tears gloo down while the other (rank 0 hosts
+        # the TCP store) is still talking to it can abort the process at exit.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
