@@ -149,9 +149,7 @@ void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, voi
 void bwd_weight(DType dt, const ConvParams& p, const void* dy, const void* x, void* dw, void* ws, int64_t ws_bytes,
                 StreamHandle stream) {
   check_sizes(p);
-  const int splits = bwd_weight_splits(dt, p);
-  if (ws == nullptr || ws_bytes < workspace_bytes(ConvPass::BwdWeight, dt, p, 0))
-    throw Error("1x1: grad weight needs its split-K workspace");
+  const int splits = bwd_weight_splits(dt, p);  // conv.cu's check_workspace has checked ws against this
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     bwd_weight_typed<T>(p, static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<T*>(dw), ws, splits,
