@@ -23,6 +23,7 @@ from ._params import (CONV_WHERE, KERNEL_DTYPES, check_conv, check_divisor, chec
 try:
     import torch
     from . import _ops  # noqa: F401  (registers torch.ops.convkit.*)
+    from . import _eager
 except ImportError:  # NumPy-only use
     torch = None
 
@@ -129,6 +130,9 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[str, 
     else:
         _check_devices("conv2d", input, weight, bias)
         x = input if batched else input.unsqueeze(0)
+        if _eager.eager(x, weight, bias):
+            y = _eager.conv2d(x, weight, bias, args)
+            return y if batched else y[0]
         y = torch.ops.convkit.conv2d(x, weight, bias, list(args.stride), list(args.pads),
                                      list(args.dilation), args.groups, args.algo)
     return y if batched else y[0]
@@ -168,6 +172,9 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 
     else:
         _check_devices(op, grad_output, weight)
         dy = grad_output if batched else grad_output.unsqueeze(0)
+        if _eager.eager(dy, weight) and not _eager.needs_grad(dy, weight):
+            dx = _eager.conv2d_bwd_input(dy, weight, x4, args)
+            return dx if batched else dx[0]
         dx = torch.ops.convkit.conv2d_backward_input(dy, weight, list(x4), list(args.stride), list(args.pads),
                                                      list(args.dilation), args.groups, args.algo)
     return dx if batched else dx[0]
@@ -194,6 +201,8 @@ def conv2d_backward_weight(grad_output, input, weight_shape, stride: IntOrPair =
     _check_devices(op, grad_output, input)
     dy = grad_output if batched else grad_output.unsqueeze(0)
     x = input if batched else input.unsqueeze(0)
+    if _eager.eager(dy, x) and not _eager.needs_grad(dy, x):
+        return _eager.conv2d_bwd_weight(dy, x, w_shape, args)
     return torch.ops.convkit.conv2d_backward_weight(dy, x, list(w_shape), list(args.stride), list(args.pads),
                                                     list(args.dilation), args.groups, args.algo)
 
@@ -207,7 +216,10 @@ def conv2d_backward_bias(grad_output):
     if kind != "torch":
         return K.conv2d_bwd_bias(_np(grad_output.reshape(_shape4(grad_output.shape))))
     _check_devices(op, grad_output)
-    return torch.ops.convkit.conv2d_backward_bias(grad_output if batched else grad_output.unsqueeze(0))
+    dy = grad_output if batched else grad_output.unsqueeze(0)
+    if _eager.eager(dy) and not _eager.needs_grad(dy):
+        return K.conv2d_bwd_bias(dy.contiguous())
+    return torch.ops.convkit.conv2d_backward_bias(dy)
 
 
 # ---- pooling -----------------------------------------------------------------------------------
@@ -231,7 +243,9 @@ def max_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None
         _check_devices(op, input)
         x = input if batched else input.unsqueeze(0)
         conf = (list(a.kernel), list(a.stride), list(a.padding), list(a.dilation), a.ceil_mode)
-        if return_indices or (torch.is_grad_enabled() and input.requires_grad):
+        if _eager.eager(x):
+            y, idx = _eager.max_pool2d(x, a, bool(return_indices))
+        elif return_indices or (torch.is_grad_enabled() and input.requires_grad):
             y, idx = torch.ops.convkit.max_pool2d(x, *conf)
         else:  # no gradient and no indices wanted: skip computing them
             y, idx = torch.ops.convkit.max_pool2d_inference(x, *conf), None
@@ -260,6 +274,9 @@ def max_pool2d_backward(grad_output, input_shape, indices, kernel_size: IntOrPai
         _check_devices(op, grad_output, indices)
         dy = grad_output if batched else grad_output.unsqueeze(0)
         idx = indices if batched else indices.unsqueeze(0)
+        if _eager.eager(dy, idx) and not _eager.needs_grad(dy):
+            dx = _eager.max_pool2d_bwd(dy, x4, idx, a)
+            return dx if batched else dx[0]
         dx = torch.ops.convkit.max_pool2d_backward(dy, _shape_carrier(dy, x4), idx, list(a.kernel),
                                                    list(a.stride), list(a.padding), list(a.dilation), a.ceil_mode)
     return dx if batched else dx[0]
@@ -278,6 +295,9 @@ def avg_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None
     else:
         _check_devices(op, input)
         x = input if batched else input.unsqueeze(0)
+        if _eager.eager(x):
+            y = _eager.avg_pool2d(x, a, bool(count_include_pad), div)
+            return y if batched else y[0]
         y = torch.ops.convkit.avg_pool2d(x, list(a.kernel), list(a.stride), list(a.padding), a.ceil_mode,
                                          bool(count_include_pad), div)
     return y if batched else y[0]
@@ -300,6 +320,9 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair, stride
     else:
         _check_devices(op, grad_output)
         dy = grad_output if batched else grad_output.unsqueeze(0)
+        if _eager.eager(dy) and not _eager.needs_grad(dy):
+            dx = _eager.avg_pool2d_bwd(dy, x4, a, bool(count_include_pad), div)
+            return dx if batched else dx[0]
         dx = torch.ops.convkit.avg_pool2d_backward(dy, _shape_carrier(dy, x4), list(a.kernel), list(a.stride),
                                                    list(a.padding), a.ceil_mode, bool(count_include_pad), div)
     return dx if batched else dx[0]
@@ -322,16 +345,20 @@ def relu(input, inplace: bool = False):
         input[...] = K.relu_fwd(_np(input))
         return input
     _check_devices(op, input)
+    fast = _eager.eager(input)
     if not inplace:
-        return torch.ops.convkit.relu(input)
+        return _eager.relu(input) if fast else torch.ops.convkit.relu(input)
     if torch.is_grad_enabled() and input.requires_grad:
         base = input if input._base is None else input._base
         if base.is_leaf:
             raise ConvkitValueError(
                 f"{op}: in-place ReLU on {'a view of ' if base is not input else ''}a leaf tensor that requires "
                 "grad (torch forbids it too); use inplace=False")
-        return input.copy_(torch.ops.convkit.relu(input))
-    torch.ops.convkit.relu_(input)
+        return input.copy_(_eager.relu(input) if fast else torch.ops.convkit.relu(input))
+    if fast:
+        _eager.relu_inplace(input)
+    else:
+        torch.ops.convkit.relu_(input)
     return input
 
 
@@ -351,4 +378,6 @@ def relu_backward(grad_output, output):
     if kind != "torch":
         return K.relu_bwd(_np(grad_output), _np(output))
     _check_devices(op, grad_output, output)
+    if _eager.eager(grad_output, output) and not _eager.needs_grad(grad_output, output):
+        return _eager.relu_bwd(grad_output, output)
     return torch.ops.convkit.relu_backward(grad_output, output)
