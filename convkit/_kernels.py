@@ -15,6 +15,7 @@ CuPy is imported by nobody here: an array is a CuPy array only if the caller imp
 from __future__ import annotations
 
 import collections
+import math
 import os
 import sys
 import time
@@ -56,8 +57,11 @@ def get_num_threads() -> int:
     return torch.get_num_threads() if torch is not None else (os.cpu_count() or 1)
 
 
+_POISON = os.environ.get("CONVKIT_POISON", "") not in ("", "0")  # read once, when convkit is imported
+
+
 def _poison() -> bool:
-    return os.environ.get("CONVKIT_POISON", "") not in ("", "0")
+    return _POISON
 
 
 def _is_torch(a) -> bool:
@@ -195,11 +199,22 @@ class _Kernels:
                 f"backend")
 
 
+_module_cache = {}     # (device type, forced backend, dtype) -> (backend name, module), once checked
+
+
 def _module(a, op: str, arg: str = "input") -> _Kernels:
     """The kernels of the backend that runs `op` on `a`, after checking that this backend takes
-    a's dtype (float16 / bfloat16 only where the module has half types)."""
-    name, mod = _backend.module_for(_device_type(a), op)
-    check_float_dtype(op, arg, a.dtype, _backend.dtypes(name), backend=name)
+    a's dtype (float16 / bfloat16 only where the module has half types). A combination that
+    passed the checks once is remembered (per-call cost matters for small layers); one that
+    fails is checked, and raises, every time."""
+    dev, forced = _device_type(a), _backend.forced_backend()
+    key = (dev, forced, a.dtype)
+    hit = _module_cache.get(key)
+    if hit is None or _backend._modules.get(hit[0]) is not hit[1]:  # (a test may swap a module)
+        name, mod = _backend.module_for(dev, op)
+        check_float_dtype(op, arg, a.dtype, _backend.dtypes(name), backend=name)
+        hit = _module_cache[key] = (name, mod)
+    name, mod = hit
     n = get_num_threads()
     if _threads_set.get(name) != n and hasattr(mod, "set_num_threads"):
         mod.set_num_threads(n)
@@ -275,8 +290,10 @@ def _candidates(p, args: ConvArgs, backend: str = "cpu"):
     algos = ["direct", "im2col"]
     if _is_pointwise(p, args):
         algos.append("1x1")
-    if not _backend.is_cuda_backend(backend) and _is_winograd_shape(p, args):
-        algos.append("winograd")
+    if not _backend.is_cuda_backend(backend):
+        algos.append("blocked")
+        if _is_winograd_shape(p, args):
+            algos.append("winograd")
     return algos
 
 
@@ -463,7 +480,7 @@ def relu_fwd(x, out=None):
     into `out` (which may be x itself)."""
     k = _module(x, "relu")
     y = _new(x, x.shape) if out is None else out
-    n = int(np.prod(x.shape))
+    n = math.prod(x.shape)
     if n:
         k("relu_fwd", dtype_name(x.dtype), n, _ptr(x), _ptr(y))
     return y
@@ -473,7 +490,7 @@ def relu_bwd(dy, y, out=None):
     """dx = 0 where y <= 0, else dy (a NaN y passes dy, as torch); dy, y, out laid out alike."""
     k = _module(dy, "relu_backward", "grad_output")
     dx = _new(dy, dy.shape) if out is None else out
-    n = int(np.prod(dy.shape))
+    n = math.prod(dy.shape)
     if n:
         k("relu_bwd", dtype_name(dy.dtype), n, _ptr(dy), _ptr(y), _ptr(dx))
     return dx

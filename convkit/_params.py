@@ -11,9 +11,9 @@ from typing import Optional, Sequence, Tuple
 
 from ._errors import ConvkitTypeError, ConvkitValueError
 
-CONV_ALGOS = ("auto", "direct", "im2col", "1x1", "winograd")
+CONV_ALGOS = ("auto", "direct", "im2col", "1x1", "winograd", "blocked")
 #: algos only the CPU backend runs (the CUDA modules have none of them)
-CPU_ONLY_ALGOS = ("winograd",)
+CPU_ONLY_ALGOS = ("winograd", "blocked")
 FLOAT_DTYPES = ("float32", "float64")
 HALF_DTYPES = ("float16", "bfloat16")
 #: the dtypes some backend's kernels take (convolutions, pooling and ReLU alike); each backend

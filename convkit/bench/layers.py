@@ -58,7 +58,7 @@ GOOGLENET_TABLE1: Dict[str, Tuple[int, ...]] = {
 # Conv algorithms the benchmark times by default ("auto" can be asked for with --algos).
 CONV_BENCH_ALGOS = ("direct", "im2col", "1x1")
 # Algorithms only the CPU backend has, run where they apply when --algos names them.
-CPU_ONLY_ALGOS = ("winograd",)
+CPU_ONLY_ALGOS = ("winograd", "blocked")
 # Passes: fwd = forward only (no autograd graph); fwd+bwd = forward, then .backward() of the
 # output with a fixed gradient, every input (x, weight, bias) requiring grad; bwd_input = the
 # input gradient alone from a fixed grad output (conv2d_backward_input; the pools' and ReLU's

@@ -283,7 +283,7 @@ def plan_cases(layers: Sequence[Layer], algos: Sequence[str], passes: Sequence[s
             if pass_ not in layer.passes():
                 continue
             if layer.is_conv:
-                applicable = layer.algos() + ["auto"] + (["winograd"] if layer.takes_winograd else [])
+                applicable = layer.algos() + ["auto", "blocked"] + (["winograd"] if layer.takes_winograd else [])
                 run = [a for a in algos if a in applicable]
             else:
                 run = layer.algos()   # pools and ReLU: their one kernel

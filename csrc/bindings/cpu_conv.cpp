@@ -1,5 +1,5 @@
 // Bindings of the CPU convolution kernels (csrc/cpu/conv_*.cpp): conv2d forward, grad input,
-// grad weight (algo "direct" | "im2col" | "1x1" | "winograd") and grad bias, plus the workspace query.
+// grad weight (algo "direct" | "blocked" | "im2col" | "1x1" | "winograd") and grad bias, plus the workspace query.
 // Pointers arrive as Python ints; the GIL is released while a kernel runs.
 #include <pybind11/pybind11.h>
 
@@ -16,14 +16,16 @@ namespace py = pybind11;
 namespace convkit::bind {
 namespace {
 
-enum class Algo { Direct, Im2col, OneByOne, Winograd };
+enum class Algo { Direct, Blocked, Im2col, OneByOne, Winograd };
 
 Algo parse_algo(const std::string& algo, const char* op) {
   if (algo == "direct") return Algo::Direct;
   if (algo == "im2col") return Algo::Im2col;
   if (algo == "1x1") return Algo::OneByOne;
   if (algo == "winograd") return Algo::Winograd;
-  throw Error(std::string(op) + ": unknown algo '" + algo + "' on the cpu backend (direct, im2col, 1x1, winograd)");
+  if (algo == "blocked") return Algo::Blocked;
+  throw Error(std::string(op) + ": unknown algo '" + algo +
+              "' on the cpu backend (direct, blocked, im2col, 1x1, winograd)");
 }
 
 void check_pass(const std::string& pass) {
@@ -55,17 +57,16 @@ void register_cpu_conv(py::module_& m) {
         check_pass(pass_);
         const int64_t elem = parse_dtype(dtype, "conv2d_workspace_bytes") == DType::F32 ? 4 : 8;
         check_1x1(a, p, "conv2d_workspace_bytes");
-        if (a == Algo::Winograd) {
-          const int pass = pass_ == "fwd" ? 0 : pass_ == "bwd_input" ? 1 : 2;
-          return cpu::conv2d_winograd_workspace_bytes(p, pass, elem, cap_bytes);
-        }
+        const int pass = pass_ == "fwd" ? 0 : pass_ == "bwd_input" ? 1 : 2;
+        if (a == Algo::Winograd) return cpu::conv2d_winograd_workspace_bytes(p, pass, elem, cap_bytes);
+        if (a == Algo::Blocked) return cpu::conv2d_blocked_workspace_bytes(p, pass, elem, cap_bytes);
         if (a != Algo::Im2col) return 0;
         return cpu::conv2d_im2col_workspace_bytes(p, elem, cap_bytes);
       },
       py::arg("algo"), py::arg("pass_"), py::arg("dtype"), py::arg("p"), py::arg("cap_bytes"),
       "Workspace bytes for (algo, pass_); 0 when none is needed. im2col: whole images of columns, "
       "at most cap_bytes but at least one image; winograd: transformed filters plus whole images of "
-      "transformed tiles (bwd_weight: im2col's)");
+      "transformed tiles (bwd_weight: im2col's); blocked: the repacked filters (bwd_weight: im2col's)");
 
   m.def(
       "conv2d_fwd",
@@ -91,6 +92,10 @@ void register_cpu_conv(py::module_& m) {
             case Algo::Winograd:
               cpu::conv2d_fwd_winograd<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
                                           ptr<T>(ws), ws_bytes);
+              break;
+            case Algo::Blocked:
+              cpu::conv2d_fwd_blocked<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
+                                         ptr<T>(ws), ws_bytes);
               break;
           }
         });
@@ -122,6 +127,10 @@ void register_cpu_conv(py::module_& m) {
             case Algo::Winograd:
               cpu::conv2d_bwd_input_winograd<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
                                                 ws_bytes);
+              break;
+            case Algo::Blocked:
+              cpu::conv2d_bwd_input_blocked<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
+                                               ws_bytes);
               break;
           }
         });
@@ -157,6 +166,10 @@ void register_cpu_conv(py::module_& m) {
             case Algo::Winograd:
               cpu::conv2d_bwd_weight_winograd<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
                                                  ws_bytes);
+              break;
+            case Algo::Blocked:
+              cpu::conv2d_bwd_weight_blocked<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
+                                                ws_bytes);
               break;
           }
         });

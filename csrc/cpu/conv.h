@@ -1,5 +1,6 @@
 // CPU conv2d kernels (cross-correlation, torch.nn.functional.conv2d semantics) on NCHW / KCRS
-// contiguous buffers: direct, im2col + GEMM, 1x1 GEMM, Winograd F(2x2, 3x3); forward, grad input,
+// contiguous buffers: direct, channel-blocked direct, im2col + GEMM, 1x1 GEMM,
+// Winograd F(2x2, 3x3); forward, grad input,
 // grad weight, and grad bias. Every kernel overwrites all of its output; none reads output memory first.
 #pragma once
 #include <cstdint>
@@ -55,6 +56,18 @@ void conv2d_bwd_input_winograd(const ConvParams& p, const T* dy, const T* w, T* 
 template <typename T>
 void conv2d_bwd_weight_winograd(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws,
                                 int64_t ws_bytes);
+
+// ---- blocked (any shape): direct convolution with output channels in the vector lanes -----
+// Workspace: fwd and bwd_input (stride 1) the repacked filters and biases; bwd_input with stride
+// > 1 runs direct's kernel (none); bwd_weight runs im2col + GEMM and takes im2col's.
+// pass: 0 fwd, 1 bwd_input, 2 bwd_weight.
+int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes);
+template <typename T>
+void conv2d_fwd_blocked(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws, int64_t ws_bytes);
+template <typename T>
+void conv2d_bwd_input_blocked(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes);
+template <typename T>
+void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes);
 
 // ---- grad bias: db[k] = sum over n, p, q of dy[n, k, p, q] ----------------------------------
 template <typename T>

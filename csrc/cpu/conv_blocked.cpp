@@ -1,0 +1,367 @@
+// conv2d, "blocked" algorithm: a direct convolution with the output channels in the vector lanes
+// (the channel blocking of oneDNN's nChw16c kernels, on NCHW tensors). Per group the filters are
+// repacked into blocks of VL output channels, [block group][c][r][s][OCB][VL]; a register tile
+// holds OCB blocks x UR pixels of one output row (OCB * UR accumulators), and each step of the
+// reduction over (c, r, s) loads OCB filter vectors and broadcasts UR input values: OCB + UR loads
+// for OCB * UR FMAs, and no lane idles on a 7- or 14-pixel row (direct's lanes run along the row,
+// so a 7-wide row fills 7 of 16). The input is read from a zero-padded copy of the group's planes,
+// made per thread when its task moves to another image, so the reduction has no bounds tests. The
+// tile shape comes from a cost model per layer (blocked_plan). Tiles go to NCHW through a small
+// buffer, lane by lane.
+//
+// Grad input with stride 1 is the same kernel on dy: dx is the correlation of dy with the filters
+// flipped in r and s and K, C swapped, with padding (R-1)*dil - pad (possibly negative: the padded
+// copy crops). With stride > 1 it is direct's gather-form kernel. Grad weight runs im2col + GEMM
+// (its reduction over N*P*Q is long and GEMM-shaped).
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "cpu/conv.h"
+#include "cpu/gemm.h"
+#include "cpu/threads.h"
+
+namespace convkit::cpu {
+namespace {
+
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+
+template <typename T>
+struct BVec;
+template <>
+struct BVec<float> {
+  typedef float type __attribute__((vector_size(kVecBytes)));
+};
+template <>
+struct BVec<double> {
+  typedef double type __attribute__((vector_size(kVecBytes)));
+};
+template <typename T>
+constexpr int lanes() {
+  return kVecBytes / int(sizeof(T));
+}
+
+// Register tiles (OCB filter blocks x UR pixels). Each needs OCB * UR accumulators, OCB filter
+// vectors and one broadcast register: at most 32 with AVX-512, 16 otherwise.
+struct TileShape {
+  int ocb, ur;
+};
+#if defined(__AVX512F__)
+constexpr TileShape kShapes[] = {{4, 6}, {3, 9}, {3, 7}, {2, 14}, {2, 7}, {1, 28}, {1, 14}, {1, 7}};
+constexpr int kVecRegs = 32;
+#else
+constexpr TileShape kShapes[] = {{3, 4}, {2, 6}, {2, 5}, {1, 14}, {1, 7}, {1, 4}};
+constexpr int kVecRegs = 16;
+#endif
+constexpr int kNumShapes = int(sizeof(kShapes) / sizeof(kShapes[0]));
+constexpr bool shapes_fit() {
+  for (const TileShape& s : kShapes)
+    if (s.ocb * s.ur + s.ocb + 1 > kVecRegs) return false;
+  return true;
+}
+static_assert(shapes_fit(), "a register tile needs more vector registers than the ISA has");
+
+// A convolution in forward form: out[n][g*Ko + ko][p][q] = bias[g*Ko + ko] + sum over ki < Ki,
+// r < R, s < S of f(g, ko, ki, r, s) * in[n][g*Ki + ki][p*sh - pad_t + r*dh][q*sw - pad_l + s*dw]
+// (0 outside the input). The forward pass and grad input (stride 1) are both one of these.
+struct Geometry {
+  int64_t N, G, Ki, Ko, H, W, P, Q, R, S, sh, sw, dh, dw, pad_t, pad_l;
+};
+
+// The filters f(g, ko, ki, r, s) = w[g*gs + ko*so + ki*si + tap], tap = r*S + s, or
+// (R-1-r)*S + (S-1-s) when flipped.
+struct FilterView {
+  int64_t gs, so, si;
+  bool flip;
+};
+
+struct Plan {
+  int shape;                 // index into kShapes
+  int64_t ocb, ur, kob, nkbg;  // blocks per tile, pixels per tile, VL-blocks of Ko, tile rows of blocks
+  int64_t Hp, Wp, plane;     // the padded copy of one input plane
+  int64_t filt_elems;        // packed filters + biases, all groups
+};
+
+template <typename T>
+Plan blocked_plan(const Geometry& g) {
+  constexpr int VL = lanes<T>();
+  Plan pl{};
+  pl.kob = (g.Ko + VL - 1) / VL;
+  double best = std::numeric_limits<double>::max();
+  for (int i = 0; i < kNumShapes; ++i) {
+    const int64_t ocb = kShapes[i].ocb, ur = kShapes[i].ur;
+    // cycles of one reduction step, in units of half a cycle: OCB*UR FMAs or OCB+UR loads on two
+    // ports each, plus the step's own overhead; times the tiles per output row and block group
+    const int64_t nkbg = (pl.kob + ocb - 1) / ocb, nq = (g.Q + ur - 1) / ur;
+    const double cost = double(nkbg * nq) * double(std::max(ocb * ur, ocb + ur) + 2);
+    if (cost < best) {
+      best = cost;
+      pl.shape = i;
+      pl.ocb = ocb;
+      pl.ur = ur;
+      pl.nkbg = nkbg;
+    }
+  }
+  const int64_t q_span = (g.Q + pl.ur - 1) / pl.ur * pl.ur;  // every tile reads whole UR pixels
+  pl.Hp = (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1;
+  pl.Wp = (q_span - 1) * g.sw + (g.S - 1) * g.dw + 1;
+  pl.plane = pl.Hp * pl.Wp;
+  pl.filt_elems = g.G * pl.nkbg * pl.ocb * VL * (g.Ki * g.R * g.S + 1);
+  return pl;
+}
+
+// Packs f into [g][kbg][t = (ki*R + r)*S + s][OCB][VL] and the biases into [g][kbg][OCB][VL] right
+// after, zero past Ko.
+template <typename T>
+void pack_filters(const Geometry& g, const Plan& pl, const T* w, const FilterView& fv, const T* bias,
+                  T* dst) {
+  constexpr int VL = lanes<T>();
+  const int64_t RS = g.R * g.S, KiRS = g.Ki * RS, tile = pl.ocb * VL;
+  T* fdst = dst;
+  T* bdst = dst + g.G * pl.nkbg * KiRS * tile;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads())
+  for (int64_t gi = 0; gi < g.G; ++gi)
+    for (int64_t kbg = 0; kbg < pl.nkbg; ++kbg) {
+      T* d = fdst + (gi * pl.nkbg + kbg) * KiRS * tile;
+      for (int64_t ki = 0; ki < g.Ki; ++ki)
+        for (int64_t r = 0; r < g.R; ++r)
+          for (int64_t s = 0; s < g.S; ++s) {
+            const int64_t tap = fv.flip ? (g.R - 1 - r) * g.S + (g.S - 1 - s) : r * g.S + s;
+            T* dt = d + ((ki * g.R + r) * g.S + s) * tile;
+            for (int64_t e = 0; e < tile; ++e) {
+              const int64_t ko = kbg * tile + e;
+              dt[e] = ko < g.Ko ? w[gi * fv.gs + ko * fv.so + ki * fv.si + tap] : T(0);
+            }
+          }
+      T* db = bdst + (gi * pl.nkbg + kbg) * tile;
+      for (int64_t e = 0; e < tile; ++e) {
+        const int64_t ko = kbg * tile + e;
+        db[e] = bias && ko < g.Ko ? bias[gi * g.Ko + ko] : T(0);
+      }
+    }
+}
+
+// out[(o*UR + j)*VL + l] = bias[o*VL + l] + sum over t < nt of wp[t][o][l] * x[offs[t] + j*sw].
+template <typename T, int OCB, int UR, int SW>
+__attribute__((noinline)) void tile_kernel(const T* __restrict x, int64_t sw_rt, const int64_t* __restrict offs,
+                                           int64_t nt, const T* __restrict wp, const T* __restrict bias,
+                                           T* __restrict out) {
+  using V = typename BVec<T>::type;
+  constexpr int VL = lanes<T>();
+  const int64_t sw = SW > 0 ? SW : sw_rt;
+  wp = static_cast<const T*>(__builtin_assume_aligned(wp, kVecBytes));
+  V acc[OCB][UR];
+#pragma GCC unroll 4
+  for (int o = 0; o < OCB; ++o) {
+    const V b0 = *reinterpret_cast<const V*>(bias + o * VL);
+#pragma GCC unroll 28
+    for (int j = 0; j < UR; ++j) acc[o][j] = b0;
+  }
+  for (int64_t t = 0; t < nt; ++t) {
+    const T* xs = x + offs[t];
+    V w[OCB];
+#pragma GCC unroll 4
+    for (int o = 0; o < OCB; ++o) w[o] = *reinterpret_cast<const V*>(wp + o * VL);
+#pragma GCC unroll 28
+    for (int j = 0; j < UR; ++j) {
+      const T xv = xs[j * sw];
+#pragma GCC unroll 4
+      for (int o = 0; o < OCB; ++o) acc[o][j] += w[o] * xv;
+    }
+    wp += OCB * VL;
+  }
+#pragma GCC unroll 4
+  for (int o = 0; o < OCB; ++o)
+#pragma GCC unroll 28
+    for (int j = 0; j < UR; ++j) *reinterpret_cast<V*>(out + (o * UR + j) * VL) = acc[o][j];
+}
+
+template <typename T>
+using TileFn = void (*)(const T*, int64_t, const int64_t*, int64_t, const T*, const T*, T*);
+
+template <typename T, int SW, std::size_t... I>
+TileFn<T> tile_fn_of(int shape, std::index_sequence<I...>) {
+  TileFn<T> table[] = {&tile_kernel<T, kShapes[I].ocb, kShapes[I].ur, SW>...};
+  return table[shape];
+}
+
+template <typename T>
+TileFn<T> tile_fn(int shape, int64_t sw) {
+  const auto seq = std::make_index_sequence<kNumShapes>{};
+  if (sw == 1) return tile_fn_of<T, 1>(shape, seq);
+  if (sw == 2) return tile_fn_of<T, 2>(shape, seq);
+  return tile_fn_of<T, 0>(shape, seq);
+}
+
+// The padded copy of image n, group gi: element (ki, hp, wp) = in[n][gi*Ki + ki][hp - pad_t][wp - pad_l],
+// 0 outside (a negative pad crops).
+template <typename T>
+void pad_planes(const Geometry& g, const Plan& pl, const T* in, int64_t n, int64_t gi, T* dst) {
+  const int64_t HW = g.H * g.W;
+  const int64_t w_lo = std::clamp<int64_t>(g.pad_l, 0, pl.Wp), w_hi = std::clamp<int64_t>(g.pad_l + g.W, w_lo, pl.Wp);
+  for (int64_t ki = 0; ki < g.Ki; ++ki) {
+    const T* src = in + (n * g.G * g.Ki + gi * g.Ki + ki) * HW;
+    T* d = dst + ki * pl.plane;
+    for (int64_t hp = 0; hp < pl.Hp; ++hp) {
+      T* row = d + hp * pl.Wp;
+      const int64_t h = hp - g.pad_t;
+      if (h < 0 || h >= g.H) {
+        std::fill(row, row + pl.Wp, T(0));
+        continue;
+      }
+      std::fill(row, row + w_lo, T(0));
+      std::memcpy(row + w_lo, src + h * g.W + (w_lo - g.pad_l), (w_hi - w_lo) * sizeof(T));
+      std::fill(row + w_hi, row + pl.Wp, T(0));
+    }
+  }
+}
+
+// Runs the forward-form convolution g with packed filters `packed` (pack_filters' layout).
+template <typename T>
+void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed, T* out) {
+  constexpr int VL = lanes<T>();
+  const int64_t RS = g.R * g.S, nt_red = g.Ki * RS, tile = pl.ocb * VL;
+  const T* biases = packed + g.G * pl.nkbg * nt_red * tile;
+  std::vector<int64_t> offs(nt_red);
+  for (int64_t ki = 0; ki < g.Ki; ++ki)
+    for (int64_t r = 0; r < g.R; ++r)
+      for (int64_t s = 0; s < g.S; ++s)
+        offs[(ki * g.R + r) * g.S + s] = ki * pl.plane + r * g.dh * pl.Wp + s * g.dw;
+  const TileFn<T> fn = tile_fn<T>(pl.shape, g.sw);
+  const int nt = num_threads();
+  // Tasks (n, g, block group, chunk of output rows), n-major: a thread's tasks share few images,
+  // so it pads few; rows are chunked until there are about 8 tasks a thread.
+  const int64_t outer = g.N * g.G * pl.nkbg;
+  const int64_t chunks = std::clamp<int64_t>((8 * int64_t(nt) + outer - 1) / outer, 1, g.P);
+  const int64_t rows_per = (g.P + chunks - 1) / chunks;
+  const int64_t tasks = outer * chunks, PQ = g.P * g.Q;
+  const int64_t qtiles = (g.Q + pl.ur - 1) / pl.ur;
+#pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * g.Ki * pl.plane));
+    T* tbuf = static_cast<T*>(thread_scratch(5, sizeof(T) * tile * pl.ur));
+    int64_t have = -1;  // the (n, g) in buf
+    const int64_t t0 = tasks * tid / nth, t1 = tasks * (tid + 1) / nth;
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t ng = task / (pl.nkbg * chunks), kbg = (task / chunks) % pl.nkbg, ch = task % chunks;
+      const int64_t n = ng / g.G, gi = ng % g.G;
+      const int64_t p0 = ch * rows_per, p1 = std::min(g.P, p0 + rows_per);
+      if (p0 >= p1) continue;
+      if (have != ng) {
+        pad_planes(g, pl, in, n, gi, buf);
+        have = ng;
+      }
+      const T* wp = packed + (gi * pl.nkbg + kbg) * nt_red * tile;
+      const T* bp = biases + (gi * pl.nkbg + kbg) * tile;
+      const int64_t ko0 = kbg * tile, nko = std::min(tile, g.Ko - ko0);
+      T* ybase = out + ((n * g.G + gi) * g.Ko + ko0) * PQ;
+      for (int64_t p = p0; p < p1; ++p)
+        for (int64_t qt = 0; qt < qtiles; ++qt) {
+          const int64_t q0 = qt * pl.ur, nq = std::min(pl.ur, g.Q - q0);
+          fn(buf + p * g.sh * pl.Wp + q0 * g.sw, g.sw, offs.data(), nt_red, wp, bp, tbuf);
+          // tbuf[(o*UR + j)*VL + l] -> out channel ko0 + o*VL + l, pixel (p, q0 + j)
+          for (int64_t e = 0; e < nko; ++e) {
+            const int64_t o = e / VL, l = e % VL;
+            const T* src = tbuf + o * pl.ur * VL + l;
+            T* dst = ybase + e * PQ + p * g.Q + q0;
+            for (int64_t j = 0; j < nq; ++j) dst[j] = src[j * VL];
+          }
+        }
+    }
+  }
+}
+
+Geometry forward_geometry(const ConvParams& p) {
+  return {p.N, p.groups, p.Cg(), p.Kg(), p.H, p.W, p.P, p.Q, p.R, p.S,
+          p.stride_h, p.stride_w, p.dil_h, p.dil_w, p.pad_t, p.pad_l};
+}
+
+// Grad input with stride 1 as a forward-form convolution of dy (see the header comment).
+Geometry bwd_input_geometry(const ConvParams& p) {
+  return {p.N, p.groups, p.Kg(), p.Cg(), p.P, p.Q, p.H, p.W, p.R, p.S,
+          1, 1, p.dil_h, p.dil_w, (p.R - 1) * p.dil_h - p.pad_t, (p.S - 1) * p.dil_w - p.pad_l};
+}
+
+bool bwd_input_is_blocked(const ConvParams& p) { return p.stride_h == 1 && p.stride_w == 1; }
+
+// The packed filters start at the first vector-aligned address of the workspace (a NumPy
+// caller's workspace may be only 16-byte aligned): the query adds a vector's bytes for that.
+template <typename T>
+T* aligned_ws(const char* op, int64_t need_elems, T* ws, int64_t ws_bytes) {
+  const int64_t need = need_elems * int64_t(sizeof(T)) + kVecBytes;
+  CK_CHECK(ws != nullptr && ws_bytes >= need, std::string(op) + "(blocked): workspace of " + std::to_string(ws_bytes) +
+                                                  " bytes is smaller than the packed filters (" +
+                                                  std::to_string(need) + " bytes)");
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(ws);
+  return reinterpret_cast<T*>((a + kVecBytes - 1) / kVecBytes * kVecBytes);
+}
+
+}  // namespace
+
+int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes) {
+  if (p.N == 0) return 0;
+  const bool dbl = elem_size == 8;
+  if (pass == 0) {
+    const Geometry g = forward_geometry(p);
+    return (dbl ? blocked_plan<double>(g).filt_elems : blocked_plan<float>(g).filt_elems) * elem_size + kVecBytes;
+  }
+  if (pass == 1) {
+    if (!bwd_input_is_blocked(p)) return 0;  // direct's kernel
+    const Geometry g = bwd_input_geometry(p);
+    return (dbl ? blocked_plan<double>(g).filt_elems : blocked_plan<float>(g).filt_elems) * elem_size + kVecBytes;
+  }
+  return conv2d_im2col_workspace_bytes(p, elem_size, cap_bytes);
+}
+
+template <typename T>
+void conv2d_fwd_blocked(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws, int64_t ws_bytes) {
+  if (p.N == 0) return;
+  const Geometry g = forward_geometry(p);
+  const Plan pl = blocked_plan<T>(g);
+  T* pk = aligned_ws("conv2d", pl.filt_elems, ws, ws_bytes);
+  const int64_t RS = p.R * p.S;
+  pack_filters(g, pl, w, FilterView{g.Ko * g.Ki * RS, g.Ki * RS, RS, false}, b, pk);
+  blocked_run(g, pl, x, pk, y);
+}
+
+template <typename T>
+void conv2d_bwd_input_blocked(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes) {
+  if (p.N == 0) return;
+  if (!bwd_input_is_blocked(p)) {
+    conv2d_bwd_input_direct(p, dy, w, dx);
+    return;
+  }
+  const Geometry g = bwd_input_geometry(p);  // Ki = Kg, Ko = Cg
+  const Plan pl = blocked_plan<T>(g);
+  T* pk = aligned_ws("conv2d_bwd_input", pl.filt_elems, ws, ws_bytes);
+  const int64_t RS = p.R * p.S;
+  // f(g, c, k, r, s) = w[g*Kg + k][c][R-1-r][S-1-s]
+  pack_filters(g, pl, w, FilterView{p.Kg() * p.Cg() * RS, RS, p.Cg() * RS, true}, static_cast<const T*>(nullptr), pk);
+  blocked_run(g, pl, dy, pk, dx);
+}
+
+template <typename T>
+void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes) {
+  conv2d_bwd_weight_im2col(p, dy, x, dw, ws, ws_bytes);
+}
+
+#define CONVKIT_INSTANTIATE(T)                                                                                   \
+  template void conv2d_fwd_blocked<T>(const ConvParams&, const T*, const T*, const T*, T*, T*, int64_t);         \
+  template void conv2d_bwd_input_blocked<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);             \
+  template void conv2d_bwd_weight_blocked<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);
+CONVKIT_INSTANTIATE(float)
+CONVKIT_INSTANTIATE(double)
+#undef CONVKIT_INSTANTIATE
+
+}  // namespace convkit::cpu
