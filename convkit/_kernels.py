@@ -242,20 +242,20 @@ def _is_winograd_shape(p, args: ConvArgs) -> bool:
 
 
 def _heuristic_algo_cpu(p, args: ConvArgs) -> str:
-    """algo='auto' without timing on the 'cpu' backend. From `convkit bench` on a 2-core AVX-512
-    EPYC (batch 8, benchmarks/results/cpu-googlenet-b8.json): the 1x1 GEMM wins every pointwise
-    layer; direct wins depthwise and tiny reductions, the 7x7 stem, 3x3 at 56x56, and 5x5 at
-    14x14 and up; im2col + GEMM wins 3x3 at 28x28 and below and 5x5 at 7x7. Winograd F(2x2, 3x3)
-    (3x3, stride 1, dilation 1) beats both on GoogLeNet's 3x3 layers from 14x14 up (batch 8, 2
-    threads, min of 21 interleaved runs, fwd / bwd_input time over im2col's: stem.3x3 0.53 / 0.55
-    and under direct's, 3a.3x3 0.69 / 0.58, 3b.3x3 0.67 / 0.83, 4a.3x3 0.52 / 0.81, lecture.3x3
-    0.75 / 0.90) but not at 7x7 (5a.3x3: 0.98-1.09 / 0.99-1.29), and its 16 transform-domain
-    GEMMs need channels (16 or more per group each way)."""
+    """algo='auto' without timing on the 'cpu' backend. A pointwise layer is a GEMM ("1x1").
+    Any other layer with 16 or more output channels per group runs "blocked": on a 2-core
+    AVX-512 EPYC it matched or beat im2col, direct and Winograd on every GoogLeNet shape class
+    tried, forward, grad input and grad weight (batch 8, one thread, thread CPU time, median of
+    15 interleaved runs; ratios to torch 2.13's oneDNN: 5x5 layers fwd 0.81-1.10 where im2col
+    gave 1.53-2.76 and direct 1.13-3.33; 3x3 layers 0.86-1.28 where Winograd gave 1.03-1.89 and
+    im2col 1.26-2.13; the 7x7 stem 1.23 against direct's 1.41). With fewer output channels per
+    group its vector lanes would idle (depthwise: 15 of 16), so the older rules decide: direct
+    for depthwise and tiny reductions, and for large planes, else im2col."""
     if _is_pointwise(p, args):
         return "1x1"
     cg, pq = p.C // p.groups, p.P * p.Q
-    if (_is_winograd_shape(p, args) and cg >= 16 and p.K // p.groups >= 16 and pq >= 14 * 14):
-        return "winograd"
+    if p.K // p.groups >= 16:
+        return "blocked"
     if cg == 1 or cg * p.R * p.S < 8:
         return "direct"
     if p.R * p.S >= 25 and pq >= 196:

@@ -2,7 +2,8 @@
 
 Forward runs the channel-blocked kernel; grad input runs it too at stride 1 (on dy, with the
 filters flipped and K, C swapped; pads larger than the kernel crop dy) and direct's kernel at
-stride > 1; grad weight runs im2col + GEMM. Checked against torch in float64 on odd sizes, channel
+stride > 1; grad weight runs the same register tile over (channel block, filter taps), reduced over
+every output pixel, the batch cut into chunks when the workspace cap is small. Checked against torch in float64 on odd sizes, channel
 counts that leave partial vector blocks, every register-tile shape the cost model can pick
 (output rows of 1 to 40 pixels and 1 to 9 channel blocks), strides 1, 2 and 3 (the kernel's
 stride-1, stride-2 and runtime-stride forms), dilation, groups, depthwise, asymmetric padding,
@@ -143,7 +144,7 @@ def test_blocked_is_a_benchmark_candidate_on_cpu_only():
 
 def test_blocked_workspace_contract():
     """The kernel runs in the workspace the size query gives, at any 4-byte alignment, and refuses
-    a smaller one (RuntimeError, nothing written); grad weight takes im2col's workspace."""
+    a smaller one (RuntimeError, nothing written); grad weight's holds whole images, at least one."""
     mod = convkit._backend.module("cpu")
     p = mod.ConvParams(2, 8, 10, 12, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1)
     x = np.random.default_rng(0).standard_normal((2, 8, 10, 12)).astype(np.float32)
@@ -162,7 +163,25 @@ def test_blocked_workspace_contract():
         mod.conv2d_fwd("blocked", "float32", p, x.ctypes.data, w.ctypes.data, 0, y.ctypes.data, raw.ctypes.data,
                        need - 4)
     assert np.isnan(y).all()
-    assert (mod.conv2d_workspace_bytes("blocked", "bwd_weight", "float32", p, 1 << 30)
-            == mod.conv2d_workspace_bytes("im2col", "bwd_weight", "float32", p, 1 << 30))
+    one = mod.conv2d_workspace_bytes("blocked", "bwd_weight", "float32", p, 1)  # cap below one image: one
+    assert 2 * one - 128 == mod.conv2d_workspace_bytes("blocked", "bwd_weight", "float32", p, 1 << 30)
     p2 = mod.ConvParams(2, 8, 10, 12, 20, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1)  # stride 2: direct's grad input
     assert mod.conv2d_workspace_bytes("blocked", "bwd_input", "float32", p2, 1 << 30) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+def test_blocked_grad_weight_in_batch_chunks(monkeypatch, dtype):
+    """A workspace cap below one image: grad weight runs one image at a time, each adding onto
+    the last, and matches both the reference and the single-chunk result (to rounding)."""
+    x = rand((3, 5, 9, 8), dtype)
+    w = rand((20, 5, 3, 3), dtype)
+    go = rand((3, 20, 9, 8), dtype)
+    ref = ref_conv2d(x, w, None, padding=1, grad_out=go)
+    with convkit.use_backend("cpu"):
+        whole = CF.conv2d_backward_weight(go, x, tuple(w.shape), padding=1, algo="blocked")
+        monkeypatch.setattr(convkit._kernels, "WORKSPACE_CAP_BYTES", 1)
+        before = dict(convkit._kernels.kernel_calls)
+        chunked = CF.conv2d_backward_weight(go, x, tuple(w.shape), padding=1, algo="blocked")
+        assert convkit._kernels.kernel_calls["conv2d_bwd_weight"] == before.get("conv2d_bwd_weight", 0) + 1
+    assert_close(chunked, ref["gw"], dtype, L=3 * 72, scale=3.0, what="chunked grad weight")
+    assert_close(chunked, whole, dtype, L=3 * 72, scale=3.0, what="chunked vs whole")

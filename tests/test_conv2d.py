@@ -804,14 +804,16 @@ HEURISTIC = [  # (x shape, w shape, kwargs, the CUDA backends' pick, the cpu's p
     ((8, 192, 28, 28), (64, 192, 1, 1), {}, "1x1", "1x1"),                       # pointwise
     ((8, 192, 28, 28), (64, 192, 1, 1), dict(stride=2), "1x1", "1x1"),           # strided pointwise
     ((8, 64, 28, 28), (64, 32, 1, 1), dict(groups=2), "1x1", "1x1"),             # grouped pointwise
-    ((8, 192, 28, 28), (64, 192, 1, 1), dict(padding=1), "im2col", "im2col"),    # 1x1 with padding: not "1x1"
+    ((8, 192, 28, 28), (64, 192, 1, 1), dict(padding=1), "im2col", "blocked"),   # 1x1 with padding: not "1x1"
     ((8, 32, 56, 56), (32, 1, 3, 3), dict(padding=1, groups=32), "direct", "direct"),   # depthwise
     ((8, 32, 28, 28), (64, 1, 3, 3), dict(padding=1, groups=32), "direct", "direct"),   # depthwise x2
-    ((8, 64, 56, 56), (192, 64, 3, 3), dict(padding=1), "im2col", "winograd"),   # 3x3 at 56x56
-    ((8, 96, 28, 28), (128, 96, 3, 3), dict(padding=1), "im2col", "winograd"),
-    ((8, 832, 7, 7), (384, 832, 3, 3), dict(padding=1), "im2col", "im2col"),     # 3x3 at 7x7: not winograd
-    ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col", "direct"),   # the 7x7 stem
-    ((8, 32, 14, 14), (64, 16, 5, 5), dict(padding=2, groups=2), "im2col", "direct"),   # grouped 5x5
+    ((8, 64, 56, 56), (192, 64, 3, 3), dict(padding=1), "im2col", "blocked"),    # 3x3 at 56x56
+    ((8, 96, 28, 28), (128, 96, 3, 3), dict(padding=1), "im2col", "blocked"),
+    ((8, 832, 7, 7), (384, 832, 3, 3), dict(padding=1), "im2col", "blocked"),    # 3x3 at 7x7
+    ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col", "blocked"),  # the 7x7 stem
+    ((8, 32, 14, 14), (64, 16, 5, 5), dict(padding=2, groups=2), "im2col", "blocked"),  # grouped 5x5
+    ((8, 16, 28, 28), (8, 16, 3, 3), dict(padding=1), "im2col", "im2col"),       # 8 outputs: half a vector
+    ((8, 4, 64, 64), (8, 4, 3, 3), dict(padding=1), "im2col", "direct"),         # ... on a large plane
 ]
 
 

@@ -189,20 +189,22 @@ def test_winograd_is_a_benchmark_candidate_on_cpu_only():
 
 
 @pytest.mark.parametrize("shape,want", [
-    (((8, 96, 28, 28), (128, 96, 3, 3), 1, 1), "winograd"),   # 3a.3x3
-    (((8, 64, 56, 56), (192, 64, 3, 3), 1, 1), "winograd"),   # stem.3x3
-    (((8, 160, 7, 7), (320, 160, 3, 3), 1, 1), "im2col"),     # 5a.3x3: 7x7 is too small
-    (((8, 96, 28, 28), (128, 96, 3, 3), 2, 1), "im2col"),     # stride 2
+    (((8, 96, 28, 28), (128, 96, 3, 3), 1, 1), "blocked"),    # 3a.3x3: blocked beat winograd there
+    (((8, 64, 56, 56), (192, 64, 3, 3), 1, 1), "blocked"),    # stem.3x3
+    (((8, 160, 7, 7), (320, 160, 3, 3), 1, 1), "blocked"),    # 5a.3x3
     (((2, 32, 28, 28), (32, 1, 3, 3), 1, 32), "direct"),      # depthwise
 ])
-def test_auto_heuristic_picks_winograd_where_it_wins(shape, want):
+def test_auto_heuristic_prefers_blocked_to_winograd(shape, want):
+    """winograd stays an algo of its own and a convkit.benchmark candidate, but the heuristic picks
+    'blocked' for 3x3 layers: it matched or beat winograd on every GoogLeNet 3x3 layer measured
+    (see _heuristic_algo_cpu)."""
     (xs, ws, stride, groups) = shape
     mod = convkit._backend.module("cpu")
     args = convkit._params.check_conv("conv2d", xs, ws, "float32", "float32", padding=1, stride=stride,
                                       groups=groups)
     p = convkit._kernels._conv_params(mod, xs, ws, args)
     assert convkit._kernels._heuristic_algo(p, args, "cpu") == want
-    assert convkit._kernels._heuristic_algo(p, args, "cudasim") != "winograd"
+    assert convkit._kernels._heuristic_algo(p, args, "cudasim") not in ("winograd", "blocked")
 
 
 def test_winograd_workspace_contract():

@@ -66,7 +66,7 @@ void register_cpu_conv(py::module_& m) {
       py::arg("algo"), py::arg("pass_"), py::arg("dtype"), py::arg("p"), py::arg("cap_bytes"),
       "Workspace bytes for (algo, pass_); 0 when none is needed. im2col: whole images of columns, "
       "at most cap_bytes but at least one image; winograd: transformed filters plus whole images of "
-      "transformed tiles (bwd_weight: im2col's); blocked: the repacked filters (bwd_weight: im2col's)");
+      "transformed tiles (bwd_weight: im2col's); blocked: the repacked filters (bwd_weight: whole images of padded input and repacked dy)");
 
   m.def(
       "conv2d_fwd",

@@ -59,7 +59,8 @@ void conv2d_bwd_weight_winograd(const ConvParams& p, const T* dy, const T* x, T*
 
 // ---- blocked (any shape): direct convolution with output channels in the vector lanes -----
 // Workspace: fwd and bwd_input (stride 1) the repacked filters and biases; bwd_input with stride
-// > 1 runs direct's kernel (none); bwd_weight runs im2col + GEMM and takes im2col's.
+// > 1 runs direct's kernel (none); bwd_weight: padded input planes and dy repacked by channel
+// block for whole images, at most cap_bytes but at least one image (the batch is chunked).
 // pass: 0 fwd, 1 bwd_input, 2 bwd_weight.
 int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes);
 template <typename T>

@@ -11,8 +11,11 @@
 //
 // Grad input with stride 1 is the same kernel on dy: dx is the correlation of dy with the filters
 // flipped in r and s and K, C swapped, with padding (R-1)*dil - pad (possibly negative: the padded
-// copy crops). With stride > 1 it is direct's gather-form kernel. Grad weight runs im2col + GEMM
-// (its reduction over N*P*Q is long and GEMM-shaped).
+// copy crops). With stride > 1 it is direct's gather-form kernel. Grad weight uses the same
+// register tile the other way round: OCB blocks of output channels x UR filter taps (c, r, s),
+// reduced over every output pixel of the batch, with dy repacked so that each pixel's OCB*VL
+// channels are one contiguous run and x read from zero-padded planes; the batch is cut into
+// chunks that fit the workspace, each chunk adding onto the last (a fixed order: deterministic).
 #include <omp.h>
 
 #include <algorithm>
@@ -282,6 +285,96 @@ void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed
   }
 }
 
+// Grad weight tile: out[(o*UR + j)*VL + l] (+)= sum over images i < nimg, p < P, q < Q of
+// dy[i][p*Q + q][o*VL + l] * x[i*img + p*row_step + q*sw + offs[j]].
+template <typename T, int OCB, int UR>
+__attribute__((noinline)) void wgrad_kernel(const T* __restrict x, int64_t img, int64_t nimg, int64_t P, int64_t Q,
+                                            int64_t row_step, int64_t sw, const int64_t* __restrict offs,
+                                            const T* __restrict dy, int64_t dy_img, bool accumulate,
+                                            T* __restrict out) {
+  using V = typename BVec<T>::type;
+  constexpr int VL = lanes<T>();
+  V acc[OCB][UR];
+#pragma GCC unroll 4
+  for (int o = 0; o < OCB; ++o)
+#pragma GCC unroll 28
+    for (int j = 0; j < UR; ++j)
+      acc[o][j] = accumulate ? *reinterpret_cast<const V*>(out + (o * UR + j) * VL) : V{};
+  int64_t off[UR];
+#pragma GCC unroll 28
+  for (int j = 0; j < UR; ++j) off[j] = offs[j];
+  for (int64_t i = 0; i < nimg; ++i) {
+    const T* dyi = static_cast<const T*>(__builtin_assume_aligned(dy + i * dy_img, kVecBytes));
+    for (int64_t p = 0; p < P; ++p) {
+      const T* xr = x + i * img + p * row_step;
+      const T* dyr = dyi + p * Q * OCB * VL;
+      for (int64_t q = 0; q < Q; ++q) {
+        const T* xs = xr + q * sw;
+        V d[OCB];
+#pragma GCC unroll 4
+        for (int o = 0; o < OCB; ++o) d[o] = *reinterpret_cast<const V*>(dyr + (q * OCB + o) * VL);
+#pragma GCC unroll 28
+        for (int j = 0; j < UR; ++j) {
+          const T xv = xs[off[j]];
+#pragma GCC unroll 4
+          for (int o = 0; o < OCB; ++o) acc[o][j] += d[o] * xv;
+        }
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int o = 0; o < OCB; ++o)
+#pragma GCC unroll 28
+    for (int j = 0; j < UR; ++j) *reinterpret_cast<V*>(out + (o * UR + j) * VL) = acc[o][j];
+}
+
+template <typename T>
+using WgradFn = void (*)(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*, const T*,
+                         int64_t, bool, T*);
+
+template <typename T, std::size_t... I>
+WgradFn<T> wgrad_fn_of(int shape, std::index_sequence<I...>) {
+  WgradFn<T> table[] = {&wgrad_kernel<T, kShapes[I].ocb, kShapes[I].ur>...};
+  return table[shape];
+}
+
+// Grad weight's plan: tiles of OCB blocks of output channels x UR taps, by the forward's cost
+// model with the taps in place of the pixels of a row; the padded planes cover exactly the
+// windows of the P x Q outputs.
+struct WgradPlan {
+  int shape;
+  int64_t ocb, ur, kob, nkbg, ntap, ntt;  // ntap = Cg*R*S taps, ntt = tap tiles
+  int64_t Hp, Wp, plane;
+  int64_t img_elems;                       // workspace per image: padded x + repacked dy, all groups
+};
+
+template <typename T>
+WgradPlan wgrad_plan(const ConvParams& p) {
+  constexpr int VL = lanes<T>();
+  WgradPlan pl{};
+  pl.kob = (p.Kg() + VL - 1) / VL;
+  pl.ntap = p.Cg() * p.R * p.S;
+  double best = std::numeric_limits<double>::max();
+  for (int i = 0; i < kNumShapes; ++i) {
+    const int64_t ocb = kShapes[i].ocb, ur = kShapes[i].ur;
+    const int64_t nkbg = (pl.kob + ocb - 1) / ocb, ntt = (pl.ntap + ur - 1) / ur;
+    const double cost = double(nkbg * ntt) * double(std::max(ocb * ur, ocb + 2 * ur) + 2);  // + tap offsets
+    if (cost < best) {
+      best = cost;
+      pl.shape = i;
+      pl.ocb = ocb;
+      pl.ur = ur;
+      pl.nkbg = nkbg;
+      pl.ntt = ntt;
+    }
+  }
+  pl.Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1;
+  pl.Wp = (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1;
+  pl.plane = pl.Hp * pl.Wp;
+  pl.img_elems = p.groups * (p.Cg() * pl.plane + pl.nkbg * pl.ocb * VL * p.P * p.Q);
+  return pl;
+}
+
 Geometry forward_geometry(const ConvParams& p) {
   return {p.N, p.groups, p.Cg(), p.Kg(), p.H, p.W, p.P, p.Q, p.R, p.S,
           p.stride_h, p.stride_w, p.dil_h, p.dil_w, p.pad_t, p.pad_l};
@@ -321,7 +414,8 @@ int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t el
     const Geometry g = bwd_input_geometry(p);
     return (dbl ? blocked_plan<double>(g).filt_elems : blocked_plan<float>(g).filt_elems) * elem_size + kVecBytes;
   }
-  return conv2d_im2col_workspace_bytes(p, elem_size, cap_bytes);
+  const int64_t per_image = (dbl ? wgrad_plan<double>(p).img_elems : wgrad_plan<float>(p).img_elems) * elem_size;
+  return std::min(p.N, std::max<int64_t>(1, cap_bytes / per_image)) * per_image + 2 * kVecBytes;
 }
 
 template <typename T>
@@ -353,7 +447,81 @@ void conv2d_bwd_input_blocked(const ConvParams& p, const T* dy, const T* w, T* d
 
 template <typename T>
 void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes) {
-  conv2d_bwd_weight_im2col(p, dy, x, dw, ws, ws_bytes);
+  constexpr int VL = lanes<T>();
+  const int64_t G = p.groups, Cg = p.Cg(), Kg = p.Kg(), PQ = p.P * p.Q, CgRS = Cg * p.R * p.S;
+  if (p.N == 0) {
+    std::fill(dw, dw + p.K * CgRS, T(0));
+    return;
+  }
+  const WgradPlan pl = wgrad_plan<T>(p);
+  const int64_t per_image = pl.img_elems * int64_t(sizeof(T));
+  // (two vectors of slack: the start is aligned, and so is the repacked dy after the padded x)
+  CK_CHECK(ws != nullptr && ws_bytes >= per_image + 2 * kVecBytes,
+           "conv2d_bwd_weight(blocked): workspace of " + std::to_string(ws_bytes) +
+               " bytes is smaller than one image's padded input and repacked dy (" +
+               std::to_string(per_image + 2 * kVecBytes) + " bytes)");
+  const int64_t chunk = std::min(p.N, (ws_bytes - 2 * kVecBytes) / per_image);
+  T* base = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(ws) + kVecBytes - 1) / kVecBytes * kVecBytes);
+  const int64_t tile = pl.ocb * VL;
+  // chunk layout: padded x [g][i][c][Hp][Wp], then dy [g][kbg][i][P*Q][tile]
+  T* xpad = base;
+  T* dyb = base + (G * chunk * Cg * pl.plane + VL - 1) / VL * VL;
+  const int64_t x_img = Cg * pl.plane, dy_img = PQ * tile;
+  const Geometry geo{p.N, G, Cg, Kg, p.H, p.W, p.P, p.Q, p.R, p.S, p.stride_h, p.stride_w, p.dil_h, p.dil_w,
+                     p.pad_t, p.pad_l};
+  Plan padp{};
+  padp.Hp = pl.Hp;
+  padp.Wp = pl.Wp;
+  padp.plane = pl.plane;
+  const WgradFn<T> fn = wgrad_fn_of<T>(pl.shape, std::make_index_sequence<kNumShapes>{});
+  const int nt = num_threads();
+  const int64_t tasks = G * pl.nkbg * pl.ntt;
+  for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
+    const int64_t nb = std::min(chunk, p.N - n0);
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp for collapse(2) schedule(static) nowait
+      for (int64_t gi = 0; gi < G; ++gi)
+        for (int64_t i = 0; i < nb; ++i) pad_planes(geo, padp, x, n0 + i, gi, xpad + (gi * chunk + i) * x_img);
+#pragma omp for collapse(3) schedule(static)
+      for (int64_t gi = 0; gi < G; ++gi)
+        for (int64_t kbg = 0; kbg < pl.nkbg; ++kbg)
+          for (int64_t i = 0; i < nb; ++i) {
+            // dyb[pq][e] = dy[n0 + i][gi*Kg + kbg*tile + e][pq], 0 past Kg
+            T* d = dyb + ((gi * pl.nkbg + kbg) * chunk + i) * dy_img;
+            const int64_t k0 = kbg * tile, nk = std::min(tile, Kg - k0);
+            const T* src = dy + ((n0 + i) * p.K + gi * Kg + k0) * PQ;
+            for (int64_t pq = 0; pq < PQ; ++pq) {
+              T* dp = d + pq * tile;
+              for (int64_t e = 0; e < nk; ++e) dp[e] = src[e * PQ + pq];
+              for (int64_t e = nk; e < tile; ++e) dp[e] = T(0);
+            }
+          }
+      // (the implicit barrier of the second loop covers the first: its nowait ends there)
+      T* tbuf = static_cast<T*>(thread_scratch(5, sizeof(T) * tile * pl.ur));
+      int64_t offs[32];
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t gi = task / (pl.nkbg * pl.ntt), kbg = (task / pl.ntt) % pl.nkbg, tt = task % pl.ntt;
+        const int64_t t0 = tt * pl.ur, ntaps = std::min(pl.ur, pl.ntap - t0);
+        for (int64_t j = 0; j < pl.ur; ++j) {
+          const int64_t t = t0 + std::min(j, ntaps - 1);  // past the last tap: repeat it (discarded)
+          const int64_t c = t / (p.R * p.S), r = (t / p.S) % p.R, s = t % p.S;
+          offs[j] = c * pl.plane + r * p.dil_h * pl.Wp + s * p.dil_w;
+        }
+        const int64_t k0 = kbg * tile, nk = std::min(tile, Kg - k0);
+        T* dwt = dw + (gi * Kg + k0) * CgRS + t0;
+        const bool acc = n0 > 0;
+        if (acc)  // the chunks so far: dw -> tile layout
+          for (int64_t e = 0; e < nk; ++e)
+            for (int64_t j = 0; j < ntaps; ++j) tbuf[((e / VL) * pl.ur + j) * VL + e % VL] = dwt[e * CgRS + j];
+        fn(xpad + gi * chunk * x_img, x_img, nb, p.P, p.Q, p.stride_h * pl.Wp, p.stride_w, offs,
+           dyb + (gi * pl.nkbg + kbg) * chunk * dy_img, dy_img, acc, tbuf);
+        for (int64_t e = 0; e < nk; ++e)
+          for (int64_t j = 0; j < ntaps; ++j) dwt[e * CgRS + j] = tbuf[((e / VL) * pl.ur + j) * VL + e % VL];
+      }
+    }
+  }
 }
 
 #define CONVKIT_INSTANTIATE(T)                                                                                   \
