@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import _kernels as K
-from ._ops import _finish, _is_cl
+from ._ops import _elementwise_pair, _finish, _is_cl
 from ._params import ConvArgs, PoolArgs
 
 _C = torch._C
@@ -169,21 +169,17 @@ def avg_pool2d(x, a: PoolArgs, count_include_pad: bool, div):
 
 # ---- ReLU ------------------------------------------------------------------------------------
 
-def _pair(a, b=None):
-    """(a, b, out, copied) as convkit._ops._elementwise_pair."""
-    from ._ops import _elementwise_pair
-    return _elementwise_pair(a, b)
-
-
 def relu_fwd(x):
-    x, _, out, copied = _pair(x)
+    if x.is_contiguous() and not K._POISON:  # the common case: no layout questions
+        return K.relu_fwd(x, out=torch.empty_like(x))
+    x, _, out, copied = _elementwise_pair(x)
     if not copied:
         return K.relu_fwd(x, out=out)
     return out.copy_(K.relu_fwd(x))
 
 
 def relu_bwd(dy, y):
-    dy, y, out, copied = _pair(dy, y)
+    dy, y, out, copied = _elementwise_pair(dy, y)
     if not copied:
         return K.relu_bwd(dy, y, out=out)
     return out.copy_(K.relu_bwd(dy, y))

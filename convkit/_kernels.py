@@ -30,8 +30,10 @@ from ._params import CPU_ONLY_ALGOS, ConvArgs, PoolArgs, check_float_dtype, conv
 
 try:
     import torch
+    _Tensor = torch.Tensor
 except ImportError:  # NumPy-only use
     torch = None
+    _Tensor = None
 
 kernel_calls: collections.Counter = collections.Counter()
 
@@ -207,8 +209,8 @@ def _module(a, op: str, arg: str = "input") -> _Kernels:
     a's dtype (float16 / bfloat16 only where the module has half types). A combination that
     passed the checks once is remembered (per-call cost matters for small layers); one that
     fails is checked, and raises, every time."""
-    dev, forced = _device_type(a), _backend.forced_backend()
-    key = (dev, forced, a.dtype)
+    dev = a.device.type if type(a) is _Tensor else _device_type(a)
+    key = (dev, _backend.forced_backend(), a.dtype)
     hit = _module_cache.get(key)
     if hit is None or _backend._modules.get(hit[0]) is not hit[1]:  # (a test may swap a module)
         name, mod = _backend.module_for(dev, op)

@@ -23,9 +23,24 @@ from ._params import (CONV_WHERE, KERNEL_DTYPES, ConvArgs, PoolArgs, check_conv,
 _CL = torch.channels_last
 
 
+_cl_cache = {}  # (shape, strides) -> suggest_memory_format(t) == channels_last (a per-call cost)
+
+
+def _suggests_cl(t: Tensor) -> bool:
+    if t.is_meta or type(t) is not Tensor:  # fake/symbolic shapes: no cache
+        return suggest_memory_format(t) == _CL
+    key = (tuple(t.shape), t.stride())
+    hit = _cl_cache.get(key)
+    if hit is None:
+        if len(_cl_cache) > 4096:
+            _cl_cache.clear()
+        hit = _cl_cache[key] = suggest_memory_format(t) == _CL
+    return hit
+
+
 def _is_cl(*tensors: Tensor) -> bool:
     """torch's rule for a convolution or pooling output: channels_last if an operand suggests it."""
-    return any(t is not None and t.dim() == 4 and suggest_memory_format(t) == _CL for t in tensors)
+    return any(t is not None and t.dim() == 4 and _suggests_cl(t) for t in tensors)
 
 
 def _finish(out: Tensor, channels_last: bool) -> Tensor:

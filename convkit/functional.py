@@ -73,6 +73,8 @@ def _need_cuda_backend(op: str, where: str) -> None:
 
 
 def _check_devices(op: str, *tensors) -> None:
+    if len(tensors) == 1 and tensors[0].device.type == "cpu":  # the common case, checked cheaply
+        return
     ts = [t for t in tensors if t is not None]
     devices = {t.device for t in ts}
     if len(devices) > 1:
@@ -142,6 +144,8 @@ def _autocast_dtypes(*tensors):
     """The dtypes torch.ops.convkit.conv2d computes these tensors in: under torch.autocast, the
     ones on an autocast-enabled device type become what its autocast rule casts them to (so
     float32 weights meet a bfloat16 activation, as with torch's conv2d); else their own."""
+    if not torch._C._is_any_autocast_enabled():
+        return [None if t is None else t.dtype for t in tensors]
     out = []
     for t in tensors:
         if t is not None and t.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(t.device.type):

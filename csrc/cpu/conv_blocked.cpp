@@ -59,6 +59,10 @@ constexpr int lanes() {
 struct TileShape {
   int ocb, ur;
 };
+
+// Below this many multiply-adds a convolution runs on the calling thread: waking the others
+// costs more than they save.
+constexpr int64_t kParallelMacs = int64_t(1) << 19;
 #if defined(__AVX512F__)
 constexpr TileShape kShapes[] = {{4, 6}, {3, 9}, {3, 7}, {2, 14}, {2, 7}, {1, 28}, {1, 14}, {1, 7}};
 constexpr int kVecRegs = 32;
@@ -132,7 +136,8 @@ void pack_filters(const Geometry& g, const Plan& pl, const T* w, const FilterVie
   const int64_t RS = g.R * g.S, KiRS = g.Ki * RS, tile = pl.ocb * VL;
   T* fdst = dst;
   T* bdst = dst + g.G * pl.nkbg * KiRS * tile;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads())
+  const bool par = g.G * pl.nkbg * KiRS * tile >= (int64_t(1) << 16);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads()) if (par)
   for (int64_t gi = 0; gi < g.G; ++gi)
     for (int64_t kbg = 0; kbg < pl.nkbg; ++kbg) {
       T* d = fdst + (gi * pl.nkbg + kbg) * KiRS * tile;
@@ -249,7 +254,8 @@ void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed
   const int64_t rows_per = (g.P + chunks - 1) / chunks;
   const int64_t tasks = outer * chunks, PQ = g.P * g.Q;
   const int64_t qtiles = (g.Q + pl.ur - 1) / pl.ur;
-#pragma omp parallel num_threads(nt) if (nt > 1 && tasks > 1)
+  const bool par = nt > 1 && tasks > 1 && g.N * g.G * g.Ko * PQ * nt_red >= kParallelMacs;
+#pragma omp parallel num_threads(nt) if (par)
   {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
     T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * g.Ki * pl.plane));
@@ -476,9 +482,10 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
   const WgradFn<T> fn = wgrad_fn_of<T>(pl.shape, std::make_index_sequence<kNumShapes>{});
   const int nt = num_threads();
   const int64_t tasks = G * pl.nkbg * pl.ntt;
+  const bool par = nt > 1 && p.N * p.K * PQ * CgRS >= kParallelMacs;
   for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, p.N - n0);
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (par)
     {
 #pragma omp for collapse(2) schedule(static) nowait
       for (int64_t gi = 0; gi < G; ++gi)
