@@ -14,8 +14,11 @@
 // copy crops). With stride > 1 it is direct's gather-form kernel. Grad weight uses the same
 // register tile the other way round: OCB blocks of output channels x UR filter taps (c, r, s),
 // reduced over every output pixel of the batch, with dy repacked so that each pixel's OCB*VL
-// channels are one contiguous run and x read from zero-padded planes; the batch is cut into
-// chunks that fit the workspace, each chunk adding onto the last (a fixed order: deterministic).
+// channels are one contiguous run and x read from zero-padded planes. A task takes a run of tap
+// tiles through the pixels a block of rows at a time, so a dy block is read from memory once per
+// run rather than once per tile (the 7x7 stem's dy is 25 MB at batch 8); the batch is cut into
+// chunks that fit the workspace, each chunk adding onto the last (a fixed order: deterministic,
+// whatever the thread count).
 #include <omp.h>
 
 #include <algorithm>
@@ -481,7 +484,19 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
   padp.plane = pl.plane;
   const WgradFn<T> fn = wgrad_fn_of<T>(pl.shape, std::make_index_sequence<kNumShapes>{});
   const int nt = num_threads();
-  const int64_t tasks = G * pl.nkbg * pl.ntt;
+  // Tasks: (group, block group, a run of tap tiles). Each task walks the chunk's pixels once, a
+  // block of rows at a time (its dy block stays in L2 while every tap tile of the run takes it),
+  // the run's accumulators parked in a per-thread buffer between blocks. Fewer runs per block
+  // group mean fewer passes over dy; there are enough for two tasks a thread.
+  // A block group's dy that fits in a few MB of cache is simply read once per tile, each tile a
+  // task of its own over the whole chunk (the accumulators never leave the registers).
+  const bool streamed = chunk * dy_img * int64_t(sizeof(T)) > (int64_t(4) << 20);
+  const int64_t runs = streamed ? std::clamp<int64_t>((2 * int64_t(nt) + G * pl.nkbg - 1) / (G * pl.nkbg), 1, pl.ntt)
+                                : pl.ntt;
+  const int64_t run_len = (pl.ntt + runs - 1) / runs;
+  const int64_t tasks = G * pl.nkbg * runs;
+  const int64_t rows_blk =
+      streamed ? std::clamp<int64_t>((int64_t(128) << 10) / (p.Q * tile * int64_t(sizeof(T))), 1, p.P) : p.P;
   const bool par = nt > 1 && p.N * p.K * PQ * CgRS >= kParallelMacs;
   for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, p.N - n0);
@@ -494,38 +509,64 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
       for (int64_t gi = 0; gi < G; ++gi)
         for (int64_t kbg = 0; kbg < pl.nkbg; ++kbg)
           for (int64_t i = 0; i < nb; ++i) {
-            // dyb[pq][e] = dy[n0 + i][gi*Kg + kbg*tile + e][pq], 0 past Kg
+            // dyb[pq][e] = dy[n0 + i][gi*Kg + kbg*tile + e][pq], 0 past Kg; 16 pixels at a time so
+            // both the reads (along pq) and the writes (along e) stay in a few cache lines
             T* d = dyb + ((gi * pl.nkbg + kbg) * chunk + i) * dy_img;
             const int64_t k0 = kbg * tile, nk = std::min(tile, Kg - k0);
             const T* src = dy + ((n0 + i) * p.K + gi * Kg + k0) * PQ;
-            for (int64_t pq = 0; pq < PQ; ++pq) {
-              T* dp = d + pq * tile;
-              for (int64_t e = 0; e < nk; ++e) dp[e] = src[e * PQ + pq];
-              for (int64_t e = nk; e < tile; ++e) dp[e] = T(0);
+            for (int64_t q0 = 0; q0 < PQ; q0 += 16) {
+              const int64_t q1 = std::min(PQ, q0 + 16);
+              for (int64_t e = 0; e < nk; ++e)
+                for (int64_t pq = q0; pq < q1; ++pq) d[pq * tile + e] = src[e * PQ + pq];
+              for (int64_t pq = q0; pq < q1; ++pq)
+                for (int64_t e = nk; e < tile; ++e) d[pq * tile + e] = T(0);
             }
           }
       // (the implicit barrier of the second loop covers the first: its nowait ends there)
-      T* tbuf = static_cast<T*>(thread_scratch(5, sizeof(T) * tile * pl.ur));
-      int64_t offs[32];
+      T* tbufs = static_cast<T*>(thread_scratch(5, sizeof(T) * run_len * tile * pl.ur));
+      int64_t* offs = static_cast<int64_t*>(thread_scratch(6, sizeof(int64_t) * run_len * pl.ur));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t gi = task / (pl.nkbg * pl.ntt), kbg = (task / pl.ntt) % pl.nkbg, tt = task % pl.ntt;
-        const int64_t t0 = tt * pl.ur, ntaps = std::min(pl.ur, pl.ntap - t0);
-        for (int64_t j = 0; j < pl.ur; ++j) {
-          const int64_t t = t0 + std::min(j, ntaps - 1);  // past the last tap: repeat it (discarded)
-          const int64_t c = t / (p.R * p.S), r = (t / p.S) % p.R, s = t % p.S;
-          offs[j] = c * pl.plane + r * p.dil_h * pl.Wp + s * p.dil_w;
-        }
+        const int64_t gi = task / (pl.nkbg * runs), kbg = (task / runs) % pl.nkbg, run = task % runs;
+        const int64_t tt0 = run * run_len, tt1 = std::min(pl.ntt, tt0 + run_len);
+        if (tt0 >= tt1) continue;
         const int64_t k0 = kbg * tile, nk = std::min(tile, Kg - k0);
-        T* dwt = dw + (gi * Kg + k0) * CgRS + t0;
-        const bool acc = n0 > 0;
-        if (acc)  // the chunks so far: dw -> tile layout
+        for (int64_t tt = tt0; tt < tt1; ++tt) {
+          const int64_t t0 = tt * pl.ur, ntaps = std::min(pl.ur, pl.ntap - t0);
+          int64_t* o = offs + (tt - tt0) * pl.ur;
+          for (int64_t j = 0; j < pl.ur; ++j) {
+            const int64_t t = t0 + std::min(j, ntaps - 1);  // past the last tap: repeat it (discarded)
+            const int64_t c = t / (p.R * p.S), r = (t / p.S) % p.R, s = t % p.S;
+            o[j] = c * pl.plane + r * p.dil_h * pl.Wp + s * p.dil_w;
+          }
+          if (n0 > 0) {  // the chunks so far: dw -> tile layout
+            T* tb = tbufs + (tt - tt0) * tile * pl.ur;
+            const T* dwt = dw + (gi * Kg + k0) * CgRS + t0;
+            for (int64_t e = 0; e < nk; ++e)
+              for (int64_t j = 0; j < ntaps; ++j) tb[((e / VL) * pl.ur + j) * VL + e % VL] = dwt[e * CgRS + j];
+          }
+        }
+        const T* dyk = dyb + (gi * pl.nkbg + kbg) * chunk * dy_img;
+        if (!streamed)  // one tile, every image of the chunk in one call
+          fn(xpad + gi * chunk * x_img, x_img, nb, p.P, p.Q, p.stride_h * pl.Wp, p.stride_w, offs, dyk, dy_img,
+             n0 > 0, tbufs);
+        for (int64_t i = 0; i < nb && streamed; ++i)
+          for (int64_t p0 = 0; p0 < p.P; p0 += rows_blk) {
+            const int64_t np = std::min(rows_blk, p.P - p0);
+            const bool acc = n0 > 0 || i > 0 || p0 > 0;
+            const T* xb = xpad + (gi * chunk + i) * x_img + p0 * p.stride_h * pl.Wp;
+            const T* db = dyk + i * dy_img + p0 * p.Q * tile;
+            for (int64_t tt = tt0; tt < tt1; ++tt)
+              fn(xb, x_img, 1, np, p.Q, p.stride_h * pl.Wp, p.stride_w, offs + (tt - tt0) * pl.ur, db, dy_img, acc,
+                 tbufs + (tt - tt0) * tile * pl.ur);
+          }
+        for (int64_t tt = tt0; tt < tt1; ++tt) {
+          const int64_t t0 = tt * pl.ur, ntaps = std::min(pl.ur, pl.ntap - t0);
+          const T* tb = tbufs + (tt - tt0) * tile * pl.ur;
+          T* dwt = dw + (gi * Kg + k0) * CgRS + t0;
           for (int64_t e = 0; e < nk; ++e)
-            for (int64_t j = 0; j < ntaps; ++j) tbuf[((e / VL) * pl.ur + j) * VL + e % VL] = dwt[e * CgRS + j];
-        fn(xpad + gi * chunk * x_img, x_img, nb, p.P, p.Q, p.stride_h * pl.Wp, p.stride_w, offs,
-           dyb + (gi * pl.nkbg + kbg) * chunk * dy_img, dy_img, acc, tbuf);
-        for (int64_t e = 0; e < nk; ++e)
-          for (int64_t j = 0; j < ntaps; ++j) dwt[e * CgRS + j] = tbuf[((e / VL) * pl.ur + j) * VL + e % VL];
+            for (int64_t j = 0; j < ntaps; ++j) dwt[e * CgRS + j] = tb[((e / VL) * pl.ur + j) * VL + e % VL];
+        }
       }
     }
   }
