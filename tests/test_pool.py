@@ -365,3 +365,72 @@ def test_max_pool2d_window_of_padding_only(backend):
     assert torch.equal(idx.cpu(), ridx)
     assert_bitwise(dx, _scatter_reference(dy, idx, tuple(x.shape)).float())
     assert bool((guard == 7.0).all())
+
+
+# The CPU kernels take a whole (n, c) plane at a time through a padded polyphase buffer when it is
+# small (detail::PhaseGrid, up to 2^16 elements) and fall back to the row kernels beyond: planes
+# on both sides of that limit, strides 1, 2 (the vector deinterleave) and 3 (column by column),
+# dilation, rows wider than one vector, many planes (threads), float32 and float64.
+CPU_PLANE_MAX = [
+    dict(N=3, C=5, H=14, W=14, kernel_size=3, stride=2, padding=0, dilation=1, ceil_mode=True),  # pool4
+    dict(N=2, C=7, H=7, W=7, kernel_size=3, stride=1, padding=1, dilation=1, ceil_mode=True),  # 5a.pool
+    dict(N=2, C=3, H=37, W=41, kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=True),
+    dict(N=2, C=3, H=29, W=35, kernel_size=(3, 2), stride=(1, 2), padding=(1, 1), dilation=(2, 1), ceil_mode=False),
+    dict(N=1, C=4, H=23, W=50, kernel_size=(2, 4), stride=(2, 3), padding=(1, 2), dilation=(1, 2), ceil_mode=True),
+    dict(N=1, C=2, H=300, W=261, kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=True),  # row kernels
+    dict(N=1, C=2, H=257, W=300, kernel_size=3, stride=1, padding=1, dilation=1, ceil_mode=False),  # row kernels
+]
+CPU_PLANE_AVG = [
+    dict(N=3, C=5, H=14, W=14, kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False,
+         divisor_override=None),
+    dict(N=2, C=9, H=7, W=7, kernel_size=7, stride=1, padding=0, ceil_mode=False, count_include_pad=True,
+         divisor_override=None),  # few outputs per plane: planes side by side
+    dict(N=1, C=11, H=5, W=6, kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=True,
+         divisor_override=None),
+    dict(N=2, C=3, H=31, W=45, kernel_size=(3, 5), stride=(1, 2), padding=(1, 2), ceil_mode=False,
+         count_include_pad=False, divisor_override=None),
+    dict(N=1, C=3, H=40, W=37, kernel_size=4, stride=3, padding=2, ceil_mode=True, count_include_pad=True,
+         divisor_override=5),
+    dict(N=1, C=2, H=300, W=261, kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False,
+         divisor_override=None),  # row kernels
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", CPU_PLANE_MAX, ids=_pool_case_id)
+def test_max_pool2d_cpu_plane_and_row_kernels(dtype, case):
+    gen = torch.Generator().manual_seed(zlib.crc32(_pool_case_id(case).encode()))
+    x = rand((case["N"], case["C"], case["H"], case["W"]), dtype, "cpu", gen)
+    x.view(-1)[::97] = float("nan")
+    x.view(-1)[5::89] = float("-inf")
+    x.requires_grad_(True)
+    with convkit.use_backend("cpu"):
+        y, idx = CF.max_pool2d(x, **_mp_kw(case), return_indices=True)
+        y2 = CF.max_pool2d(x.detach(), **_mp_kw(case))
+        g = rand(y.shape, dtype, "cpu", gen)
+        gx = CF.max_pool2d_backward(g, tuple(x.shape), idx, **_mp_kw(case))
+    ry, ridx = F.max_pool2d(x, **_mp_kw(case), return_indices=True)
+    (rgx,) = torch.autograd.grad(ry, [x], g)  # torch adds in output order, as convkit does
+    assert torch.equal(idx, ridx), "indices differ from torch's"
+    ry = ry.detach()
+    assert torch.equal(torch.isnan(y), torch.isnan(ry)) and torch.equal(torch.isnan(y2), torch.isnan(ry))
+    assert_bitwise(torch.nan_to_num(y), torch.nan_to_num(ry), "forward")
+    assert_bitwise(torch.nan_to_num(y2), torch.nan_to_num(ry), "forward without indices")
+    assert_bitwise(gx, rgx, "backward")
+    assert_close(gx, _scatter_reference(g, idx, tuple(x.shape)), dtype, L=_window(case), what="backward")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", CPU_PLANE_AVG, ids=_pool_case_id)
+def test_avg_pool2d_cpu_plane_and_row_kernels(dtype, case):
+    gen = torch.Generator().manual_seed(zlib.crc32(_pool_case_id(case).encode()))
+    x = rand((case["N"], case["C"], case["H"], case["W"]), dtype, "cpu", gen).requires_grad_(True)
+    with convkit.use_backend("cpu"):
+        y = CF.avg_pool2d(x, **_ap_kw(case))
+        g = rand(y.shape, dtype, "cpu", gen)
+        gx = CF.avg_pool2d_backward(g, tuple(x.shape), **_ap_kw(case))
+    ref = ref_avg_pool2d(x, **_ap_kw(case), grad_out=g)
+    assert_close(y, ref["y"], dtype, L=_window(case), what="forward")
+    assert_close(gx, ref["gx"], dtype, L=_window(case), what="backward")
+    # the same sums in the same order as torch's own kernel: equal bit for bit
+    assert_bitwise(y, F.avg_pool2d(x.detach(), **_ap_kw(case)), "forward against torch")

@@ -1,9 +1,11 @@
 // Average pooling on the CPU, NCHW contiguous, torch's divisor rule: the window counts padded
 // positions up to min(start + k, size + pad) with count_include_pad, only in-input positions
-// without it, or divisor_override. Forward is tap-major along an output row (one vectorizable
-// loop over q per kernel tap) summing in row-major window order from 0 like torch, so results
-// match torch bit for bit. Backward scatters dy / divisor per (n, c) plane, serially within a
-// plane, in the order torch adds: deterministic and bitwise equal too.
+// without it, or divisor_override. Forward: planes of at most a few outputs (a global average)
+// go kB planes side by side; other small planes through the zero padded polyphase plane kernel
+// (detail::PhaseGrid); large planes tap-major along an output row. All sum in row-major window
+// order from 0 like torch, so results match torch bit for bit. Backward scatters dy / divisor per
+// (n, c) plane, serially within a plane, in the order torch adds (a single window per plane:
+// dx = 0 + dy / divisor inside it): deterministic and bitwise equal too.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -261,6 +263,135 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
   }
 }
 
+// Divisor of every output (oh, q), as T: 1 for an empty window (which sums to 0), as torch.
+template <typename T>
+std::vector<T> avg_divisors(const PoolParams& p, bool count_include_pad, int64_t divisor_override,
+                            const AvgPlan& plan) {
+  std::vector<T> d(p.P * p.Q);
+  for (int64_t oh = 0; oh < p.P; ++oh) {
+    const int64_t hdiv = avg_row_factor(p, oh, count_include_pad, divisor_override);
+    for (int64_t q = 0; q < p.Q; ++q) d[oh * p.Q + q] = hdiv == 0 ? T(1) : avg_divisor<T>(hdiv, plan.wdiv[q]);
+  }
+  return d;
+}
+
+// NV vectors of outputs u .. u + NV * L of the plane kernel: NV independent sums.
+template <typename T, int NV>
+inline void avg_plane_block(const T* __restrict b, int64_t u, int64_t taps, const int64_t* __restrict tap_off,
+                            const T* __restrict divu, T* __restrict ss) {
+  using V = detail::Vec<T>;
+  constexpr int L = V::L;
+  typename V::R s[NV];
+#pragma GCC unroll 4
+  for (int k = 0; k < NV; ++k) s[k] = V::set1(T(0));
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* bt = b + tap_off[t] + u;
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) s[k] = V::add(s[k], V::load(bt + k * L));
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < NV; ++k) V::store(ss + u + k * L, V::div(s[k], V::load(divu + u + k * L)));
+}
+
+// Plane kernel (detail::PhaseGrid) for the forward: the plane is copied into a zero padded
+// polyphase buffer and each output is one lane of a unit-stride loop over the taps in row-major
+// order, summing from +0 (adding a pad's +0 to a sum that started at +0 changes no bit, so the
+// sum is torch's bit for bit), then divided.
+template <typename T>
+void avg_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const T* div, const T* x, T* y) {
+  using V = detail::Vec<T>;
+  constexpr int L = V::L;
+  const int64_t planes = p.N * p.C, HW = p.H * p.W, PQ = p.P * p.Q, P = p.P, Q = p.Q, Wh = g.Wh;
+  const int64_t taps = p.kh * p.kw, Upad = g.Upad;
+  // divisors laid out with the buffer's row pitch Wh
+  std::vector<T> divu(Upad, T(1));
+  for (int64_t oh = 0; oh < P; ++oh)
+    for (int64_t q = 0; q < Q; ++q) divu[oh * Wh + q] = div[oh * Q + q];
+  const bool parallel = planes * Upad * taps > kParallelWork;
+#pragma omp parallel num_threads(convkit::cpu::num_threads()) if (parallel)
+  {
+    std::vector<T> buf(g.elems, T(0));
+    std::vector<T> ss(Upad + L);
+    const int64_t* tap_off = g.tap_off.data();
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      detail::build_phases<T>(p, g, x + nc * HW, buf.data());
+      const T* b = buf.data();
+      int64_t u = 0;
+      for (; u + 4 * L <= Upad; u += 4 * L) avg_plane_block<T, 4>(b, u, taps, tap_off, divu.data(), ss.data());
+      for (; u < Upad; u += L) avg_plane_block<T, 1>(b, u, taps, tap_off, divu.data(), ss.data());
+      T* yp = y + nc * PQ;
+      for (int64_t oh = 0; oh < P; ++oh) detail::copy_strided<T>(yp + oh * Q, ss.data() + oh * Wh, Q, 1);
+    }
+  }
+}
+
+// Forward for planes with very few outputs (GoogLeNet's global 7x7 average): kB planes at a
+// time, one independent sum per plane over each window's in-range taps in row-major order.
+template <typename T>
+void avg_pool2d_fwd_few(const PoolParams& p, const T* div, const T* x, T* y) {
+  constexpr int kB = 8;
+  const int64_t planes = p.N * p.C, HW = p.H * p.W, PQ = p.P * p.Q;
+  // in-range tap positions of each output, row-major: pos[start[o] .. start[o + 1])
+  std::vector<int64_t> start(PQ + 1, 0), pos;
+  for (int64_t oh = 0; oh < p.P; ++oh)
+    for (int64_t q = 0; q < p.Q; ++q) {
+      const int64_t hs = oh * p.sh - p.ph, ws = q * p.sw - p.pw;
+      const TapRange ri = detail::window_range(hs, p.kh, 1, p.H), rj = detail::window_range(ws, p.kw, 1, p.W);
+      for (int64_t i = ri.lo; i < ri.hi; ++i)
+        for (int64_t j = rj.lo; j < rj.hi; ++j) pos.push_back((hs + i) * p.W + ws + j);
+      start[oh * p.Q + q + 1] = static_cast<int64_t>(pos.size());
+    }
+  const int64_t* ps = pos.data();
+  const int64_t* st = start.data();
+  const int64_t blocks = (planes + kB - 1) / kB;
+  const bool parallel = planes * static_cast<int64_t>(pos.size()) > kParallelWork;
+#pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t nc0 = blk * kB;
+    const T* xp = x + nc0 * HW;
+    T* yp = y + nc0 * PQ;
+    if (nc0 + kB <= planes) {
+      for (int64_t o = 0; o < PQ; ++o) {
+        T acc[kB] = {};
+        for (int64_t k = st[o]; k < st[o + 1]; ++k) {
+          const T* xk = xp + ps[k];
+#pragma GCC unroll 8
+          for (int b = 0; b < kB; ++b) acc[b] += xk[b * HW];
+        }
+#pragma GCC unroll 8
+        for (int b = 0; b < kB; ++b) yp[b * PQ + o] = acc[b] / div[o];
+      }
+    } else {
+      for (int64_t b = 0; b < planes - nc0; ++b)
+        for (int64_t o = 0; o < PQ; ++o) {
+          T acc = T(0);
+          for (int64_t k = st[o]; k < st[o + 1]; ++k) acc += xp[b * HW + ps[k]];
+          yp[b * PQ + o] = acc / div[o];
+        }
+    }
+  }
+}
+
+// Backward of a single window per plane (P = Q = 1, e.g. a global average): each dx element
+// gets at most one contribution, dx = 0 + dy / divisor inside the window and 0 outside.
+template <typename T>
+void avg_pool2d_bwd_single(const PoolParams& p, T div, const T* dy, T* dx) {
+  const int64_t planes = p.N * p.C, H = p.H, W = p.W, HW = H * W;
+  const TapRange ri = detail::window_range(-p.ph, p.kh, 1, H), rj = detail::window_range(-p.pw, p.kw, 1, W);
+  std::vector<uint8_t> inside(HW, 0);
+  for (int64_t i = ri.lo; i < ri.hi; ++i)
+    for (int64_t j = rj.lo; j < rj.hi; ++j) inside[(i - p.ph) * W + j - p.pw] = 1;
+  const uint8_t* in = inside.data();
+  const bool parallel = planes * HW > kParallelWork;
+#pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
+  for (int64_t nc = 0; nc < planes; ++nc) {
+    const T g = T(0) + dy[nc] / div;
+    T* __restrict dxp = dx + nc * HW;
+    for (int64_t e = 0; e < HW; ++e) dxp[e] = in[e] ? g : T(0);
+  }
+}
+
 void check_avg_params(const PoolParams& p) {
   CK_CHECK(p.dh == 1 && p.dw == 1, "avg_pool2d: dilation must be 1");
 }
@@ -273,6 +404,18 @@ void avg_pool2d_fwd(const PoolParams& p, bool count_include_pad, int64_t divisor
   check_avg_params(p);
   if (p.N == 0) return;
   const AvgPlan plan(p, count_include_pad, divisor_override);
+  {
+    const std::vector<T> div = avg_divisors<T>(p, count_include_pad, divisor_override, plan);
+    detail::PhaseGrid g;
+    if (p.P * p.Q <= 8 && p.P * p.Q * p.kh * p.kw <= detail::kPlaneMaxElems) {
+      avg_pool2d_fwd_few<T>(p, div.data(), x, y);
+      return;
+    }
+    if (detail::make_phase_grid(p, detail::Vec<T>::L, g)) {
+      avg_pool2d_fwd_plane<T>(p, g, div.data(), x, y);
+      return;
+    }
+  }
   const bool fused_stride = p.sw >= 1 && p.sw <= 3;
   if (p.Q < detail::kNarrowRow)
     avg_pool2d_fwd_narrow_kernel<T>(p, count_include_pad, divisor_override, plan, x, y);
@@ -294,6 +437,16 @@ void avg_pool2d_bwd(const PoolParams& p, bool count_include_pad, int64_t divisor
   check_avg_params(p);
   if (p.N == 0) return;
   const AvgPlan plan(p, count_include_pad, divisor_override);
+  if (p.P == 1 && p.Q == 1) {
+    const int64_t hdiv = avg_row_factor(p, 0, count_include_pad, divisor_override);
+    const int64_t planes = p.N * p.C;
+    if (hdiv != 0) {
+      avg_pool2d_bwd_single<T>(p, avg_divisor<T>(hdiv, plan.wdiv[0]), dy, dx);
+      return;
+    }
+    std::memset(dx, 0, sizeof(T) * planes * p.H * p.W);
+    return;
+  }
   if (p.sw == 1)
     avg_pool2d_bwd_kernel<T, 1>(p, count_include_pad, divisor_override, plan, dy, dx);
   else if (p.sw == 2)

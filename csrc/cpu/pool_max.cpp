@@ -1,9 +1,13 @@
-// Max pooling on the CPU, NCHW contiguous. Forward is tap-major along an output row: for each
-// valid kernel tap (i, j) one branch-free loop over q updates the whole row from a shifted
-// (strided) input row, so it vectorizes; taps go in row-major window order, so ties keep the
-// first maximum and NaNs win exactly as in torch (take v when v > max or v is NaN: the last NaN
-// of a window gives its index). Parallel over (n, c, output row). Backward scatters dy into dx
-// one (n, c) plane per thread, serially within the plane: deterministic, no atomics.
+// Max pooling on the CPU, NCHW contiguous. Planes up to detail::kPlaneMaxElems padded elements
+// (every GoogLeNet pool) take the plane kernel: the plane is copied into a -inf padded
+// polyphase buffer (detail::PhaseGrid) and all its outputs go through one unit-stride vector loop
+// over the taps, values and int32 indices in registers, then are packed into y and idx. Larger
+// planes take the row kernels: tap-major along an output row: for each valid kernel tap (i, j)
+// one branch-free loop over q updates the whole row from a shifted (strided) input row. Either
+// way taps go in row-major window order, so ties keep the first maximum and NaNs win exactly as
+// in torch (take v when v > max or v is NaN: the last NaN of a window gives its index). Parallel
+// over (n, c) planes (rows for the row kernels). Backward scatters dy into dx one (n, c) plane per
+// thread, serially within the plane: deterministic, no atomics.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -220,11 +224,94 @@ void max_pool2d_fwd_dispatch(const PoolParams& p, const T* x, T* y, int64_t* idx
     max_pool2d_fwd_kernel<T, 0, kIdx>(p, x, y, idx, cols, iw_first);
 }
 
+// NV vectors of outputs u .. u + NV * L of a plane kernel: NV independent compare-and-blend
+// chains, so that the taps' latency overlaps.
+template <typename T, bool kIdx, int NV>
+inline void max_plane_block(const T* __restrict b, int64_t u, int64_t taps, const int64_t* __restrict tap_off,
+                            const int32_t* __restrict tap_idx, const int32_t* __restrict init,
+                            const int32_t* __restrict base, T* __restrict ms, int32_t* __restrict ats) {
+  using V = detail::Vec<T>;
+  constexpr int L = V::L;
+  typename V::R m[NV];
+  typename V::I at[NV], bs[NV];
+#pragma GCC unroll 4
+  for (int k = 0; k < NV; ++k) {
+    m[k] = V::set1(-std::numeric_limits<T>::infinity());
+    if constexpr (kIdx) {
+      at[k] = V::iload(init + u + k * L);
+      bs[k] = V::iload(base + u + k * L);
+    }
+  }
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* bt = b + tap_off[t] + u;
+    const int32_t ti = tap_idx[t];
+#pragma GCC unroll 4
+    for (int k = 0; k < NV; ++k) {
+      const typename V::R v = V::load(bt + k * L);
+      const typename V::M take = V::take(v, m[k]);
+      m[k] = V::blend(take, m[k], v);
+      if constexpr (kIdx) at[k] = V::iblend(take, at[k], V::iadd(bs[k], ti));
+    }
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < NV; ++k) {
+    V::store(ms + u + k * L, m[k]);
+    if constexpr (kIdx) V::istore(ats + u + k * L, at[k]);
+  }
+}
+
+// Plane kernel (detail::PhaseGrid): each (n, c) plane is copied into a -inf padded polyphase
+// buffer, then every output of the plane is one lane of a unit-stride vector loop over the taps
+// in row-major order (no edge cases: a -inf pad never wins under strict >, and is never NaN),
+// values and int32 indices in registers; rows of pitch Wh are then packed into y and idx.
+template <typename T, bool kIdx>
+void max_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const T* x, T* y, int64_t* idx) {
+  using V = detail::Vec<T>;
+  constexpr int L = V::L;
+  const int64_t planes = p.N * p.C, HW = p.H * p.W, PQ = p.P * p.Q, P = p.P, Q = p.Q, Wh = g.Wh;
+  const int64_t taps = p.kh * p.kw, Upad = g.Upad;
+  const bool parallel = planes * g.Upad * taps > kParallelWork;
+#pragma omp parallel num_threads(convkit::cpu::num_threads()) if (parallel)
+  {
+    std::vector<T> buf(g.elems, -std::numeric_limits<T>::infinity());
+    std::vector<T> ms(Upad + L);
+    std::vector<int32_t> ats(kIdx ? Upad + L : 0);  // + L: the packing's full-width loads
+    const int64_t* tap_off = g.tap_off.data();
+    const int32_t* tap_idx = g.tap_idx.data();
+    const int32_t* base = g.base.data();
+    const int32_t* init = g.init.data();
+#pragma omp for schedule(static)
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      detail::build_phases<T>(p, g, x + nc * HW, buf.data());
+      const T* b = buf.data();
+      int64_t u = 0;
+      for (; u + 4 * L <= Upad; u += 4 * L)
+        max_plane_block<T, kIdx, 4>(b, u, taps, tap_off, tap_idx, init, base, ms.data(), ats.data());
+      for (; u < Upad; u += L)
+        max_plane_block<T, kIdx, 1>(b, u, taps, tap_off, tap_idx, init, base, ms.data(), ats.data());
+      T* yp = y + nc * PQ;
+      for (int64_t oh = 0; oh < P; ++oh) detail::copy_strided<T>(yp + oh * Q, ms.data() + oh * Wh, Q, 1);
+      if constexpr (kIdx) {
+        int64_t* ip = idx + nc * PQ;
+        for (int64_t oh = 0; oh < P; ++oh) detail::copy_idx_row<T>(ip + oh * Q, ats.data() + oh * Wh, Q);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void max_pool2d_fwd(const PoolParams& p, const T* x, T* y, int64_t* idx) {
   if (p.N == 0) return;
+  detail::PhaseGrid g;
+  if (detail::make_phase_grid(p, detail::Vec<T>::L, g)) {
+    if (idx)
+      max_pool2d_fwd_plane<T, true>(p, g, x, y, idx);
+    else
+      max_pool2d_fwd_plane<T, false>(p, g, x, y, nullptr);
+    return;
+  }
   std::vector<TapRange> cols(p.kw);
   for (int64_t j = 0; j < p.kw; ++j) cols[j] = detail::tap_range(j * p.dw - p.pw, p.sw, p.W, p.Q);
   std::vector<int64_t> iw_first(p.Q);
