@@ -53,8 +53,11 @@ inline MatView<T> trans_view(T* data, int64_t ld) {  // the transpose of a row-m
 
 // For b in [0, batch): C_b = alpha * A_b x B_b + beta * C_b + bias_b[i] (bias may be null),
 // with X_b = X.data + b * stride_x. A_b is M x K, B_b is K x N, C_b is M x N. With beta == 0 C
-// is never read. Parallel (OpenMP, num_threads()) over (batch, M block, N block) tiles; every
-// tile is computed by one thread in a fixed order, so results are deterministic.
+// is never read. Parallel (OpenMP, num_threads()) over (batch, M block, N block) tiles, and K
+// chunks when there are too few tiles for the threads and K is long (partial sums added in
+// chunk order); every tile (chunk) is computed by one thread in a fixed order, so results are
+// deterministic for a given thread count. Called inside a parallel region that cannot nest,
+// it runs on the calling thread alone.
 template <typename T>
 void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha,
                   MatView<const T> A, int64_t stride_a, MatView<const T> B, int64_t stride_b, T beta,
