@@ -170,8 +170,14 @@ def avg_pool2d(x, a: PoolArgs, count_include_pad: bool, div):
 # ---- ReLU ------------------------------------------------------------------------------------
 
 def relu_fwd(x):
-    if x.is_contiguous() and not K._POISON:  # the common case: no layout questions
-        return K.relu_fwd(x, out=torch.empty_like(x))
+    fast = K.fast_cpu(x)
+    if fast is not None:  # the common case, with the least Python between the call and the kernel
+        out = torch.empty_like(x)
+        n = x.numel()
+        if n:
+            K.kernel_calls["relu_fwd"] += 1
+            fast[0].relu_fwd(fast[1], n, x.data_ptr(), out.data_ptr())
+        return out
     x, _, out, copied = _elementwise_pair(x)
     if not copied:
         return K.relu_fwd(x, out=out)
@@ -179,6 +185,14 @@ def relu_fwd(x):
 
 
 def relu_bwd(dy, y):
+    fast = K.fast_cpu(dy)
+    if fast is not None and y.is_contiguous():
+        out = torch.empty_like(dy)
+        n = dy.numel()
+        if n:
+            K.kernel_calls["relu_bwd"] += 1
+            fast[0].relu_bwd(fast[1], n, dy.data_ptr(), y.data_ptr(), out.data_ptr())
+        return out
     dy, y, out, copied = _elementwise_pair(dy, y)
     if not copied:
         return K.relu_bwd(dy, y, out=out)

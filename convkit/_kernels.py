@@ -224,6 +224,29 @@ def _module(a, op: str, arg: str = "input") -> _Kernels:
     return _Kernels(name, mod, _launch_args(name, a))
 
 
+_DTYPE_NAMES = {}      # torch / NumPy dtype -> "float32" | "float64" (the fast path's dtypes)
+if torch is not None:
+    _DTYPE_NAMES = {torch.float32: "float32", torch.float64: "float64"}
+
+
+def fast_cpu(a):
+    """For an elementwise kernel's hottest path: (the _cpu module, dtype name) when `a` is a
+    contiguous float32/float64 torch CPU tensor, no backend is forced and nothing is poisoned;
+    else None (the caller takes the general path through _module). Keeps the thread count in
+    step as _module does; the caller counts its kernel call."""
+    dt = _DTYPE_NAMES.get(a.dtype)
+    if dt is None or _POISON or a.device.type != "cpu" or not a.is_contiguous() or _backend.forced_backend():
+        return None
+    mod = _backend._modules.get("cpu")
+    if mod is None:
+        return None
+    n = get_num_threads()
+    if _threads_set.get("cpu") != n:
+        mod.set_num_threads(n)
+        _threads_set["cpu"] = n
+    return mod, dt
+
+
 # ---- convolution --------------------------------------------------------------------------
 
 def _conv_params(mod, x_shape, w_shape, args: ConvArgs):

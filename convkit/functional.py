@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 IntOrPair = Union[int, Sequence[int]]
+_RELU_FAST_DTYPES = (torch.float32, torch.float64) if torch is not None else ()
 
 
 # ---- array kinds, devices, ranks ---------------------------------------------------------------
@@ -338,6 +339,9 @@ def relu(input, inplace: bool = False):
     """max(input, 0), as torch.nn.functional.relu (NaN stays NaN). inplace=True writes into input
     and returns it; under autograd it runs the functional op and copies back, so gradients are
     torch's."""
+    if (not inplace and type(input) is torch.Tensor and input.device.type == "cpu"
+            and input.dtype in _RELU_FAST_DTYPES and _eager.eager(input)):  # checked: go
+        return _eager.relu(input)
     op = "relu_" if inplace else "relu"
     kind = _kind(op, input)
     check_float_dtype(op, "input", input.dtype, KERNEL_DTYPES)

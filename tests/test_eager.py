@@ -124,3 +124,33 @@ def test_eager_channels_last_matches_torch_layout():
     assert x.grad.is_contiguous(memory_format=torch.channels_last) == ref.grad.is_contiguous(
         memory_format=torch.channels_last)
     torch.testing.assert_close(x.grad, ref.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(0, 3), (7,), (3, 5, 7), (2, 64, 33, 31)], ids=str)
+def test_relu_unpoisoned_fast_path_matches_torch(monkeypatch, shape, dtype):
+    """The ReLU fast path (_kernels.fast_cpu) is taken only when nothing is poisoned, which the
+    suite otherwise always is: turn poisoning off here and check it against torch bit for bit,
+    NaN and -0.0 included, forward and backward, and that it counts its kernel calls."""
+    from convkit import _kernels as K
+    monkeypatch.setattr(K, "_POISON", False)
+    x = torch.randn(shape, dtype=dtype)
+    if x.numel() > 2:
+        x.view(-1)[0], x.view(-1)[1] = float("nan"), -0.0
+    assert K.fast_cpu(x) is not None
+    before = K.kernel_calls["relu_fwd"], K.kernel_calls["relu_bwd"]
+    xr = x.clone().requires_grad_()
+    y = CF.relu(xr)
+    g = torch.randn_like(y)
+    y.backward(g)
+    ref_x = x.clone().requires_grad_()
+    ref = torch.relu(ref_x)
+    ref.backward(g)
+    assert torch.equal(y.detach().nan_to_num(7.0), ref.detach().nan_to_num(7.0))
+    assert torch.equal(torch.signbit(y.detach()), torch.signbit(ref.detach()))
+    assert torch.equal(xr.grad.nan_to_num(7.0), ref_x.grad.nan_to_num(7.0))
+    n = 1 if x.numel() else 0
+    assert (K.kernel_calls["relu_fwd"], K.kernel_calls["relu_bwd"]) == (before[0] + n, before[1] + n)
+    strided = torch.randn(4, 6, dtype=dtype)[:, ::2]
+    assert K.fast_cpu(strided) is None  # a layout question: the general path
+    assert torch.equal(CF.relu(strided), torch.relu(strided))
