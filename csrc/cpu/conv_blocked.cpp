@@ -144,16 +144,26 @@ void pack_filters(const Geometry& g, const Plan& pl, const T* w, const FilterVie
   for (int64_t gi = 0; gi < g.G; ++gi)
     for (int64_t kbg = 0; kbg < pl.nkbg; ++kbg) {
       T* d = fdst + (gi * pl.nkbg + kbg) * KiRS * tile;
-      for (int64_t ki = 0; ki < g.Ki; ++ki)
-        for (int64_t r = 0; r < g.R; ++r)
-          for (int64_t s = 0; s < g.S; ++s) {
-            const int64_t tap = fv.flip ? (g.R - 1 - r) * g.S + (g.S - 1 - s) : r * g.S + s;
-            T* dt = d + ((ki * g.R + r) * g.S + s) * tile;
-            for (int64_t e = 0; e < tile; ++e) {
-              const int64_t ko = kbg * tile + e;
-              dt[e] = ko < g.Ko ? w[gi * fv.gs + ko * fv.so + ki * fv.si + tap] : T(0);
-            }
-          }
+      const T* wg = w + gi * fv.gs;
+      const int64_t k0 = kbg * tile, nk = std::min(tile, g.Ko - k0);
+      // 16 steps t = (ki*R + r)*S + s at a time: their source offsets once, then channel by
+      // channel, so the reads of a channel stay in one or two cache lines and the 16 x tile
+      // destination block stays in L1 (a transpose; row by row it touched a line per element)
+      for (int64_t t0 = 0; t0 < KiRS; t0 += 16) {
+        const int64_t nt = std::min<int64_t>(16, KiRS - t0);
+        int64_t src[16];
+        for (int64_t i = 0; i < nt; ++i) {
+          const int64_t t = t0 + i, ki = t / RS, r = (t / g.S) % g.R, s = t % g.S;
+          src[i] = ki * fv.si + (fv.flip ? (g.R - 1 - r) * g.S + (g.S - 1 - s) : r * g.S + s);
+        }
+        T* dt = d + t0 * tile;
+        for (int64_t e = 0; e < nk; ++e) {
+          const T* we = wg + (k0 + e) * fv.so;
+          for (int64_t i = 0; i < nt; ++i) dt[i * tile + e] = we[src[i]];
+        }
+        for (int64_t i = 0; i < nt; ++i)
+          for (int64_t e = nk; e < tile; ++e) dt[i * tile + e] = T(0);
+      }
       T* db = bdst + (gi * pl.nkbg + kbg) * tile;
       for (int64_t e = 0; e < tile; ++e) {
         const int64_t ko = kbg * tile + e;
