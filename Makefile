@@ -50,7 +50,7 @@ test: build
 	$(PYTHON) -m pytest tests $(XDIST) -q $(PYTEST_ARGS)
 
 bench: build
-	$(PYTHON) -m convkit bench $(BENCH_ARGS)
+	$(PYTHON) -m convkit bench --algos direct,im2col,1x1,winograd,blocked,auto $(BENCH_ARGS)
 
 # pytest-benchmark suites (regression tracking between commits); not part of `make test`.
 bench-pytest: build

@@ -116,7 +116,8 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[str, 
 
     input: [N, C, H, W] or [C, H, W]; weight: [K, C/groups, R, S]; bias: [K] or None.
     padding: int, pair, 'same' (torch's: the extra pad of an even kernel goes bottom/right) or 'valid'.
-    algo: 'auto', 'direct', 'im2col' or '1x1' (1x1 kernels with zero padding, any stride/groups).
+    algo: 'auto', 'direct', 'im2col' or '1x1' (1x1 kernels with zero padding, any stride/groups);
+    on the CPU also 'blocked' (any shape) and 'winograd' (3x3, stride 1, dilation 1).
     dtypes: float32, float64; float16 and bfloat16 on the CUDA backends. Under torch.autocast the
     operands are cast as for torch's conv2d (see convkit._ops, "conv2d under torch.autocast").
     Returns [N, K, P, Q] (or [K, P, Q]).
