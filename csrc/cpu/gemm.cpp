@@ -462,6 +462,27 @@ void pack_b(const T* base, const int64_t* ro, const int64_t* co, int64_t kc, int
 #endif
       continue;
     }
+    {  // a few unit-stride runs (a panel of a segmented axis crossing image boundaries, e.g.
+       // 7x7 planes folded into N): a copy per run and row instead of one gather per element
+      int64_t run[NR + 1];
+      int nruns = 0;
+      for (int64_t u = 0; u < nv && nruns <= 4;) {
+        run[nruns++] = u;
+        int64_t v = u + 1;
+        while (v < nv && co[j0 + v] == co[j0 + v - 1] + 1) ++v;
+        u = v;
+      }
+      if (nruns <= 4) {
+        run[nruns] = nv;
+        for (int64_t k = 0; k < kc; ++k) {
+          const T* src = base + ro[k];
+          T* d = dst + k * NR;
+          for (int r = 0; r < nruns; ++r) std::memcpy(d + run[r], src + co[j0 + run[r]], (run[r + 1] - run[r]) * sizeof(T));
+          std::fill(d + nv, d + NR, T(0));
+        }
+        continue;
+      }
+    }
     auto gather = [&](int64_t kb, int64_t ke) {
       for (int64_t k = kb; k < ke; ++k) {
         const T* src = base + ro[k];
