@@ -92,3 +92,21 @@ test-sanitize: build
 	  CONVKIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
 	  LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
 	  $(PYTHON) -m pytest $(SANITIZE_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The same for the CPU kernels: convkit._cpu built with AddressSanitizer in its own build dir, the
+# CPU kernels' tests on the 'cpu' backend with the ASan runtime preloaded.
+ASAN_CPU_BUILD     ?= build/asan-cpu
+SANITIZE_CPU_TESTS ?= tests/test_blocked.py tests/test_winograd.py tests/test_conv2d.py tests/test_cpu_peak.py \
+                      tests/test_pool.py tests/test_relu.py tests/test_eager.py
+
+.PHONY: test-sanitize-cpu
+test-sanitize-cpu: build
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(ASAN_CPU_BUILD) -DCONVKIT_CUDA=OFF -DCONVKIT_SIM=OFF \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS=-fsanitize=address -fno-omit-frame-pointer" \
+	  "-DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=address" \
+	  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$(abspath $(ASAN_CPU_BUILD))/lib" -DPython_EXECUTABLE="$(abspath $(PYTHON))" \
+	  -Dpybind11_DIR="$$($(PYTHON) -m pybind11 --cmakedir)"
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(ASAN_CPU_BUILD) --target _cpu --parallel
+	CONVKIT_CPU_SO="$$(ls $(abspath $(ASAN_CPU_BUILD))/lib/_cpu*.so)" CONVKIT_TEST_BACKENDS=cpu ASAN_OPTIONS=detect_leaks=0 \
+	  LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
+	  $(PYTHON) -m pytest $(SANITIZE_CPU_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS)
