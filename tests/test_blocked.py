@@ -187,3 +187,25 @@ def test_blocked_grad_weight_in_batch_chunks(monkeypatch, dtype):
         assert convkit._kernels.kernel_calls["conv2d_bwd_weight"] == before.get("conv2d_bwd_weight", 0) + 1
     assert_close(chunked, ref["gw"], dtype, L=3 * 72, scale=3.0, what="chunked grad weight")
     assert_close(chunked, whole, dtype, L=3 * 72, scale=3.0, what="chunked vs whole")
+
+
+SHAPES_AVX512 = ["4,6", "3,9", "3,7", "2,14", "2,7", "1,28", "1,14", "1,7"]
+
+
+@pytest.mark.parametrize("tile", SHAPES_AVX512)
+def test_blocked_every_register_tile(monkeypatch, tile):
+    """Each register tile the cost model can pick, forced with CONVKIT_BLOCKED_TILE (an unknown
+    tile on a non-AVX-512 build leaves the model's choice), on a shape with partial channel blocks
+    and partial pixel tiles, forward and grad input, stride 1 and 2, against float64."""
+    monkeypatch.setenv("CONVKIT_BLOCKED_TILE", tile)
+    for stride in (1, 2):
+        x = rand((2, 5, 11, 17), torch.float32)
+        w = (rand((37, 5, 3, 3)) / 45 ** 0.5).float()
+        b = rand((37,), torch.float32)
+        with convkit.use_backend("cpu"):
+            y = CF.conv2d(x, w, b, stride=stride, padding=1, algo="blocked")
+            go = rand(tuple(y.shape), torch.float32)
+            ref = ref_conv2d(x, w, b, stride=stride, padding=1, grad_out=go)
+            gx = CF.conv2d_backward_input(go, w, tuple(x.shape), stride=stride, padding=1, algo="blocked")
+        assert_close(y, ref["y"], torch.float32, L=45, what=f"tile {tile} forward, stride {stride}")
+        assert_close(gx, ref["gx"], torch.float32, L=37 * 9, what=f"tile {tile} grad input, stride {stride}")

@@ -22,6 +22,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -121,6 +123,18 @@ Plan blocked_plan(const Geometry& g) {
       pl.ur = ur;
       pl.nkbg = nkbg;
     }
+  }
+  // CONVKIT_BLOCKED_TILE="ocb,ur" (one of kShapes): a tuning and testing override of the choice
+  if (const char* env = std::getenv("CONVKIT_BLOCKED_TILE")) {
+    int o = 0, u = 0;
+    if (std::sscanf(env, "%d,%d", &o, &u) == 2)
+      for (int i = 0; i < kNumShapes; ++i)
+        if (kShapes[i].ocb == o && kShapes[i].ur == u) {
+          pl.shape = i;
+          pl.ocb = o;
+          pl.ur = u;
+          pl.nkbg = (pl.kob + o - 1) / o;
+        }
   }
   const int64_t q_span = (g.Q + pl.ur - 1) / pl.ur * pl.ur;  // every tile reads whole UR pixels
   pl.Hp = (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1;
