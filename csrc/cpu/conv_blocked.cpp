@@ -31,33 +31,17 @@
 
 #include "cpu/conv.h"
 #include "cpu/gemm.h"
+#include "cpu/simd.h"
 #include "cpu/threads.h"
 
 namespace convkit::cpu {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
-
+using simd::kVecBytes;
+using simd::kVecRegs;
+using simd::lanes;
 template <typename T>
-struct BVec;
-template <>
-struct BVec<float> {
-  typedef float type __attribute__((vector_size(kVecBytes)));
-};
-template <>
-struct BVec<double> {
-  typedef double type __attribute__((vector_size(kVecBytes)));
-};
-template <typename T>
-constexpr int lanes() {
-  return kVecBytes / int(sizeof(T));
-}
+using BVec = simd::Vec<T>;
 
 // Register tiles (OCB filter blocks x UR pixels). Each needs OCB * UR accumulators, OCB filter
 // vectors and one broadcast register: at most 32 with AVX-512, 16 otherwise.
@@ -70,10 +54,8 @@ struct TileShape {
 constexpr int64_t kParallelMacs = int64_t(1) << 19;
 #if defined(__AVX512F__)
 constexpr TileShape kShapes[] = {{4, 6}, {3, 9}, {3, 7}, {2, 14}, {2, 7}, {1, 28}, {1, 14}, {1, 7}};
-constexpr int kVecRegs = 32;
 #else
 constexpr TileShape kShapes[] = {{3, 4}, {2, 6}, {2, 5}, {1, 14}, {1, 7}, {1, 4}};
-constexpr int kVecRegs = 16;
 #endif
 constexpr int kNumShapes = int(sizeof(kShapes) / sizeof(kShapes[0]));
 constexpr bool shapes_fit() {
@@ -104,26 +86,34 @@ struct Plan {
   int64_t filt_elems;        // packed filters + biases, all groups
 };
 
+// The kShapes tile of least cost(ocb, ur), the first of equals.
+template <typename Cost>
+int cheapest_tile(Cost cost) {
+  int best_i = 0;
+  double best = std::numeric_limits<double>::max();
+  for (int i = 0; i < kNumShapes; ++i) {
+    const double c = cost(int64_t(kShapes[i].ocb), int64_t(kShapes[i].ur));
+    if (c < best) {
+      best = c;
+      best_i = i;
+    }
+  }
+  return best_i;
+}
+
 template <typename T>
 Plan blocked_plan(const Geometry& g) {
   constexpr int VL = lanes<T>();
   Plan pl{};
   pl.kob = (g.Ko + VL - 1) / VL;
-  double best = std::numeric_limits<double>::max();
-  for (int i = 0; i < kNumShapes; ++i) {
-    const int64_t ocb = kShapes[i].ocb, ur = kShapes[i].ur;
-    // cycles of one reduction step, in units of half a cycle: OCB*UR FMAs or OCB+UR loads on two
-    // ports each, plus the step's own overhead; times the tiles per output row and block group
-    const int64_t nkbg = (pl.kob + ocb - 1) / ocb, nq = (g.Q + ur - 1) / ur;
-    const double cost = double(nkbg * nq) * double(std::max(ocb * ur, ocb + ur) + 2);
-    if (cost < best) {
-      best = cost;
-      pl.shape = i;
-      pl.ocb = ocb;
-      pl.ur = ur;
-      pl.nkbg = nkbg;
-    }
-  }
+  // cycles of one reduction step, in units of half a cycle: OCB*UR FMAs or OCB+UR loads on two
+  // ports each, plus the step's own overhead; times the tiles per output row and block group
+  pl.shape = cheapest_tile([&](int64_t ocb, int64_t ur) {
+    return double(((pl.kob + ocb - 1) / ocb) * ((g.Q + ur - 1) / ur)) * double(std::max(ocb * ur, ocb + ur) + 2);
+  });
+  pl.ocb = kShapes[pl.shape].ocb;
+  pl.ur = kShapes[pl.shape].ur;
+  pl.nkbg = (pl.kob + pl.ocb - 1) / pl.ocb;
   // CONVKIT_BLOCKED_TILE="ocb,ur" (one of kShapes): a tuning and testing override of the choice
   if (const char* env = std::getenv("CONVKIT_BLOCKED_TILE")) {
     int o = 0, u = 0;
@@ -387,20 +377,13 @@ WgradPlan wgrad_plan(const ConvParams& p) {
   WgradPlan pl{};
   pl.kob = (p.Kg() + VL - 1) / VL;
   pl.ntap = p.Cg() * p.R * p.S;
-  double best = std::numeric_limits<double>::max();
-  for (int i = 0; i < kNumShapes; ++i) {
-    const int64_t ocb = kShapes[i].ocb, ur = kShapes[i].ur;
-    const int64_t nkbg = (pl.kob + ocb - 1) / ocb, ntt = (pl.ntap + ur - 1) / ur;
-    const double cost = double(nkbg * ntt) * double(std::max(ocb * ur, ocb + 2 * ur) + 2);  // + tap offsets
-    if (cost < best) {
-      best = cost;
-      pl.shape = i;
-      pl.ocb = ocb;
-      pl.ur = ur;
-      pl.nkbg = nkbg;
-      pl.ntt = ntt;
-    }
-  }
+  pl.shape = cheapest_tile([&](int64_t ocb, int64_t ur) {  // the loads include the taps' offsets
+    return double(((pl.kob + ocb - 1) / ocb) * ((pl.ntap + ur - 1) / ur)) * double(std::max(ocb * ur, ocb + 2 * ur) + 2);
+  });
+  pl.ocb = kShapes[pl.shape].ocb;
+  pl.ur = kShapes[pl.shape].ur;
+  pl.nkbg = (pl.kob + pl.ocb - 1) / pl.ocb;
+  pl.ntt = (pl.ntap + pl.ur - 1) / pl.ur;
   pl.Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1;
   pl.Wp = (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1;
   pl.plane = pl.Hp * pl.Wp;

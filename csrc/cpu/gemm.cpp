@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/simd.h"
 #include "cpu/threads.h"
 
 namespace convkit::cpu {
@@ -113,31 +114,20 @@ CacheSizes cache_sizes() {
 
 namespace {
 
+using simd::kVecBytes;
+using simd::Vec;
+
 #if defined(__AVX512F__)
 constexpr bool kDirectOut = true;  // the micro-kernel writes full tiles into C itself
-constexpr int kVecBytes = 64;
 constexpr int kMR = 8;  // 8 x 2 zmm accumulators; 8 divides the usual channel counts (12 wasted
                         // a third of the rows at M = 16, a ninth at 64)
 #elif defined(__AVX__)
 constexpr bool kDirectOut = false;
-constexpr int kVecBytes = 32;
 constexpr int kMR = 6;  // 6 x 2 ymm accumulators of 16 registers
 #else
 constexpr bool kDirectOut = false;
-constexpr int kVecBytes = 16;
 constexpr int kMR = 6;
 #endif
-
-template <typename T>
-struct Vec;
-template <>
-struct Vec<float> {
-  typedef float type __attribute__((vector_size(kVecBytes)));
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(kVecBytes)));
-};
 
 // The register tile per dtype: MR x NR, NR = NV vectors.
 template <typename T>

@@ -8,18 +8,13 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/simd.h"
 #include "cpu/threads.h"
 
 namespace convkit::cpu {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
+using simd::kVecBytes;
 // 16 chains where there are 32 vector registers (AVX-512), 12 of 16 otherwise (m and c need two)
 #if defined(__AVX512F__)
 constexpr int kAcc = 16;
