@@ -217,11 +217,16 @@ def _module(a, op: str, arg: str = "input") -> _Kernels:
         check_float_dtype(op, arg, a.dtype, _backend.dtypes(name), backend=name)
         hit = _module_cache[key] = (name, mod)
     name, mod = hit
+    _sync_threads(name, mod)
+    return _Kernels(name, mod, _launch_args(name, a))
+
+
+def _sync_threads(name: str, mod) -> None:
+    """Gives backend `name`'s module the current thread count when it changed since last time."""
     n = get_num_threads()
     if _threads_set.get(name) != n and hasattr(mod, "set_num_threads"):
         mod.set_num_threads(n)
         _threads_set[name] = n
-    return _Kernels(name, mod, _launch_args(name, a))
 
 
 _DTYPE_NAMES = {}      # torch / NumPy dtype -> "float32" | "float64" (the fast path's dtypes)
@@ -232,18 +237,15 @@ if torch is not None:
 def fast_cpu(a):
     """For an elementwise kernel's hottest path: (the _cpu module, dtype name) when `a` is a
     contiguous float32/float64 torch CPU tensor, no backend is forced and nothing is poisoned;
-    else None (the caller takes the general path through _module). Keeps the thread count in
-    step as _module does; the caller counts its kernel call."""
+    else None (the caller takes the general path through _module). The caller counts its
+    kernel call."""
     dt = _DTYPE_NAMES.get(a.dtype)
     if dt is None or _POISON or a.device.type != "cpu" or not a.is_contiguous() or _backend.forced_backend():
         return None
     mod = _backend._modules.get("cpu")
     if mod is None:
         return None
-    n = get_num_threads()
-    if _threads_set.get("cpu") != n:
-        mod.set_num_threads(n)
-        _threads_set["cpu"] = n
+    _sync_threads("cpu", mod)
     return mod, dt
 
 

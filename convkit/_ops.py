@@ -85,6 +85,89 @@ def _pool_args(input_hw, kernel_size, stride, padding, dilation, ceil_mode) -> P
     return PoolArgs(tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), bool(ceil_mode), out)
 
 
+def shape_carrier(like: Tensor, shape) -> Tensor:
+    """A tensor of `shape` that costs no memory: the backward ops read only its shape."""
+    return like.new_zeros(()).expand(tuple(shape))
+
+
+# ---- each pass on checked arguments: the custom ops below and convkit._eager both run these -----
+
+def _contig(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def run_conv2d(x: Tensor, w: Tensor, b: Optional[Tensor], args: ConvArgs) -> Tensor:
+    return _finish(K.conv2d_fwd(x.contiguous(), w.contiguous(), _contig(b), args), _is_cl(x, w))
+
+
+def run_conv2d_bwd_input(dy: Tensor, w: Tensor, x_shape, args: ConvArgs) -> Tensor:
+    return _finish(K.conv2d_bwd_input(dy.contiguous(), w.contiguous(), tuple(x_shape), args), _is_cl(dy, w))
+
+
+def run_conv2d_bwd_weight(dy: Tensor, x: Tensor, w_shape, args: ConvArgs) -> Tensor:
+    return K.conv2d_bwd_weight(dy.contiguous(), x.contiguous(), tuple(w_shape), args)
+
+
+def run_max_pool2d(x: Tensor, a: PoolArgs, want_indices: bool):
+    """(y, int64 indices or None), in the memory format torch gives them."""
+    y, idx = K.max_pool2d_fwd(x.contiguous(), a, want_indices)
+    cl = _is_cl(x)
+    return _finish(y, cl), (None if idx is None else _finish(idx, cl))
+
+
+def run_max_pool2d_bwd(dy: Tensor, x_shape, idx: Tensor, a: PoolArgs) -> Tensor:
+    return _finish(K.max_pool2d_bwd(dy.contiguous(), tuple(x_shape), idx.contiguous(), a), _is_cl(dy))
+
+
+def run_avg_pool2d(x: Tensor, a: PoolArgs, count_include_pad: bool, div: Optional[int]) -> Tensor:
+    return _finish(K.avg_pool2d_fwd(x.contiguous(), a, count_include_pad, div), _is_cl(x))
+
+
+def run_avg_pool2d_bwd(dy: Tensor, x_shape, a: PoolArgs, count_include_pad: bool, div: Optional[int]) -> Tensor:
+    return _finish(K.avg_pool2d_bwd(dy.contiguous(), tuple(x_shape), a, count_include_pad, div), _is_cl(dy))
+
+
+def run_relu(x: Tensor) -> Tensor:
+    """max(x, 0), NaN kept; the output has torch.empty_like's layout."""
+    fast = K.fast_cpu(x)
+    if fast is not None:  # the common case, with the least Python between the call and the kernel
+        out = torch.empty_like(x)
+        n = x.numel()
+        if n:
+            K.kernel_calls["relu_fwd"] += 1
+            fast[0].relu_fwd(fast[1], n, x.data_ptr(), out.data_ptr())
+        return out
+    x, _, out, copied = _elementwise_pair(x)
+    if not copied:
+        return K.relu_fwd(x, out=out)
+    return out.copy_(K.relu_fwd(x))
+
+
+def run_relu_bwd(dy: Tensor, y: Tensor) -> Tensor:
+    fast = K.fast_cpu(dy)
+    if fast is not None and y.is_contiguous():
+        out = torch.empty_like(dy)
+        n = dy.numel()
+        if n:
+            K.kernel_calls["relu_bwd"] += 1
+            fast[0].relu_bwd(fast[1], n, dy.data_ptr(), y.data_ptr(), out.data_ptr())
+        return out
+    dy, y, out, copied = _elementwise_pair(dy, y)
+    if not copied:
+        return K.relu_bwd(dy, y, out=out)
+    return out.copy_(K.relu_bwd(dy, y))
+
+
+def run_relu_inplace(x: Tensor) -> bool:
+    """x = max(x, 0) in place; True when the kernel wrote x's memory itself (through a pointer,
+    which autograd's version counter does not see), False when x took a copy_."""
+    if x.is_contiguous() or torch.empty_like(x).stride() == x.stride():
+        K.relu_fwd(x, out=x)
+        return True
+    x.copy_(K.relu_fwd(x.contiguous()))
+    return False
+
+
 # ---- conv2d ----------------------------------------------------------------------------------
 
 @torch.library.custom_op("convkit::conv2d", mutates_args=())
@@ -94,9 +177,7 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[i
     args = check_conv("convkit::conv2d", input.shape, weight.shape, input.dtype, weight.dtype,
                       None if bias is None else bias.shape, None if bias is None else bias.dtype,
                       stride, padding, dilation, groups, algo)
-    y = K.conv2d_fwd(input.contiguous(), weight.contiguous(),
-                     None if bias is None else bias.contiguous(), args)
-    return _finish(y, _is_cl(input, weight))
+    return run_conv2d(input, weight, bias, args)
 
 
 @conv2d.register_fake
@@ -112,8 +193,7 @@ def conv2d_backward_input(grad_output: Tensor, weight: Tensor, input_size: List[
     """grad_output[N, K, P, Q], weight[K, C/groups, R, S] -> grad_input[input_size]."""
     args = _checked_backward("convkit::conv2d_backward_input", grad_output, input_size, weight.shape,
                              weight.dtype, stride, padding, dilation, groups, algo)
-    dx = K.conv2d_bwd_input(grad_output.contiguous(), weight.contiguous(), tuple(input_size), args)
-    return _finish(dx, _is_cl(grad_output, weight))
+    return run_conv2d_bwd_input(grad_output, weight, input_size, args)
 
 
 @conv2d_backward_input.register_fake
@@ -127,7 +207,7 @@ def conv2d_backward_weight(grad_output: Tensor, input: Tensor, weight_size: List
     """grad_output[N, K, P, Q], input[N, C, H, W] -> grad_weight[weight_size] (NCHW contiguous)."""
     args = _checked_backward("convkit::conv2d_backward_weight", grad_output, input.shape, weight_size,
                              input.dtype, stride, padding, dilation, groups, algo)
-    return K.conv2d_bwd_weight(grad_output.contiguous(), input.contiguous(), tuple(weight_size), args)
+    return run_conv2d_bwd_weight(grad_output, input, weight_size, args)
 
 
 @conv2d_backward_weight.register_fake
@@ -271,9 +351,7 @@ def max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding
                dilation: List[int], ceil_mode: bool) -> Tuple[Tensor, Tensor]:
     """input[N, C, H, W] -> (output[N, C, P, Q], int64 indices into each H*W plane)."""
     a = _checked_pool("convkit::max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
-    y, idx = K.max_pool2d_fwd(input.contiguous(), a, True)
-    cl = _is_cl(input)
-    return _finish(y, cl), _finish(idx, cl)
+    return run_max_pool2d(input, a, True)
 
 
 @max_pool2d.register_fake
@@ -291,8 +369,7 @@ def max_pool2d_inference(input: Tensor, kernel_size: List[int], stride: List[int
     """max_pool2d's values alone, for calls no gradient flows through (no indices to compute or
     store). Has no autograd formula: convkit.functional routes here only when none is needed."""
     a = _checked_pool("convkit::max_pool2d_inference", input, kernel_size, stride, padding, dilation, ceil_mode)
-    y, _ = K.max_pool2d_fwd(input.contiguous(), a, False)
-    return _finish(y, _is_cl(input))
+    return run_max_pool2d(input, a, False)[0]
 
 
 @max_pool2d_inference.register_fake
@@ -310,8 +387,7 @@ def max_pool2d_backward(grad_output: Tensor, input: Tensor, indices: Tensor, ker
     if indices.dtype != torch.int64 or indices.shape != grad_output.shape:
         raise ConvkitValueError(f"convkit::max_pool2d_backward: indices must be int64 of grad_output's shape, "
                                 f"got {indices.dtype} {tuple(indices.shape)}")
-    dx = K.max_pool2d_bwd(grad_output.contiguous(), tuple(input.shape), indices.contiguous(), a)
-    return _finish(dx, _is_cl(grad_output))
+    return run_max_pool2d_bwd(grad_output, input.shape, indices, a)
 
 
 @max_pool2d_backward.register_fake
@@ -357,8 +433,7 @@ def avg_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding
     """input[N, C, H, W] -> output[N, C, P, Q], torch's divisor rules."""
     a = _checked_pool("convkit::avg_pool2d", input, kernel_size, stride, padding, (1, 1), ceil_mode)
     check_divisor("convkit::avg_pool2d", divisor_override)
-    y = K.avg_pool2d_fwd(input.contiguous(), a, count_include_pad, divisor_override)
-    return _finish(y, _is_cl(input))
+    return run_avg_pool2d(input, a, count_include_pad, divisor_override)
 
 
 @avg_pool2d.register_fake
@@ -375,8 +450,7 @@ def avg_pool2d_backward(grad_output: Tensor, input: Tensor, kernel_size: List[in
     a = _checked_pool("convkit::avg_pool2d_backward", input, kernel_size, stride, padding, (1, 1), ceil_mode,
                       grad_output)
     check_divisor("convkit::avg_pool2d_backward", divisor_override)
-    dx = K.avg_pool2d_bwd(grad_output.contiguous(), tuple(input.shape), a, count_include_pad, divisor_override)
-    return _finish(dx, _is_cl(grad_output))
+    return run_avg_pool2d_bwd(grad_output, input.shape, a, count_include_pad, divisor_override)
 
 
 @avg_pool2d_backward.register_fake
@@ -431,10 +505,7 @@ def _elementwise_pair(a: Tensor, b: Optional[Tensor] = None):
 @torch.library.custom_op("convkit::relu", mutates_args=())
 def relu(input: Tensor) -> Tensor:
     """max(input, 0), NaN kept; the output has torch.empty_like's layout."""
-    x, _, out, copied = _elementwise_pair(input)
-    if not copied:
-        return K.relu_fwd(x, out=out)
-    return out.copy_(K.relu_fwd(x))
+    return run_relu(input)
 
 
 @relu.register_fake
@@ -444,11 +515,9 @@ def _(input):
 
 @torch.library.custom_op("convkit::relu_", mutates_args=("input",))
 def relu_(input: Tensor) -> None:
-    """In place: input = max(input, 0). Used where no gradient flows through it."""
-    if input.is_contiguous() or torch.empty_like(input).stride() == input.stride():
-        K.relu_fwd(input, out=input)
-    else:
-        input.copy_(K.relu_fwd(input.contiguous()))
+    """In place: input = max(input, 0). Used where no gradient flows through it (the op's
+    declared mutation bumps input's version)."""
+    run_relu_inplace(input)
 
 
 @relu_.register_fake
@@ -462,10 +531,7 @@ def relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
     if grad_output.shape != output.shape or grad_output.dtype != output.dtype:
         raise ConvkitValueError(f"convkit::relu_backward: grad_output {tuple(grad_output.shape)} {grad_output.dtype} "
                                 f"and output {tuple(output.shape)} {output.dtype} must match")
-    dy, y, out, copied = _elementwise_pair(grad_output, output)
-    if not copied:
-        return K.relu_bwd(dy, y, out=out)
-    return out.copy_(K.relu_bwd(dy, y))
+    return run_relu_bwd(grad_output, output)
 
 
 @relu_backward.register_fake

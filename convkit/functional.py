@@ -179,7 +179,7 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 
         _check_devices(op, grad_output, weight)
         dy = grad_output if batched else grad_output.unsqueeze(0)
         if _eager.eager(dy, weight) and not _eager.needs_grad(dy, weight):
-            dx = _eager.conv2d_bwd_input(dy, weight, x4, args)
+            dx = _ops.run_conv2d_bwd_input(dy, weight, x4, args)
             return dx if batched else dx[0]
         dx = torch.ops.convkit.conv2d_backward_input(dy, weight, list(x4), list(args.stride), list(args.pads),
                                                      list(args.dilation), args.groups, args.algo)
@@ -208,7 +208,7 @@ def conv2d_backward_weight(grad_output, input, weight_shape, stride: IntOrPair =
     dy = grad_output if batched else grad_output.unsqueeze(0)
     x = input if batched else input.unsqueeze(0)
     if _eager.eager(dy, x) and not _eager.needs_grad(dy, x):
-        return _eager.conv2d_bwd_weight(dy, x, w_shape, args)
+        return _ops.run_conv2d_bwd_weight(dy, x, w_shape, args)
     return torch.ops.convkit.conv2d_backward_weight(dy, x, list(w_shape), list(args.stride), list(args.pads),
                                                     list(args.dilation), args.groups, args.algo)
 
@@ -229,11 +229,6 @@ def conv2d_backward_bias(grad_output):
 
 
 # ---- pooling -----------------------------------------------------------------------------------
-
-def _shape_carrier(like, shape):
-    """A tensor of `shape` that costs no memory: the backward ops read only its shape."""
-    return like.new_zeros(()).expand(tuple(shape))
-
 
 def max_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None, padding: IntOrPair = 0,
                dilation: IntOrPair = 1, ceil_mode: bool = False, return_indices: bool = False):
@@ -281,9 +276,9 @@ def max_pool2d_backward(grad_output, input_shape, indices, kernel_size: IntOrPai
         dy = grad_output if batched else grad_output.unsqueeze(0)
         idx = indices if batched else indices.unsqueeze(0)
         if _eager.eager(dy, idx) and not _eager.needs_grad(dy):
-            dx = _eager.max_pool2d_bwd(dy, x4, idx, a)
+            dx = _ops.run_max_pool2d_bwd(dy, x4, idx, a)
             return dx if batched else dx[0]
-        dx = torch.ops.convkit.max_pool2d_backward(dy, _shape_carrier(dy, x4), idx, list(a.kernel),
+        dx = torch.ops.convkit.max_pool2d_backward(dy, _ops.shape_carrier(dy, x4), idx, list(a.kernel),
                                                    list(a.stride), list(a.padding), list(a.dilation), a.ceil_mode)
     return dx if batched else dx[0]
 
@@ -327,9 +322,9 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair, stride
         _check_devices(op, grad_output)
         dy = grad_output if batched else grad_output.unsqueeze(0)
         if _eager.eager(dy) and not _eager.needs_grad(dy):
-            dx = _eager.avg_pool2d_bwd(dy, x4, a, bool(count_include_pad), div)
+            dx = _ops.run_avg_pool2d_bwd(dy, x4, a, bool(count_include_pad), div)
             return dx if batched else dx[0]
-        dx = torch.ops.convkit.avg_pool2d_backward(dy, _shape_carrier(dy, x4), list(a.kernel), list(a.stride),
+        dx = torch.ops.convkit.avg_pool2d_backward(dy, _ops.shape_carrier(dy, x4), list(a.kernel), list(a.stride),
                                                    list(a.padding), a.ceil_mode, bool(count_include_pad), div)
     return dx if batched else dx[0]
 
@@ -388,5 +383,5 @@ def relu_backward(grad_output, output):
         return K.relu_bwd(_np(grad_output), _np(output))
     _check_devices(op, grad_output, output)
     if _eager.eager(grad_output, output) and not _eager.needs_grad(grad_output, output):
-        return _eager.relu_bwd(grad_output, output)
+        return _ops.run_relu_bwd(grad_output, output)
     return torch.ops.convkit.relu_backward(grad_output, output)
