@@ -308,13 +308,12 @@ void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed
   }
 }
 
-// Grad weight tile: out[(o*UR + j)*VL + l] (+)= sum over images i < nimg, p < P, q < Q of
-// dy[i][p*Q + q][o*VL + l] * x[i*img + p*row_step + q*sw + offs[j]].
+// Grad weight tile: out[(o*UR + j)*VL + l] (+)= sum over p < P, q < Q of
+// dy[p*Q + q][o*VL + l] * x[p*row_step + q*sw + offs[j]] (rows of one image).
 template <typename T, int OCB, int UR>
-__attribute__((noinline)) void wgrad_kernel(const T* __restrict x, int64_t img, int64_t nimg, int64_t P, int64_t Q,
-                                            int64_t row_step, int64_t sw, const int64_t* __restrict offs,
-                                            const T* __restrict dy, int64_t dy_img, bool accumulate,
-                                            T* __restrict out) {
+__attribute__((noinline)) void wgrad_kernel(const T* __restrict x, int64_t P, int64_t Q, int64_t row_step,
+                                            int64_t sw, const int64_t* __restrict offs, const T* __restrict dy,
+                                            bool accumulate, T* __restrict out) {
   using V = typename BVec<T>::type;
   constexpr int VL = lanes<T>();
   V acc[OCB][UR];
@@ -326,22 +325,20 @@ __attribute__((noinline)) void wgrad_kernel(const T* __restrict x, int64_t img, 
   int64_t off[UR];
 #pragma GCC unroll 28
   for (int j = 0; j < UR; ++j) off[j] = offs[j];
-  for (int64_t i = 0; i < nimg; ++i) {
-    const T* dyi = static_cast<const T*>(__builtin_assume_aligned(dy + i * dy_img, kVecBytes));
-    for (int64_t p = 0; p < P; ++p) {
-      const T* xr = x + i * img + p * row_step;
-      const T* dyr = dyi + p * Q * OCB * VL;
-      for (int64_t q = 0; q < Q; ++q) {
-        const T* xs = xr + q * sw;
-        V d[OCB];
+  dy = static_cast<const T*>(__builtin_assume_aligned(dy, kVecBytes));
+  for (int64_t p = 0; p < P; ++p) {
+    const T* xr = x + p * row_step;
+    const T* dyr = dy + p * Q * OCB * VL;
+    for (int64_t q = 0; q < Q; ++q) {
+      const T* xs = xr + q * sw;
+      V d[OCB];
 #pragma GCC unroll 4
-        for (int o = 0; o < OCB; ++o) d[o] = *reinterpret_cast<const V*>(dyr + (q * OCB + o) * VL);
+      for (int o = 0; o < OCB; ++o) d[o] = *reinterpret_cast<const V*>(dyr + (q * OCB + o) * VL);
 #pragma GCC unroll 28
-        for (int j = 0; j < UR; ++j) {
-          const T xv = xs[off[j]];
+      for (int j = 0; j < UR; ++j) {
+        const T xv = xs[off[j]];
 #pragma GCC unroll 4
-          for (int o = 0; o < OCB; ++o) acc[o][j] += d[o] * xv;
-        }
+        for (int o = 0; o < OCB; ++o) acc[o][j] += d[o] * xv;
       }
     }
   }
@@ -352,8 +349,7 @@ __attribute__((noinline)) void wgrad_kernel(const T* __restrict x, int64_t img, 
 }
 
 template <typename T>
-using WgradFn = void (*)(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*, const T*,
-                         int64_t, bool, T*);
+using WgradFn = void (*)(const T*, int64_t, int64_t, int64_t, int64_t, const int64_t*, const T*, bool, T*);
 
 template <typename T, std::size_t... I>
 WgradFn<T> wgrad_fn_of(int shape, std::index_sequence<I...>) {
@@ -407,13 +403,18 @@ bool bwd_input_is_blocked(const ConvParams& p) { return p.stride_h == 1 && p.str
 // The packed filters start at the first vector-aligned address of the workspace (a NumPy
 // caller's workspace may be only 16-byte aligned): the query adds a vector's bytes for that.
 template <typename T>
+T* align_up(T* p) {  // the first vector-aligned address at or after p
+  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<T*>((a + kVecBytes - 1) / kVecBytes * kVecBytes);
+}
+
+template <typename T>
 T* aligned_ws(const char* op, int64_t need_elems, T* ws, int64_t ws_bytes) {
   const int64_t need = need_elems * int64_t(sizeof(T)) + kVecBytes;
   CK_CHECK(ws != nullptr && ws_bytes >= need, std::string(op) + "(blocked): workspace of " + std::to_string(ws_bytes) +
                                                   " bytes is smaller than the packed filters (" +
                                                   std::to_string(need) + " bytes)");
-  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(ws);
-  return reinterpret_cast<T*>((a + kVecBytes - 1) / kVecBytes * kVecBytes);
+  return align_up(ws);
 }
 
 }  // namespace
@@ -421,15 +422,11 @@ T* aligned_ws(const char* op, int64_t need_elems, T* ws, int64_t ws_bytes) {
 int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes) {
   if (p.N == 0) return 0;
   const bool dbl = elem_size == 8;
-  if (pass == 0) {
-    const Geometry g = forward_geometry(p);
+  auto filters_bytes = [&](const Geometry& g) {  // packed filters + the alignment slack
     return (dbl ? blocked_plan<double>(g).filt_elems : blocked_plan<float>(g).filt_elems) * elem_size + kVecBytes;
-  }
-  if (pass == 1) {
-    if (!bwd_input_is_blocked(p)) return 0;  // direct's kernel
-    const Geometry g = bwd_input_geometry(p);
-    return (dbl ? blocked_plan<double>(g).filt_elems : blocked_plan<float>(g).filt_elems) * elem_size + kVecBytes;
-  }
+  };
+  if (pass == 0) return filters_bytes(forward_geometry(p));
+  if (pass == 1) return bwd_input_is_blocked(p) ? filters_bytes(bwd_input_geometry(p)) : 0;  // else direct's kernel
   const int64_t per_image = (dbl ? wgrad_plan<double>(p).img_elems : wgrad_plan<float>(p).img_elems) * elem_size;
   return std::min(p.N, std::max<int64_t>(1, cap_bytes / per_image)) * per_image + 2 * kVecBytes;
 }
@@ -477,7 +474,7 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
                " bytes is smaller than one image's padded input and repacked dy (" +
                std::to_string(per_image + 2 * kVecBytes) + " bytes)");
   const int64_t chunk = std::min(p.N, (ws_bytes - 2 * kVecBytes) / per_image);
-  T* base = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(ws) + kVecBytes - 1) / kVecBytes * kVecBytes);
+  T* base = align_up(ws);
   const int64_t tile = pl.ocb * VL;
   // chunk layout: padded x [g][i][c][Hp][Wp], then dy [g][kbg][i][P*Q][tile]
   T* xpad = base;
@@ -496,7 +493,7 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
   // the run's accumulators parked in a per-thread buffer between blocks. Fewer runs per block
   // group mean fewer passes over dy; there are enough for two tasks a thread.
   // A block group's dy that fits in a few MB of cache is simply read once per tile, each tile a
-  // task of its own over the whole chunk (the accumulators never leave the registers).
+  // task of its own over the whole chunk, an image (a block of P rows) at a time.
   const bool streamed = chunk * dy_img * int64_t(sizeof(T)) > (int64_t(4) << 20);
   const int64_t runs = streamed ? std::clamp<int64_t>((2 * int64_t(nt) + G * pl.nkbg - 1) / (G * pl.nkbg), 1, pl.ntt)
                                 : pl.ntt;
@@ -554,17 +551,14 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
           }
         }
         const T* dyk = dyb + (gi * pl.nkbg + kbg) * chunk * dy_img;
-        if (!streamed)  // one tile, every image of the chunk in one call
-          fn(xpad + gi * chunk * x_img, x_img, nb, p.P, p.Q, p.stride_h * pl.Wp, p.stride_w, offs, dyk, dy_img,
-             n0 > 0, tbufs);
-        for (int64_t i = 0; i < nb && streamed; ++i)
+        for (int64_t i = 0; i < nb; ++i)
           for (int64_t p0 = 0; p0 < p.P; p0 += rows_blk) {
             const int64_t np = std::min(rows_blk, p.P - p0);
             const bool acc = n0 > 0 || i > 0 || p0 > 0;
             const T* xb = xpad + (gi * chunk + i) * x_img + p0 * p.stride_h * pl.Wp;
             const T* db = dyk + i * dy_img + p0 * p.Q * tile;
             for (int64_t tt = tt0; tt < tt1; ++tt)
-              fn(xb, x_img, 1, np, p.Q, p.stride_h * pl.Wp, p.stride_w, offs + (tt - tt0) * pl.ur, db, dy_img, acc,
+              fn(xb, np, p.Q, p.stride_h * pl.Wp, p.stride_w, offs + (tt - tt0) * pl.ur, db, acc,
                  tbufs + (tt - tt0) * tile * pl.ur);
           }
         for (int64_t tt = tt0; tt < tt1; ++tt) {
