@@ -4,15 +4,17 @@ that also take NumPy and CuPy arrays. Backends: "cpu", "cuda" (torch CUDA tensor
 and "cudasim" (the CUDA kernels on a CPU emulator, for host memory). See README.md.
 """
 from ._backend import available_backends, use_backend
-from ._errors import ConvkitError, ConvkitNotImplementedError, ConvkitTypeError, ConvkitValueError
-from ._kernels import get_num_threads, set_num_threads
+from ._errors import ConvkitError, ConvkitMemoryError, ConvkitNotImplementedError, ConvkitTypeError, ConvkitValueError
+from ._kernels import (benchmark_cache_size, get_num_threads, set_benchmark_cache_size, set_num_threads,
+                       set_workspace_cap, workspace_cap)
 from ._params import CONV_ALGOS
 from . import flops, functional
 
 __version__ = "0.1.0"
 
 #: When True, algo="auto" times the applicable algorithms once per shape and caches the fastest
-#: (like torch.backends.cudnn.benchmark). When False, a heuristic by shape picks.
+#: (like torch.backends.cudnn.benchmark), for at most benchmark_cache_size() shapes (least
+#: recently used dropped). When False, a heuristic by shape picks.
 benchmark = False
 
 try:  # the nn layers need torch; functional works on NumPy arrays without it
@@ -22,6 +24,8 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "available_backends", "use_backend", "set_num_threads", "get_num_threads", "benchmark",
-    "ConvkitError", "ConvkitValueError", "ConvkitTypeError", "ConvkitNotImplementedError", "CONV_ALGOS",
+    "workspace_cap", "set_workspace_cap", "benchmark_cache_size", "set_benchmark_cache_size",
+    "ConvkitError", "ConvkitValueError", "ConvkitTypeError", "ConvkitMemoryError", "ConvkitNotImplementedError",
+    "CONV_ALGOS",
     "functional", "nn", "flops",
 ]

@@ -18,3 +18,8 @@ class ConvkitTypeError(ConvkitError, TypeError):
 class ConvkitNotImplementedError(ConvkitError, NotImplementedError):
     """An op the selected backend's compiled module does not provide (yet), e.g. conv2d on a
     CUDA module built before its convolution kernels."""
+
+
+class ConvkitMemoryError(ConvkitError, MemoryError):
+    """Memory convkit cannot get: an output, a workspace or scratch larger than what the allocator
+    gives or than the workspace cap allows. The message says how many bytes and for what."""

@@ -24,9 +24,11 @@ from typing import Optional
 
 import numpy as np
 
-from . import _backend
-from ._errors import ConvkitError, ConvkitNotImplementedError, ConvkitValueError
-from ._params import CPU_ONLY_ALGOS, ConvArgs, PoolArgs, check_float_dtype, conv_output_hw, dtype_name
+from . import _backend, _env
+from ._errors import (ConvkitError, ConvkitMemoryError, ConvkitNotImplementedError, ConvkitTypeError,
+                      ConvkitValueError)
+from ._params import (CPU_ONLY_ALGOS, CUDA_INDEX_LIMIT, SIZE_LIMIT, ConvArgs, PoolArgs, check_float_dtype, conv_output_hw,
+                      dtype_name)
 
 try:
     import torch
@@ -37,20 +39,67 @@ except ImportError:  # NumPy-only use
 
 kernel_calls: collections.Counter = collections.Counter()
 
-#: the most bytes an im2col column buffer may take; the batch is chunked to stay under it
-WORKSPACE_CAP_BYTES = int(os.environ.get("CONVKIT_WORKSPACE_CAP", 64 << 20))
+_env.check_all()  # every CONVKIT_* variable, once, when convkit is imported
+
+#: the most bytes a convolution's workspace may take (CONVKIT_WORKSPACE_CAP, set_workspace_cap):
+#: im2col's column buffer takes the batch in chunks of whole images to stay under it, and a
+#: request that cannot fit (one image's columns are larger) is refused with ConvkitMemoryError
+WORKSPACE_CAP_BYTES = _env.get("CONVKIT_WORKSPACE_CAP")
+#: the most threads set_num_threads takes
+MAX_THREADS = 1024
+#: the most shapes convkit.benchmark remembers a timed choice for (least recently used dropped)
+BENCHMARK_CACHE_SIZE = 1024
 
 _threads_user = 0      # set by convkit.set_num_threads; 0: follow torch.get_num_threads()
 _threads_set = {}      # backend module -> thread count last given to it
-_algo_cache = {}       # convkit.benchmark's timed choices, by shape
+_algo_cache = collections.OrderedDict()  # convkit.benchmark's timed choices, by shape, LRU order
+
+
+def _setting(op: str, name: str, v, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not hasattr(v, "__index__"):
+        raise ConvkitTypeError(f"{op}: {name} must be an int, got {v!r}")
+    v = int(v)
+    if not lo <= v <= hi:
+        raise ConvkitValueError(f"{op}: {name} must be between {lo} and {hi}, got {v}")
+    return v
 
 
 def set_num_threads(n: int) -> None:
+    """The threads convkit's CPU kernels (and the emulator's blocks) use: 1 to 1024. Default:
+    torch.get_num_threads()."""
     global _threads_user
-    if int(n) < 1:
-        from ._errors import ConvkitValueError
-        raise ConvkitValueError(f"set_num_threads: n must be >= 1, got {n}")
-    _threads_user = int(n)
+    _threads_user = _setting("set_num_threads", "n", n, 1, MAX_THREADS)
+
+
+def workspace_cap() -> int:
+    """The workspace cap in bytes (CONVKIT_WORKSPACE_CAP, default 64 MiB)."""
+    return WORKSPACE_CAP_BYTES
+
+
+def set_workspace_cap(nbytes) -> None:
+    """Sets the workspace cap: an int of bytes (1 to 2^62) or a size string such as '256M'."""
+    global WORKSPACE_CAP_BYTES
+    if isinstance(nbytes, str):
+        try:
+            WORKSPACE_CAP_BYTES = _env.parse_size(nbytes)
+        except ValueError:
+            raise ConvkitValueError(f"set_workspace_cap: {nbytes!r} is not a size from 1 byte to 2^62 "
+                                    f"(e.g. 4096, 512K, 64M, 1G)") from None
+        return
+    WORKSPACE_CAP_BYTES = _setting("set_workspace_cap", "the workspace cap in bytes", nbytes, 1, 1 << 62)
+
+
+def benchmark_cache_size() -> int:
+    return BENCHMARK_CACHE_SIZE
+
+
+def set_benchmark_cache_size(n: int) -> None:
+    """How many shapes convkit.benchmark remembers its timed pick for (1 to 2^20; default 1024);
+    past it the least recently used pick is dropped (and timed again if its shape comes back)."""
+    global BENCHMARK_CACHE_SIZE
+    BENCHMARK_CACHE_SIZE = _setting("set_benchmark_cache_size", "the benchmark cache size", n, 1, 1 << 20)
+    while len(_algo_cache) > BENCHMARK_CACHE_SIZE:
+        _algo_cache.popitem(last=False)
 
 
 def get_num_threads() -> int:
@@ -59,7 +108,7 @@ def get_num_threads() -> int:
     return torch.get_num_threads() if torch is not None else (os.cpu_count() or 1)
 
 
-_POISON = os.environ.get("CONVKIT_POISON", "") not in ("", "0")  # read once, when convkit is imported
+_POISON = _env.get("CONVKIT_POISON")  # read once, when convkit is imported
 
 
 def _poison() -> bool:
@@ -99,14 +148,45 @@ def _on_device(a):
     return a.device
 
 
+_ALLOC_FAILURE = ("can't allocate memory", "out of memory", "overflow", "Storage size", "invalid argument to empty",
+                  "numel", "OutOfMemory", "Maximum allowed dimension")
+
+
+def _itemsize(like, dtype=None) -> int:
+    dt = dtype or like.dtype
+    return dt.itemsize if _is_torch(like) else np.dtype(dt).itemsize
+
+
+def memory_error(e: BaseException, what: str, nbytes: Optional[int] = None):
+    """The ConvkitMemoryError for an allocation (or a contiguous copy) that failed with `e`, or
+    None when `e` is not an allocation failure (torch's allocator message, CUDA out of memory,
+    NumPy's MemoryError, a size past what an allocator can express)."""
+    if isinstance(e, ConvkitMemoryError):
+        return e
+    msg = str(e)
+    if not (isinstance(e, MemoryError) or (torch is not None and isinstance(e, torch.OutOfMemoryError))
+            or (isinstance(e, (RuntimeError, ValueError)) and any(k in msg for k in _ALLOC_FAILURE))):
+        return None
+    size = f"{nbytes:,} bytes" if nbytes is not None else "bytes"
+    first = msg.strip().splitlines()[0][:300] if msg.strip() else type(e).__name__
+    return ConvkitMemoryError(f"{what}: cannot allocate {size} ({first})")
+
+
 def _empty(like, shape, dtype=None):
-    """An uninitialized array of `like`'s framework on `like`'s device (CuPy: on its current stream)."""
-    if _is_torch(like):
-        return torch.empty(tuple(shape), dtype=dtype or like.dtype, device=like.device)
-    if is_cupy(like):
-        with _on_device(like):
-            return _cupy().empty(tuple(shape), dtype=dtype or like.dtype)
-    return np.empty(tuple(shape), dtype=dtype or like.dtype)
+    """An uninitialized array of `like`'s framework on `like`'s device (CuPy: on its current
+    stream). An allocation that fails is a ConvkitMemoryError saying how many bytes."""
+    try:
+        if _is_torch(like):
+            return torch.empty(tuple(shape), dtype=dtype or like.dtype, device=like.device)
+        if is_cupy(like):
+            with _on_device(like):
+                return _cupy().empty(tuple(shape), dtype=dtype or like.dtype)
+        return np.empty(tuple(shape), dtype=dtype or like.dtype)
+    except Exception as e:  # noqa: BLE001 - re-raised when it is not an allocation failure
+        err = memory_error(e, f"convkit: an array of shape {tuple(shape)}", math.prod(shape) * _itemsize(like, dtype))
+        if err is None:
+            raise
+        raise err from None
 
 
 def _fill(a, value) -> None:
@@ -144,13 +224,39 @@ def _workspace(like, nbytes: int):
 
 
 def contiguous(a):
-    """A C-contiguous NumPy or CuPy array with a's values (a itself when it already is one)."""
+    """A C-contiguous NumPy or CuPy array with a's values (a itself when it already is one), in
+    native byte order. An allocation that fails is a ConvkitMemoryError."""
     if a is None:
         return None
-    if is_cupy(a):
-        with _on_device(a):
-            return _cupy().ascontiguousarray(a)
-    return np.ascontiguousarray(a)
+    try:
+        if is_cupy(a):
+            with _on_device(a):
+                return _cupy().ascontiguousarray(a)
+        if not a.dtype.isnative:
+            a = a.astype(a.dtype.newbyteorder("="))
+        out = np.ascontiguousarray(a)
+        return out if out.ndim == a.ndim else out.reshape(a.shape)  # (ascontiguousarray makes 0-d 1-d)
+    except Exception as e:  # noqa: BLE001
+        err = memory_error(e, f"convkit: a contiguous copy of an array of shape {tuple(a.shape)}",
+                           int(np.prod(a.shape, dtype=object)) * a.dtype.itemsize)
+        if err is None:
+            raise
+        raise err from None
+
+
+def torch_contiguous(t, what: str = "a tensor"):
+    """t.contiguous(), with an allocation failure as ConvkitMemoryError (a stride-0 view of a
+    huge shape costs nothing until it is copied)."""
+    if t is None or t.is_contiguous():
+        return t
+    try:
+        return t.contiguous()
+    except Exception as e:  # noqa: BLE001
+        err = memory_error(e, f"convkit: a contiguous copy of {what} of shape {tuple(t.shape)}",
+                           t.numel() * t.element_size())
+        if err is None:
+            raise
+        raise err from None
 
 
 def _launch_args(name: str, a) -> tuple:
@@ -355,17 +461,22 @@ def _resolve_algo(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs) -> str
         return _heuristic_algo(p, args, k.name)
     dt = dtype_name(like.dtype)
     key = (k.name, dt, tuple(x_shape), tuple(w_shape), args.stride, args.pads, args.dilation, args.groups)
-    if key not in _algo_cache:
-        if _capturing(like):
-            algo = _heuristic_algo(p, args, k.name)
-            warnings.warn(
-                f"convkit.benchmark: conv2d with input {tuple(x_shape)}, weight {tuple(w_shape)} ({dt}) was first "
-                f"seen during a CUDA-graph capture, where timing (which synchronizes) cannot run; the graph uses "
-                f"the heuristic's algo={algo!r}. Run the model once before capturing to capture the timed pick.",
-                RuntimeWarning, stacklevel=2)
-            return algo
-        _algo_cache[key] = _time_algos(k, like, x_shape, w_shape, p, args, dt)
-    return _algo_cache[key]
+    algo = _algo_cache.get(key)
+    if algo is not None:
+        _algo_cache.move_to_end(key)
+        return algo
+    if _capturing(like):
+        algo = _heuristic_algo(p, args, k.name)
+        warnings.warn(
+            f"convkit.benchmark: conv2d with input {tuple(x_shape)}, weight {tuple(w_shape)} ({dt}) was first "
+            f"seen during a CUDA-graph capture, where timing (which synchronizes) cannot run; the graph uses "
+            f"the heuristic's algo={algo!r}. Run the model once before capturing to capture the timed pick.",
+            RuntimeWarning, stacklevel=2)
+        return algo
+    algo = _algo_cache[key] = _time_algos(k, like, x_shape, w_shape, p, args, dt)
+    while len(_algo_cache) > BENCHMARK_CACHE_SIZE:
+        _algo_cache.popitem(last=False)
+    return algo
 
 
 def _time_algos(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs, dt: str) -> str:
@@ -374,7 +485,10 @@ def _time_algos(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs, dt: str)
     x, w, y = _zeros(like, x_shape), _zeros(like, w_shape), _zeros(like, (p.N, p.K, p.P, p.Q))
     best, best_t = None, float("inf")
     for algo in _candidates(p, args, k.name):
-        ws = _workspace(like, k.mod.conv2d_workspace_bytes(algo, "fwd", dt, p, WORKSPACE_CAP_BYTES))
+        nbytes = k.mod.conv2d_workspace_bytes(algo, "fwd", dt, p, WORKSPACE_CAP_BYTES)
+        if nbytes > WORKSPACE_CAP_BYTES and _min_workspace(k, algo, "fwd", dt, p) > WORKSPACE_CAP_BYTES:
+            continue  # does not fit the cap
+        ws = _workspace(like, nbytes)
         times = []
         for _ in range(3):
             _synchronize(like)
@@ -401,11 +515,17 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
                                 f"choose one of direct, im2col, 1x1, auto there")
     if x_shape[0] == 0:
         return _zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
+    if _backend.is_cuda_backend(k.name):
+        _check_cuda_index_domain(op, k.name, x_shape, args)
+    if math.prod(out_shape) >= SIZE_LIMIT:  # (before ConvParams, whose own int64 check is terser)
+        raise ConvkitMemoryError(f"{op}: the output of shape {tuple(out_shape)} has {math.prod(out_shape):,} "
+                                 f"elements ({math.prod(out_shape) * _itemsize(a):,} bytes): too large to allocate")
     p = _conv_params(k.mod, x_shape, w_shape, args)
     dt = dtype_name(a.dtype)
     algo = _resolve_algo(k, a, x_shape, w_shape, p, args)
+    algo, nbytes = _fitting_workspace(k, op, kind, algo, dt, p, args)
     out = _new(a, out_shape)
-    ws = _workspace(a, k.mod.conv2d_workspace_bytes(algo, kind, dt, p, WORKSPACE_CAP_BYTES))
+    ws = _workspace(a, nbytes)
     ws_ptr, ws_bytes = _ptr(ws), (0 if ws is None else ws.nbytes)
     if kind == "fwd":
         k("conv2d_fwd", algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(bias), _ptr(out), ws_ptr, ws_bytes)
@@ -414,6 +534,47 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
     else:
         k("conv2d_bwd_weight", algo, dt, p, _ptr(a), _ptr(b_arr), _ptr(out), ws_ptr, ws_bytes)
     return out
+
+
+def _check_cuda_index_domain(op: str, backend: str, x_shape, args: ConvArgs) -> None:
+    """The CUDA kernels index a plane in 32 bits: the padded input (which bounds every window
+    offset, dilated tap and, once the output has more than one row, the stride) must stay below
+    2^31 on each side. (A stride past the padded input leaves one output row, and the kernels
+    are handed the padded extent instead.)"""
+    _, _, h, w = x_shape
+    pt, pb, pl, pr = args.pads
+    hp, wp = h + pt + pb, w + pl + pr
+    if max(hp, wp) > CUDA_INDEX_LIMIT:
+        raise ConvkitValueError(
+            f"{op}: the {backend!r} backend indexes a plane in 32 bits, and the padded input ({hp}, {wp}) "
+            f"(input ({h}, {w}), padding {args.pads}) is 2^31 or more on a side; reduce padding or run on the "
+            f"'cpu' backend")
+
+
+def _min_workspace(k: _Kernels, algo: str, kind: str, dt: str, p) -> int:
+    """The smallest workspace `algo` can run `kind` in: one image a chunk where it chunks."""
+    return k.mod.conv2d_workspace_bytes(algo, kind, dt, p, 1)
+
+
+def _fitting_workspace(k: _Kernels, op: str, kind: str, algo: str, dt: str, p, args: ConvArgs):
+    """(algo, workspace bytes) under the workspace cap. The size query chunks im2col's batch to
+    the cap; a request whose smallest form (one image a chunk) is still over the cap is refused,
+    or, for algo='auto', handed to the next applicable algorithm that fits."""
+    cap = WORKSPACE_CAP_BYTES
+    nbytes = k.mod.conv2d_workspace_bytes(algo, kind, dt, p, cap)
+    if nbytes <= cap or _min_workspace(k, algo, kind, dt, p) <= cap:
+        return algo, nbytes
+    if args.algo == "auto":
+        for other in [a for a in ("blocked", "im2col", "direct") if a in _candidates(p, args, k.name) and a != algo]:
+            other_bytes = k.mod.conv2d_workspace_bytes(other, kind, dt, p, cap)
+            if other_bytes <= cap or _min_workspace(k, other, kind, dt, p) <= cap:
+                return other, other_bytes
+    need = _min_workspace(k, algo, kind, dt, p)
+    raise ConvkitMemoryError(
+        f"{op}: algo={algo!r} ({kind}) needs at least {need:,} bytes of workspace for input "
+        f"({p.N}, {p.C}, {p.H}, {p.W}) and weight ({p.K}, {p.C // p.groups}, {p.R}, {p.S}), more than the workspace "
+        f"cap of {cap:,} bytes; raise the cap (CONVKIT_WORKSPACE_CAP=1G, or convkit.set_workspace_cap('1G')) or "
+        f"choose another algo")
 
 
 def conv2d_fwd(x, w, bias, args: ConvArgs):
@@ -453,6 +614,25 @@ def _pool_params(mod, x_shape, a: PoolArgs):
                           a.padding[0], a.padding[1], a.dilation[0], a.dilation[1], a.ceil_mode)
 
 
+def _check_cuda_pool(op: str, k: _Kernels, x_shape, a: PoolArgs) -> None:
+    """The CUDA pooling kernels index a plane in 32 bits: the bound pool_geom.cuh checks, on the
+    stride the kernels get (with one window along an axis, at most the padded input: see
+    make_pool_params), raised here as a ConvkitValueError naming the arguments."""
+    if not _backend.is_cuda_backend(k.name):
+        return
+    _, _, h, w = x_shape
+    biggest = max(h * w, a.out_hw[0] * a.out_hw[1])
+    for size, kk, st, pad, dil, out in zip((h, w), a.kernel, a.stride, a.padding, a.dilation, a.out_hw):
+        span = (kk - 1) * dil + 1
+        st = st if out > 1 else min(st, size + 2 * pad)
+        biggest = max(biggest, size + 2 * pad + span + st, (out + 1) * st + span)
+    if biggest > CUDA_INDEX_LIMIT:
+        raise ConvkitValueError(
+            f"{op}: the {k.name!r} backend indexes a plane in 32 bits, and kernel_size={a.kernel}, "
+            f"stride={a.stride}, padding={a.padding}, dilation={a.dilation} on input ({h}, {w}) reach 2^31; "
+            f"run on the 'cpu' backend")
+
+
 def _int64(like):
     return torch.int64 if _is_torch(like) else np.int64
 
@@ -460,6 +640,7 @@ def _int64(like):
 def max_pool2d_fwd(x, a: PoolArgs, want_indices: bool):
     """y[N, C, P, Q] (and int64 indices into each H*W plane) of a max pool of x[N, C, H, W]."""
     k = _module(x, "max_pool2d")
+    _check_cuda_pool("max_pool2d", k, x.shape, a)
     out_shape = tuple(x.shape[:2]) + a.out_hw
     y = _new(x, out_shape)
     idx = _new(x, out_shape, _int64(x)) if want_indices else None
@@ -473,6 +654,7 @@ def max_pool2d_bwd(dy, input_shape, idx, a: PoolArgs):
     """dx[N, C, H, W]: each dy[N, C, P, Q] element added at its window's argmax (idx from the
     forward); gather form, every dx element written."""
     k = _module(dy, "max_pool2d_backward", "grad_output")
+    _check_cuda_pool("max_pool2d_backward", k, input_shape, a)
     dx = _new(dy, input_shape)
     if input_shape[0] == 0:
         return dx
@@ -483,6 +665,7 @@ def max_pool2d_bwd(dy, input_shape, idx, a: PoolArgs):
 def avg_pool2d_fwd(x, a: PoolArgs, count_include_pad: bool, divisor_override: Optional[int]):
     """y[N, C, P, Q]: the average of each window of x[N, C, H, W], torch's divisor rules."""
     k = _module(x, "avg_pool2d")
+    _check_cuda_pool("avg_pool2d", k, x.shape, a)
     y = _new(x, tuple(x.shape[:2]) + a.out_hw)
     if x.shape[0] == 0:
         return y
@@ -494,6 +677,7 @@ def avg_pool2d_fwd(x, a: PoolArgs, count_include_pad: bool, divisor_override: Op
 def avg_pool2d_bwd(dy, input_shape, a: PoolArgs, count_include_pad: bool, divisor_override: Optional[int]):
     """dx[N, C, H, W] from dy[N, C, P, Q]: each window's share of its output's gradient."""
     k = _module(dy, "avg_pool2d_backward", "grad_output")
+    _check_cuda_pool("avg_pool2d_backward", k, input_shape, a)
     dx = _new(dy, input_shape)
     if input_shape[0] == 0:
         return dx

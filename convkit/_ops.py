@@ -43,11 +43,6 @@ def _is_cl(*tensors: Tensor) -> bool:
     return any(t is not None and t.dim() == 4 and _suggests_cl(t) for t in tensors)
 
 
-def _finish(out: Tensor, channels_last: bool) -> Tensor:
-    """The kernels write NCHW; give the output the memory format torch would."""
-    return out.contiguous(memory_format=_CL) if channels_last else out
-
-
 def _empty(like: Tensor, shape, channels_last: bool) -> Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device,
                        memory_format=_CL if channels_last else torch.contiguous_format)
@@ -92,39 +87,57 @@ def shape_carrier(like: Tensor, shape) -> Tensor:
 
 # ---- each pass on checked arguments: the custom ops below and convkit._eager both run these -----
 
-def _contig(t: Optional[Tensor]) -> Optional[Tensor]:
-    return None if t is None else t.contiguous()
+# (the kernels take NCHW-contiguous memory; a copy that cannot be allocated, e.g. of a stride-0
+# view of a huge shape, is a ConvkitMemoryError saying how many bytes)
+_c = K.torch_contiguous
+
+
+def _finish(out: Tensor, channels_last: bool) -> Tensor:
+    """The kernels write NCHW; give the output the memory format torch would."""
+    return _to_cl(out) if channels_last else out
+
+
+def _to_cl(out: Tensor) -> Tensor:
+    try:
+        return out.contiguous(memory_format=_CL)
+    except Exception as e:  # noqa: BLE001
+        err = K.memory_error(e, f"convkit: a channels_last copy of an output of shape {tuple(out.shape)}",
+                             out.numel() * out.element_size())
+        if err is None:
+            raise
+        raise err from None
 
 
 def run_conv2d(x: Tensor, w: Tensor, b: Optional[Tensor], args: ConvArgs) -> Tensor:
-    return _finish(K.conv2d_fwd(x.contiguous(), w.contiguous(), _contig(b), args), _is_cl(x, w))
+    return _finish(K.conv2d_fwd(_c(x, "input"), _c(w, "weight"), _c(b, "bias"), args), _is_cl(x, w))
 
 
 def run_conv2d_bwd_input(dy: Tensor, w: Tensor, x_shape, args: ConvArgs) -> Tensor:
-    return _finish(K.conv2d_bwd_input(dy.contiguous(), w.contiguous(), tuple(x_shape), args), _is_cl(dy, w))
+    return _finish(K.conv2d_bwd_input(_c(dy, "grad_output"), _c(w, "weight"), tuple(x_shape), args),
+                   _is_cl(dy, w))
 
 
 def run_conv2d_bwd_weight(dy: Tensor, x: Tensor, w_shape, args: ConvArgs) -> Tensor:
-    return K.conv2d_bwd_weight(dy.contiguous(), x.contiguous(), tuple(w_shape), args)
+    return K.conv2d_bwd_weight(_c(dy, "grad_output"), _c(x, "input"), tuple(w_shape), args)
 
 
 def run_max_pool2d(x: Tensor, a: PoolArgs, want_indices: bool):
     """(y, int64 indices or None), in the memory format torch gives them."""
-    y, idx = K.max_pool2d_fwd(x.contiguous(), a, want_indices)
+    y, idx = K.max_pool2d_fwd(_c(x, "input"), a, want_indices)
     cl = _is_cl(x)
     return _finish(y, cl), (None if idx is None else _finish(idx, cl))
 
 
 def run_max_pool2d_bwd(dy: Tensor, x_shape, idx: Tensor, a: PoolArgs) -> Tensor:
-    return _finish(K.max_pool2d_bwd(dy.contiguous(), tuple(x_shape), idx.contiguous(), a), _is_cl(dy))
+    return _finish(K.max_pool2d_bwd(_c(dy, "grad_output"), tuple(x_shape), _c(idx, "indices"), a), _is_cl(dy))
 
 
 def run_avg_pool2d(x: Tensor, a: PoolArgs, count_include_pad: bool, div: Optional[int]) -> Tensor:
-    return _finish(K.avg_pool2d_fwd(x.contiguous(), a, count_include_pad, div), _is_cl(x))
+    return _finish(K.avg_pool2d_fwd(_c(x, "input"), a, count_include_pad, div), _is_cl(x))
 
 
 def run_avg_pool2d_bwd(dy: Tensor, x_shape, a: PoolArgs, count_include_pad: bool, div: Optional[int]) -> Tensor:
-    return _finish(K.avg_pool2d_bwd(dy.contiguous(), tuple(x_shape), a, count_include_pad, div), _is_cl(dy))
+    return _finish(K.avg_pool2d_bwd(_c(dy, "grad_output"), tuple(x_shape), a, count_include_pad, div), _is_cl(dy))
 
 
 def run_relu(x: Tensor) -> Tensor:

@@ -30,10 +30,34 @@ def dtype_name(dtype) -> str:
     return s[len("torch."):] if s.startswith("torch.") else s
 
 
+#: the largest int64: every integer argument must fit the kernels' 64-bit parameters
+INT64_MAX = 2 ** 63 - 1
+#: every extent the kernels derive (a padded input side, a dilated kernel, a pooling window's
+#: area) must stay below this, so that a sum or difference of two of them cannot overflow int64
+SIZE_LIMIT = 2 ** 62
+#: the CUDA kernels' 32-bit index domain: a padded input side on the 'cuda' and 'cudasim'
+#: backends must stay below it (index arithmetic in int / uint32 with fast division)
+CUDA_INDEX_LIMIT = 2 ** 31 - 1
+
+
 def _int(v, op: str, name: str) -> int:
     if isinstance(v, bool) or not hasattr(v, "__index__"):
         raise ConvkitTypeError(f"{op}: {name} must be an int, got {v!r}")
-    return int(v)
+    v = int(v)
+    if not -INT64_MAX - 1 <= v <= INT64_MAX:
+        raise ConvkitValueError(f"{op}: {name}={v} does not fit in 64 bits (|{name}| must be below 2^63)")
+    return v
+
+
+def check_shape(op: str, name: str, shape, rank: int = 4) -> Tuple[int, ...]:
+    """A shape argument (input_shape, weight_shape) as ints, each in [0, 2^62]."""
+    if not isinstance(shape, (list, tuple)) and not hasattr(shape, "__len__"):
+        raise ConvkitTypeError(f"{op}: {name} must be a sequence of ints, got {shape!r}")
+    dims = tuple(_int(d, op, name) for d in shape)
+    for d in dims:
+        if not 0 <= d <= SIZE_LIMIT:
+            raise ConvkitValueError(f"{op}: {name} {dims} has a dimension outside [0, 2^62]")
+    return dims
 
 
 def int_pair(v, op: str, name: str) -> Tuple[int, int]:
@@ -151,6 +175,11 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
     if h < 1 or w < 1:
         raise ConvkitValueError(f"{op}: input has an empty spatial dimension, shape {input_shape}")
     pads = conv_padding(padding, (r, s), dilation, stride, op)
+    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    if max(hp, wp) > SIZE_LIMIT:
+        raise ConvkitValueError(
+            f"{op}: the padded input ({hp}, {wp}) is larger than 2^62 (input ({h}, {w}), padding {pads}); "
+            f"reduce padding")
     eh, ew = dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1
     if eh > h + pads[0] + pads[1] or ew > w + pads[2] + pads[3]:
         raise ConvkitValueError(
@@ -215,6 +244,11 @@ def check_pool(op: str, input_shape, dtype, kernel_size, stride=None, padding=0,
     n, c, h, w = input_shape
     if c < 1 or h < 1 or w < 1:
         raise ConvkitValueError(f"{op}: input has an empty non-batch dimension, shape {input_shape}")
+    hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    if hp * wp > SIZE_LIMIT:  # (an average pool's divisor is a window's area, clipped to the padded input)
+        raise ConvkitValueError(
+            f"{op}: kernel_size={kernel} with padding={padding} on input ({h}, {w}) spans a padded area of "
+            f"{hp} x {wp}, larger than 2^62")
     ceil_mode = bool(ceil_mode)
     out = (pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode),
            pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode))

@@ -18,7 +18,7 @@ from . import _kernels as K
 from ._backend import available_backends
 from ._errors import ConvkitTypeError, ConvkitValueError
 from ._params import (CONV_WHERE, KERNEL_DTYPES, check_conv, check_divisor, check_float_dtype, check_pool, check_rank,
-                      conv_output_hw)
+                      check_shape, conv_output_hw)
 
 try:
     import torch
@@ -168,7 +168,7 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 
     op = "conv2d_backward_input"
     kind = _kind(op, grad_output, weight)
     batched = _batched(op, "input_shape", input_shape)
-    x4 = _shape4(input_shape)
+    x4 = _shape4(check_shape(op, "input_shape", input_shape))
     args = check_conv(op, x4, weight.shape, grad_output.dtype, weight.dtype, stride=stride, padding=padding,
                       dilation=dilation, groups=groups, algo=algo)
     expected = (x4[0], weight.shape[0]) + conv_output_hw(x4[2], x4[3], weight.shape[2], weight.shape[3], args)
@@ -197,7 +197,7 @@ def conv2d_backward_weight(grad_output, input, weight_shape, stride: IntOrPair =
     op = "conv2d_backward_weight"
     kind = _kind(op, grad_output, input)
     batched = _batched(op, "input", input.shape)
-    x4, w_shape = _shape4(input.shape), tuple(int(s) for s in weight_shape)
+    x4, w_shape = _shape4(input.shape), check_shape(op, "weight_shape", weight_shape)
     args = check_conv(op, x4, w_shape, input.dtype, grad_output.dtype, stride=stride, padding=padding,
                       dilation=dilation, groups=groups, algo=algo)
     expected = (x4[0], w_shape[0]) + conv_output_hw(x4[2], x4[3], w_shape[2], w_shape[3], args)
@@ -262,7 +262,7 @@ def max_pool2d_backward(grad_output, input_shape, indices, kernel_size: IntOrPai
     op = "max_pool2d_backward"
     kind = _kind(op, grad_output, indices)
     batched = _batched(op, "input_shape", input_shape)
-    x4 = _shape4(input_shape)
+    x4 = _shape4(check_shape(op, "input_shape", input_shape))
     a = check_pool(op, x4, grad_output.dtype, kernel_size, stride, padding, dilation, ceil_mode)
     out_shape = x4[:2] + a.out_hw
     _check_grad_shape(op, grad_output, out_shape if batched else out_shape[1:])
@@ -311,7 +311,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair, stride
     op = "avg_pool2d_backward"
     kind = _kind(op, grad_output)
     batched = _batched(op, "input_shape", input_shape)
-    x4 = _shape4(input_shape)
+    x4 = _shape4(check_shape(op, "input_shape", input_shape))
     a = check_pool(op, x4, grad_output.dtype, kernel_size, stride, padding, 1, ceil_mode)
     div = check_divisor(op, divisor_override)
     out_shape = x4[:2] + a.out_hw
@@ -341,10 +341,12 @@ def relu(input, inplace: bool = False):
     op = "relu_" if inplace else "relu"
     kind = _kind(op, input)
     check_float_dtype(op, "input", input.dtype, KERNEL_DTYPES)
+    if inplace:
+        _check_writable(op, input, kind)
     if kind != "torch":
         if not inplace:
             return K.relu_fwd(_np(input))
-        if input.flags.c_contiguous:
+        if input.flags.c_contiguous and input.dtype.isnative:
             return K.relu_fwd(input, out=input)
         input[...] = K.relu_fwd(_np(input))
         return input
@@ -364,6 +366,22 @@ def relu(input, inplace: bool = False):
     else:
         torch.ops.convkit.relu_(input)
     return input
+
+
+def _check_writable(op: str, a, kind: str) -> None:
+    """An in-place destination must be writable memory whose elements are distinct: a read-only
+    NumPy array (a read-only memmap, np.frombuffer over bytes, a broadcast view) or a view with a
+    stride-0 dimension (expand(), broadcast_to: many elements, one address; torch refuses these
+    too) is refused before anything is written."""
+    if kind == "numpy" and not a.flags.writeable:
+        raise ConvkitValueError(f"{op}: input is a read-only array (e.g. a read-only memmap, np.frombuffer over "
+                                f"bytes, or a broadcast view); nothing was written. Use relu(input) for a new array")
+    strides = a.stride() if kind == "torch" else a.strides
+    if 0 not in a.shape and any(st == 0 and n > 1 for n, st in zip(a.shape, strides)):
+        raise ConvkitValueError(
+            f"{op}: input has overlapping elements (a stride-0 dimension, shape {tuple(a.shape)}, strides "
+            f"{tuple(strides)}): more than one element refers to one memory location, so it cannot be written in "
+            f"place; nothing was written. Use relu(input), or clone / copy the input first")
 
 
 def relu_(input):

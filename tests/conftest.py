@@ -258,3 +258,14 @@ def raises_checked(fn, bases, match_words=(), tensors=()):
             torch.isnan(snap).any() and torch.equal(torch.nan_to_num(t.detach()), torch.nan_to_num(snap))), \
             "the caller's tensor was modified by a failing call"
     return e
+
+
+def one_image_workspace(backend, x_shape, w_shape, dtype, algo="im2col", **kw):
+    """The workspace cap that lets `algo` take one image a chunk in every pass: the largest of
+    the passes' smallest workspaces (the size query with a 1-byte cap)."""
+    import convkit._kernels as kernels
+    from convkit._params import check_conv
+    mod = convkit._backend.module(backend)
+    args = check_conv("test", x_shape, w_shape, dtype, dtype, **kw, algo=algo)
+    p = kernels._conv_params(mod, x_shape, w_shape, args)
+    return max(mod.conv2d_workspace_bytes(algo, kind, dtype_id(dtype), p, 1) for kind in ("fwd", "bwd_input", "bwd_weight"))

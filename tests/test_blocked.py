@@ -20,7 +20,8 @@ import convkit.functional as CF
 import convkit.nn as cnn
 from convkit import ConvkitValueError
 
-from conftest import BACKENDS, assert_bitwise, assert_close, dtype_id, rand, ref_conv2d, small_ints
+from conftest import (BACKENDS, assert_bitwise, assert_close, dtype_id, one_image_workspace, rand, ref_conv2d,
+                      small_ints)
 
 # (N, C, K, groups, H, W, R, S, stride, padding, dilation, bias)
 CASES = [
@@ -173,7 +174,7 @@ def test_blocked_workspace_contract():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
 def test_blocked_grad_weight_in_batch_chunks(monkeypatch, dtype):
-    """A workspace cap below one image: grad weight runs one image at a time, each adding onto
+    """A workspace cap of one image: grad weight runs one image at a time, each adding onto
     the last, and matches both the reference and the single-chunk result (to rounding)."""
     x = rand((3, 5, 9, 8), dtype)
     w = rand((20, 5, 3, 3), dtype)
@@ -181,7 +182,8 @@ def test_blocked_grad_weight_in_batch_chunks(monkeypatch, dtype):
     ref = ref_conv2d(x, w, None, padding=1, grad_out=go)
     with convkit.use_backend("cpu"):
         whole = CF.conv2d_backward_weight(go, x, tuple(w.shape), padding=1, algo="blocked")
-        monkeypatch.setattr(convkit._kernels, "WORKSPACE_CAP_BYTES", 1)
+        one = one_image_workspace("cpu", tuple(x.shape), tuple(w.shape), dtype, algo="blocked", padding=1)
+        monkeypatch.setattr(convkit._kernels, "WORKSPACE_CAP_BYTES", one)
         before = dict(convkit._kernels.kernel_calls)
         chunked = CF.conv2d_backward_weight(go, x, tuple(w.shape), padding=1, algo="blocked")
         assert convkit._kernels.kernel_calls["conv2d_bwd_weight"] == before.get("conv2d_bwd_weight", 0) + 1

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import convkit
 import convkit.functional as CF
 
-from conftest import (BACKENDS, DTYPES, assert_bitwise, assert_close, conv_out_hw, device_of,
+from conftest import (BACKENDS, DTYPES, assert_bitwise, assert_close, conv_out_hw, device_of, one_image_workspace,
                       dtype_id, is_channels_last, pair, rand, ref_conv2d, skip_without_conv,
                       small_ints)
 
@@ -507,16 +507,17 @@ def test_conv2d_gemm_tiling_exact(backend, algo, case):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cap", [1, 3000, 1 << 30])
+@pytest.mark.parametrize("images", [1, 3, None])
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-def test_conv2d_im2col_batch_chunking(backend, cap, dtype, monkeypatch):
-    """A tiny workspace cap makes im2col take the batch one image (or a few) at a time: same
-    results as with a big one, for forward and both gradients."""
+def test_conv2d_im2col_batch_chunking(backend, images, dtype, monkeypatch):
+    """A workspace cap of one image's columns (or three) makes im2col take the batch an image
+    (or a few) at a time: same results as with a big one, for forward and both gradients."""
     import convkit._kernels as kernels
-    monkeypatch.setattr(kernels, "WORKSPACE_CAP_BYTES", cap)
     dev = device_of(backend)
     case = _case(7, 5, 6, 1, 9, 8, (3, 3), 1, 1, 1, True)
     x, w, b = _make(case, dtype, dev)
+    one = one_image_workspace(backend, tuple(x.shape), tuple(w.shape), dtype, **_kw(case))
+    monkeypatch.setattr(kernels, "WORKSPACE_CAP_BYTES", 1 << 30 if images is None else images * one)
     for t in (x, w, b):
         t.requires_grad_(True)
     with convkit.use_backend(backend):

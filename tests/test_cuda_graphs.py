@@ -9,6 +9,7 @@ already has uses the cached pick; one it lacks uses the heuristic's pick, uncach
 RuntimeWarning telling the user to run once before capturing. That logic is tested here on the
 CPU by pretending to capture; the real captures need a GPU (they skip without one).
 """
+import collections
 import warnings
 
 import pytest
@@ -24,7 +25,7 @@ from conftest import BACKENDS, assert_bitwise, has_conv, rand, small_ints
 
 @pytest.fixture
 def fresh_algo_cache(monkeypatch):
-    monkeypatch.setattr(K, "_algo_cache", {})
+    monkeypatch.setattr(K, "_algo_cache", collections.OrderedDict())
     monkeypatch.setattr(convkit, "benchmark", True)
     return K._algo_cache
 

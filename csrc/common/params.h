@@ -1,6 +1,7 @@
 // Shapes and parameters shared by every backend: ConvParams, PoolParams and the output-size
 // rules (torch's, ceil_mode included). Header-only; usable from host and device code.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -48,7 +49,26 @@ struct ConvParams {
   }
 };
 
+// a + b and a * b of non-negative int64 sizes, or -1 when the result does not fit (a guard for
+// sizes derived from caller-supplied parameters: padded extents, dilated kernels, planes).
+inline int64_t checked_add(int64_t a, int64_t b) {
+  int64_t r;
+  return (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r)) ? -1 : r;
+}
+inline int64_t checked_mul(int64_t a, int64_t b) {
+  int64_t r;
+  return (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) ? -1 : r;
+}
+
+// The most any derived extent may be (a padded side, a dilated kernel): below 2^62, so that a
+// sum or difference of two of them, as the kernels' index arithmetic forms, stays in int64. The
+// Python layer checks the same bound first (convkit._params.SIZE_LIMIT) with a friendlier message.
+constexpr int64_t kSizeLimit = int64_t{1} << 62;
+
 // Fills P and Q and checks the parameters; throws convkit::Error naming the bad value.
+// With one output row (column), the stride never moves a window, so a stride past the padded
+// input is replaced by the padded extent: P (Q) stays 1, and no kernel sees a stride larger than
+// the input it pads (which would otherwise drive phase loops, scratch sizes and 32-bit casts).
 inline ConvParams make_conv_params(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t R,
                                    int64_t S, int64_t stride_h, int64_t stride_w, int64_t pad_t,
                                    int64_t pad_b, int64_t pad_l, int64_t pad_r, int64_t dil_h,
@@ -59,10 +79,20 @@ inline ConvParams make_conv_params(int64_t N, int64_t C, int64_t H, int64_t W, i
   CK_CHECK(dil_h > 0 && dil_w > 0, "conv2d: dilation must be >= 1");
   CK_CHECK(pad_t >= 0 && pad_b >= 0 && pad_l >= 0 && pad_r >= 0, "conv2d: padding must be >= 0");
   CK_CHECK(groups > 0 && C % groups == 0 && K % groups == 0, "conv2d: groups must divide C and K");
+  const int64_t hp = checked_add(checked_add(H, pad_t), pad_b), wp = checked_add(checked_add(W, pad_l), pad_r);
+  CK_CHECK(hp >= 0 && wp >= 0 && hp <= kSizeLimit && wp <= kSizeLimit,
+           "conv2d: the padded input is 2^62 or more on a side (padding too large)");
+  const int64_t eh = checked_add(checked_mul(dil_h, R - 1), 1), ew = checked_add(checked_mul(dil_w, S - 1), 1);
+  CK_CHECK(eh > 0 && ew > 0 && eh <= hp && ew <= wp, "conv2d: the dilated kernel is larger than the padded input");
+  CK_CHECK(checked_mul(N, C) >= 0 && checked_mul(checked_mul(N, C), checked_mul(H, W)) >= 0 &&
+               checked_mul(checked_mul(K, C / groups), checked_mul(R, S)) >= 0,
+           "conv2d: the input or weight has 2^63 elements or more");
   ConvParams p{N, C, H, W, K, R, S, 0, 0, stride_h, stride_w, pad_t, pad_b, pad_l, pad_r, dil_h, dil_w, groups};
-  p.P = conv_out_size(H, R, stride_h, pad_t, pad_b, dil_h);
-  p.Q = conv_out_size(W, S, stride_w, pad_l, pad_r, dil_w);
-  CK_CHECK(p.P > 0 && p.Q > 0, "conv2d: kernel larger than the padded input");
+  p.P = (hp - eh) / stride_h + 1;
+  p.Q = (wp - ew) / stride_w + 1;
+  if (p.P == 1) p.stride_h = std::min(stride_h, hp);
+  if (p.Q == 1) p.stride_w = std::min(stride_w, wp);
+  CK_CHECK(checked_mul(checked_mul(N, K), checked_mul(p.P, p.Q)) >= 0, "conv2d: the output has 2^63 elements or more");
   return p;
 }
 
@@ -85,9 +115,17 @@ inline PoolParams make_pool_params(int64_t N, int64_t C, int64_t H, int64_t W, i
            "pool2d: kernel, stride and dilation must be >= 1");
   CK_CHECK(ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
            "pool2d: padding must be between 0 and half the kernel");
-  PoolParams p{N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, 0, 0};
-  p.P = pool_out_size(H, kh, sh, ph, dh, ceil_mode);
-  p.Q = pool_out_size(W, kw, sw, pw, dw, ceil_mode);
+  const int64_t hp = checked_add(H, checked_mul(2, ph)), wp = checked_add(W, checked_mul(2, pw));
+  CK_CHECK(hp >= 0 && wp >= 0 && hp <= kSizeLimit && wp <= kSizeLimit,
+           "pool2d: the padded input is 2^62 or more on a side (padding too large)");
+  const int64_t eh = checked_add(checked_mul(dh, kh - 1), 1), ew = checked_add(checked_mul(dw, kw - 1), 1);
+  CK_CHECK(eh > 0 && ew > 0 && eh <= hp && ew <= wp, "pool2d: the dilated window is larger than the padded input");
+  // A stride of the padded extent or more leaves one window along its axis (ceil_mode's extra
+  // window would start past the input and is dropped), so it is capped there: the same output,
+  // and pool_out_size's sums stay inside int64.
+  PoolParams p{N, C, H, W, kh, kw, std::min(sh, hp), std::min(sw, wp), ph, pw, dh, dw, ceil_mode, 0, 0};
+  p.P = pool_out_size(H, kh, p.sh, ph, dh, ceil_mode);
+  p.Q = pool_out_size(W, kw, p.sw, pw, dw, ceil_mode);
   CK_CHECK(p.P > 0 && p.Q > 0, "pool2d: output would be empty");
   return p;
 }

@@ -2,7 +2,8 @@
 // h * W + w per plane, the first maximum in window order wins a tie, a NaN wins. Forward: a thread
 // per output element (grid-stride, consecutive threads on consecutive columns, taps via __ldg).
 // Backward in gather form: a thread per input element sums dy over the windows whose index names
-// it (deterministic, no atomics, every dx element written).
+// it (deterministic, no atomics, every dx element written); windows with no tap in the input
+// (dilation only) are added after, at the index torch's forward gave them, as torch does.
 #include <cstdint>
 #include <string>
 
@@ -75,9 +76,11 @@ __global__ void max_pool2d_fwd_kernel(PoolGeom g, uint32_t total, const T* __res
 
 // One thread per input element. The windows oh that can cover input row h are those whose span
 // [oh * sh - ph, oh * sh - ph + (kh - 1) * dh] holds h: oh from ceil((h + ph - span + 1) / sh)
-// to floor((h + ph) / sh); with dilation a window in that range may step over h, but then its
-// index cannot name h either, so comparing indices is enough.
-template <typename T>
+// to floor((h + ph) / sh). With dilation a window in that range may step over h; then only a
+// window none of whose taps lies in the input (an "empty" window, see
+// max_pool2d_bwd_empty_windows_kernel) can name h, so with kDilated the tap test keeps those out
+// of the sum (they are added by that kernel, where torch adds them).
+template <typename T, bool kDilated>
 __global__ void max_pool2d_bwd_kernel(PoolGeom g, uint32_t total, const T* __restrict__ dy,
                                       const int64_t* __restrict__ idx, T* __restrict__ dx) {
   using A = acc_t<T>;
@@ -100,13 +103,58 @@ __global__ void max_pool2d_bwd_kernel(PoolGeom g, uint32_t total, const T* __res
     A acc = A(0);
     // Windows in row-major output order: the order the CPU kernel (and torch) add them in.
     for (int oh = oh_lo; oh < oh_hi; ++oh) {
+      if (kDilated && (hp - oh * g.sh) % g.dh != 0) continue;  // the window steps over row h
       for (int ow = ow_lo; ow < ow_hi; ++ow) {
+        if (kDilated && (wp - ow * g.sw) % g.dw != 0) continue;
         const int o = oh * g.Q + ow;
         if (load_ro(ip + o) == target) acc += to_acc(load_ro(dyp + o));
       }
     }
     dx[e] = from_acc<T>(acc);
   }
+}
+
+// Whether a window starting at `start` (padded coordinates already subtracted) with k taps `dil`
+// apart has no tap in [0, size): possible only with dilation, when the taps step over the input.
+__host__ __device__ __forceinline__ bool window_is_empty(int64_t start, int64_t k, int64_t dil, int64_t size) {
+  for (int64_t j = 0; j < k; ++j)
+    if (static_cast<uint64_t>(start + j * dil) < static_cast<uint64_t>(size)) return false;
+  return true;
+}
+
+// Windows with no tap in the input: torch's forward gives them -inf and the index of its first
+// clamped tap (first_tap), which lies past the input's row or past the plane; torch's backward
+// adds their dy at that index when it is inside the plane (an element outside the window), and
+// so does the CPU kernel. One thread per plane walks them in output order, after the gather
+// kernel wrote dx: deterministic, no atomics. Launched only when such windows exist.
+template <typename T>
+__global__ void max_pool2d_bwd_empty_windows_kernel(PoolGeom g, uint32_t planes, const T* __restrict__ dy,
+                                                    const int64_t* __restrict__ idx, T* __restrict__ dx) {
+  const int64_t PQ = static_cast<int64_t>(g.P) * g.Q, HW = static_cast<int64_t>(g.H) * g.W;
+  for (uint32_t nc = blockIdx.x * blockDim.x + threadIdx.x; nc < planes; nc += gridDim.x * blockDim.x) {
+    for (int oh = 0; oh < g.P; ++oh) {
+      const bool empty_row = window_is_empty(static_cast<int64_t>(oh) * g.sh - g.ph, g.kh, g.dh, g.H);
+      for (int ow = 0; ow < g.Q; ++ow) {
+        if (!empty_row && !window_is_empty(static_cast<int64_t>(ow) * g.sw - g.pw, g.kw, g.dw, g.W)) continue;
+        const int64_t o = nc * PQ + static_cast<int64_t>(oh) * g.Q + ow;
+        const int64_t at = load_ro(idx + o);
+        if (static_cast<uint64_t>(at) < static_cast<uint64_t>(HW)) {
+          T* d = dx + nc * HW + at;
+          *d = from_acc<T>(to_acc(*d) + to_acc(load_ro(dy + o)));
+        }
+      }
+    }
+  }
+}
+
+// Whether any window of p has no tap in the input (host side; only dilation makes one).
+bool has_empty_windows(const PoolParams& p) {
+  if (p.dh == 1 && p.dw == 1) return false;
+  for (int64_t oh = 0; oh < p.P; ++oh)
+    if (window_is_empty(oh * p.sh - p.ph, p.kh, p.dh, p.H)) return true;
+  for (int64_t ow = 0; ow < p.Q; ++ow)
+    if (window_is_empty(ow * p.sw - p.pw, p.kw, p.dw, p.W)) return true;
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -157,12 +205,22 @@ void max_pool2d_bwd(DType dt, const PoolParams& p, const void* dy, const int64_t
   const PoolGeom g = make_pool_geom(p, /*over_input=*/true, "max_pool2d_bwd");
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
+    const bool dilated = p.dh > 1 || p.dw > 1, empty_windows = has_empty_windows(p);
     for_each_plane_chunk(p, [&](int64_t first, int64_t planes) {
       const uint32_t total = static_cast<uint32_t>(planes * p.H * p.W);
       const int64_t out_off = first * p.P * p.Q;
-      launch("max_pool2d_bwd_kernel", max_pool2d_bwd_kernel<T>, dim3(grid_blocks(total, kThreads)),
-             dim3(kThreads), 0, stream, g, total, static_cast<const T*>(dy) + out_off, idx + out_off,
-             static_cast<T*>(dx) + first * p.H * p.W);
+      const T* dyc = static_cast<const T*>(dy) + out_off;
+      T* dxc = static_cast<T*>(dx) + first * p.H * p.W;
+      if (dilated)
+        launch("max_pool2d_bwd_kernel", max_pool2d_bwd_kernel<T, true>, dim3(grid_blocks(total, kThreads)),
+               dim3(kThreads), 0, stream, g, total, dyc, idx + out_off, dxc);
+      else
+        launch("max_pool2d_bwd_kernel", max_pool2d_bwd_kernel<T, false>, dim3(grid_blocks(total, kThreads)),
+               dim3(kThreads), 0, stream, g, total, dyc, idx + out_off, dxc);
+      if (empty_windows)
+        launch("max_pool2d_bwd_empty_windows_kernel", max_pool2d_bwd_empty_windows_kernel<T>,
+               dim3(grid_blocks(planes, kThreads)), dim3(kThreads), 0, stream, g, static_cast<uint32_t>(planes), dyc,
+               idx + out_off, dxc);
     });
   });
 }

@@ -10,7 +10,8 @@ namespace simt {
 void set_seed(std::uint64_t seed);
 std::uint64_t seed();
 
-// OS threads that run blocks (env CONVKIT_SIM_THREADS, default the cores, at most 16).
+// OS threads that run blocks (env CONVKIT_SIM_THREADS, default the cores, at most 16; 1 in a
+// child process made by fork(), where the OpenMP pool of the parent does not exist).
 void set_num_workers(int n);
 int num_workers();
 

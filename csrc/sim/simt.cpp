@@ -75,6 +75,11 @@ int default_workers() {
 
 std::atomic<std::uint64_t> g_seed{env_u64("CONVKIT_SIM_SEED", 0)};
 std::atomic<int> g_workers{default_workers()};
+// libgomp's thread pool does not survive fork(): a child entering a parallel region would wait
+// for pool threads that exist only in the parent. A forked child runs its blocks on the calling
+// thread (see num_workers).
+std::atomic<bool> g_forked{false};
+[[maybe_unused]] const int g_atfork = pthread_atfork(nullptr, nullptr, [] { g_forked.store(true); });
 
 struct AtomicCounters {
   std::atomic<std::uint64_t> launches{0}, blocks{0}, threads{0}, switches{0}, barriers{0}, warp_ops{0};
@@ -1135,7 +1140,7 @@ void set_num_workers(int n) {
   if (n < 1) throw LaunchError("set_num_workers: need at least 1 worker, got " + std::to_string(n));
   g_workers.store(std::min(n, 256));
 }
-int num_workers() { return g_workers.load(); }
+int num_workers() { return g_forked.load() ? 1 : g_workers.load(); }
 
 Counters counters() {
   return Counters{g_counters.launches.load(), g_counters.blocks.load(), g_counters.threads.load(),
