@@ -68,7 +68,7 @@ class Conv2d(torch.autograd.Function):
             gw = ops.conv2d_backward_weight(dy, x, list(w.shape), *conf) if need[1] else None
             gb = ops.conv2d_backward_bias(dy) if ctx.has_bias and need[2] else None
             return gx, gw, gb, None
-        dy = K.torch_contiguous(dy, "grad_output")
+        dy = dy.contiguous()  # (run_conv2d_bwd_* raise an allocation failure as ConvkitMemoryError)
         gx = run_conv2d_bwd_input(dy, w, x.shape, args) if need[0] else None
         gw = run_conv2d_bwd_weight(dy, x, w.shape, args) if need[1] else None
         gb = K.conv2d_bwd_bias(dy) if ctx.has_bias and need[2] else None

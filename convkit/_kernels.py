@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import math
 import os
+import re
 import sys
 import time
 import warnings
@@ -161,9 +162,12 @@ def memory_error(e: BaseException, what: str, nbytes: Optional[int] = None):
     """The ConvkitMemoryError for an allocation (or a contiguous copy) that failed with `e`, or
     None when `e` is not an allocation failure (torch's allocator message, CUDA out of memory,
     NumPy's MemoryError, a size past what an allocator can express)."""
-    if isinstance(e, ConvkitMemoryError):
-        return e
+    if isinstance(e, ConvkitError):  # ours already: a MemoryError stays one, nothing else becomes one
+        return e if isinstance(e, MemoryError) else None
     msg = str(e)
+    if nbytes is None:
+        m = re.search(r"allocate (\d+) bytes", msg)
+        nbytes = int(m.group(1)) if m else None
     if not (isinstance(e, MemoryError) or (torch is not None and isinstance(e, torch.OutOfMemoryError))
             or (isinstance(e, (RuntimeError, ValueError)) and any(k in msg for k in _ALLOC_FAILURE))):
         return None
@@ -239,21 +243,6 @@ def contiguous(a):
     except Exception as e:  # noqa: BLE001
         err = memory_error(e, f"convkit: a contiguous copy of an array of shape {tuple(a.shape)}",
                            int(np.prod(a.shape, dtype=object)) * a.dtype.itemsize)
-        if err is None:
-            raise
-        raise err from None
-
-
-def torch_contiguous(t, what: str = "a tensor"):
-    """t.contiguous(), with an allocation failure as ConvkitMemoryError (a stride-0 view of a
-    huge shape costs nothing until it is copied)."""
-    if t is None or t.is_contiguous():
-        return t
-    try:
-        return t.contiguous()
-    except Exception as e:  # noqa: BLE001
-        err = memory_error(e, f"convkit: a contiguous copy of {what} of shape {tuple(t.shape)}",
-                           t.numel() * t.element_size())
         if err is None:
             raise
         raise err from None
@@ -618,8 +607,6 @@ def _check_cuda_pool(op: str, k: _Kernels, x_shape, a: PoolArgs) -> None:
     """The CUDA pooling kernels index a plane in 32 bits: the bound pool_geom.cuh checks, on the
     stride the kernels get (with one window along an axis, at most the padded input: see
     make_pool_params), raised here as a ConvkitValueError naming the arguments."""
-    if not _backend.is_cuda_backend(k.name):
-        return
     _, _, h, w = x_shape
     biggest = max(h * w, a.out_hw[0] * a.out_hw[1])
     for size, kk, st, pad, dil, out in zip((h, w), a.kernel, a.stride, a.padding, a.dilation, a.out_hw):
@@ -640,7 +627,8 @@ def _int64(like):
 def max_pool2d_fwd(x, a: PoolArgs, want_indices: bool):
     """y[N, C, P, Q] (and int64 indices into each H*W plane) of a max pool of x[N, C, H, W]."""
     k = _module(x, "max_pool2d")
-    _check_cuda_pool("max_pool2d", k, x.shape, a)
+    if k.name != "cpu":
+        _check_cuda_pool("max_pool2d", k, x.shape, a)
     out_shape = tuple(x.shape[:2]) + a.out_hw
     y = _new(x, out_shape)
     idx = _new(x, out_shape, _int64(x)) if want_indices else None
@@ -654,7 +642,8 @@ def max_pool2d_bwd(dy, input_shape, idx, a: PoolArgs):
     """dx[N, C, H, W]: each dy[N, C, P, Q] element added at its window's argmax (idx from the
     forward); gather form, every dx element written."""
     k = _module(dy, "max_pool2d_backward", "grad_output")
-    _check_cuda_pool("max_pool2d_backward", k, input_shape, a)
+    if k.name != "cpu":
+        _check_cuda_pool("max_pool2d_backward", k, input_shape, a)
     dx = _new(dy, input_shape)
     if input_shape[0] == 0:
         return dx
@@ -665,7 +654,8 @@ def max_pool2d_bwd(dy, input_shape, idx, a: PoolArgs):
 def avg_pool2d_fwd(x, a: PoolArgs, count_include_pad: bool, divisor_override: Optional[int]):
     """y[N, C, P, Q]: the average of each window of x[N, C, H, W], torch's divisor rules."""
     k = _module(x, "avg_pool2d")
-    _check_cuda_pool("avg_pool2d", k, x.shape, a)
+    if k.name != "cpu":
+        _check_cuda_pool("avg_pool2d", k, x.shape, a)
     y = _new(x, tuple(x.shape[:2]) + a.out_hw)
     if x.shape[0] == 0:
         return y
@@ -677,7 +667,8 @@ def avg_pool2d_fwd(x, a: PoolArgs, count_include_pad: bool, divisor_override: Op
 def avg_pool2d_bwd(dy, input_shape, a: PoolArgs, count_include_pad: bool, divisor_override: Optional[int]):
     """dx[N, C, H, W] from dy[N, C, P, Q]: each window's share of its output's gradient."""
     k = _module(dy, "avg_pool2d_backward", "grad_output")
-    _check_cuda_pool("avg_pool2d_backward", k, input_shape, a)
+    if k.name != "cpu":
+        _check_cuda_pool("avg_pool2d_backward", k, input_shape, a)
     dx = _new(dy, input_shape)
     if input_shape[0] == 0:
         return dx

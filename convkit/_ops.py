@@ -87,57 +87,81 @@ def shape_carrier(like: Tensor, shape) -> Tensor:
 
 # ---- each pass on checked arguments: the custom ops below and convkit._eager both run these -----
 
-# (the kernels take NCHW-contiguous memory; a copy that cannot be allocated, e.g. of a stride-0
-# view of a huge shape, is a ConvkitMemoryError saying how many bytes)
-_c = K.torch_contiguous
-
-
 def _finish(out: Tensor, channels_last: bool) -> Tensor:
     """The kernels write NCHW; give the output the memory format torch would."""
-    return _to_cl(out) if channels_last else out
+    return out.contiguous(memory_format=_CL) if channels_last else out
 
 
-def _to_cl(out: Tensor) -> Tensor:
-    try:
-        return out.contiguous(memory_format=_CL)
-    except Exception as e:  # noqa: BLE001
-        err = K.memory_error(e, f"convkit: a channels_last copy of an output of shape {tuple(out.shape)}",
-                             out.numel() * out.element_size())
-        if err is None:
-            raise
+def _contig(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
+def _raise_if_oom(e: RuntimeError, op: str) -> None:
+    """Raises torch's allocation failure `e` (a contiguous copy of a stride-0 view of a huge
+    shape, say) as a ConvkitMemoryError with the bytes; returns for anything else. The passes
+    below call it from an except clause (a try block costs nothing until something raises)."""
+    err = K.memory_error(e, f"convkit {op}: a contiguous copy or an output")
+    if err is not None and err is not e:
         raise err from None
 
 
 def run_conv2d(x: Tensor, w: Tensor, b: Optional[Tensor], args: ConvArgs) -> Tensor:
-    return _finish(K.conv2d_fwd(_c(x, "input"), _c(w, "weight"), _c(b, "bias"), args), _is_cl(x, w))
+    try:
+        return _finish(K.conv2d_fwd(x.contiguous(), w.contiguous(), _contig(b), args), _is_cl(x, w))
+    except RuntimeError as e:
+        _raise_if_oom(e, "conv2d")
+        raise
 
 
 def run_conv2d_bwd_input(dy: Tensor, w: Tensor, x_shape, args: ConvArgs) -> Tensor:
-    return _finish(K.conv2d_bwd_input(_c(dy, "grad_output"), _c(w, "weight"), tuple(x_shape), args),
-                   _is_cl(dy, w))
+    try:
+        return _finish(K.conv2d_bwd_input(dy.contiguous(), w.contiguous(), tuple(x_shape), args), _is_cl(dy, w))
+    except RuntimeError as e:
+        _raise_if_oom(e, "conv2d_backward_input")
+        raise
 
 
 def run_conv2d_bwd_weight(dy: Tensor, x: Tensor, w_shape, args: ConvArgs) -> Tensor:
-    return K.conv2d_bwd_weight(_c(dy, "grad_output"), _c(x, "input"), tuple(w_shape), args)
+    try:
+        return K.conv2d_bwd_weight(dy.contiguous(), x.contiguous(), tuple(w_shape), args)
+    except RuntimeError as e:
+        _raise_if_oom(e, "conv2d_backward_weight")
+        raise
 
 
 def run_max_pool2d(x: Tensor, a: PoolArgs, want_indices: bool):
     """(y, int64 indices or None), in the memory format torch gives them."""
-    y, idx = K.max_pool2d_fwd(_c(x, "input"), a, want_indices)
-    cl = _is_cl(x)
-    return _finish(y, cl), (None if idx is None else _finish(idx, cl))
+    try:
+        y, idx = K.max_pool2d_fwd(x.contiguous(), a, want_indices)
+        cl = _is_cl(x)
+        return _finish(y, cl), (None if idx is None else _finish(idx, cl))
+    except RuntimeError as e:
+        _raise_if_oom(e, "max_pool2d")
+        raise
 
 
 def run_max_pool2d_bwd(dy: Tensor, x_shape, idx: Tensor, a: PoolArgs) -> Tensor:
-    return _finish(K.max_pool2d_bwd(_c(dy, "grad_output"), tuple(x_shape), _c(idx, "indices"), a), _is_cl(dy))
+    try:
+        return _finish(K.max_pool2d_bwd(dy.contiguous(), tuple(x_shape), idx.contiguous(), a), _is_cl(dy))
+    except RuntimeError as e:
+        _raise_if_oom(e, "max_pool2d_backward")
+        raise
 
 
 def run_avg_pool2d(x: Tensor, a: PoolArgs, count_include_pad: bool, div: Optional[int]) -> Tensor:
-    return _finish(K.avg_pool2d_fwd(_c(x, "input"), a, count_include_pad, div), _is_cl(x))
+    try:
+        return _finish(K.avg_pool2d_fwd(x.contiguous(), a, count_include_pad, div), _is_cl(x))
+    except RuntimeError as e:
+        _raise_if_oom(e, "avg_pool2d")
+        raise
 
 
 def run_avg_pool2d_bwd(dy: Tensor, x_shape, a: PoolArgs, count_include_pad: bool, div: Optional[int]) -> Tensor:
-    return _finish(K.avg_pool2d_bwd(_c(dy, "grad_output"), tuple(x_shape), a, count_include_pad, div), _is_cl(dy))
+    try:
+        return _finish(K.avg_pool2d_bwd(dy.contiguous(), tuple(x_shape), a, count_include_pad, div), _is_cl(dy))
+    except RuntimeError as e:
+        _raise_if_oom(e, "avg_pool2d_backward")
+        raise
 
 
 def run_relu(x: Tensor) -> Tensor:

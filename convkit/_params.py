@@ -41,6 +41,8 @@ CUDA_INDEX_LIMIT = 2 ** 31 - 1
 
 
 def _int(v, op: str, name: str) -> int:
+    if type(v) is int and -9223372036854775808 <= v <= 9223372036854775807:  # the common case, first
+        return v
     if isinstance(v, bool) or not hasattr(v, "__index__"):
         raise ConvkitTypeError(f"{op}: {name} must be an int, got {v!r}")
     v = int(v)

@@ -341,7 +341,7 @@ def relu(input, inplace: bool = False):
     op = "relu_" if inplace else "relu"
     kind = _kind(op, input)
     check_float_dtype(op, "input", input.dtype, KERNEL_DTYPES)
-    if inplace:
+    if inplace and (kind != "torch" or not input.is_contiguous()):  # (a contiguous tensor can't overlap)
         _check_writable(op, input, kind)
     if kind != "torch":
         if not inplace:
