@@ -2,6 +2,7 @@
 // on, makes the caller's device current, handles the empty batch, then hands the work to the
 // algorithm's launchers (conv_algos.h). Also grad bias: one block per output channel reducing
 // dy over (n, p, q) with a fixed-shape tree, deterministic, no atomics.
+#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -61,6 +62,13 @@ void check_params(ConvAlgo algo, const ConvParams& p, const char* op) {
   if (p.N < 0 || p.C <= 0 || p.H <= 0 || p.W <= 0 || p.K <= 0 || p.R <= 0 || p.S <= 0 || p.P <= 0 || p.Q <= 0 ||
       p.groups <= 0 || p.C % p.groups != 0 || p.K % p.groups != 0)
     throw Error(std::string(op) + ": inconsistent ConvParams");
+  // The kernels index a plane in 32 bits (window offsets, dilated taps and strides are all
+  // bounded by the padded input once make_conv_params has capped a one-row stride); the Python
+  // layer refuses these first with a message naming the arguments.
+  const int64_t hp = p.H + p.pad_t + p.pad_b, wp = p.W + p.pad_l + p.pad_r;
+  if (hp > INT32_MAX || wp > INT32_MAX || p.stride_h > hp || p.stride_w > wp)
+    throw Error(std::string(op) + ": the padded input (" + std::to_string(hp) + ", " + std::to_string(wp) +
+                ") or a stride past it is outside the CUDA kernels' 32-bit plane indexing");
   if (algo == ConvAlgo::OneByOne && !p.is_1x1())
     throw Error(std::string(op) + ": algo '1x1' needs a 1x1 kernel with zero padding, got kernel " +
                 std::to_string(p.R) + "x" + std::to_string(p.S));
