@@ -7,7 +7,7 @@ from ._backend import available_backends, use_backend
 from ._errors import ConvkitError, ConvkitNotImplementedError, ConvkitTypeError, ConvkitValueError
 from ._kernels import get_num_threads, set_num_threads
 from ._params import CONV_ALGOS
-from . import flops, functional
+from . import cuda_settings, flops, functional
 
 __version__ = "0.1.0"
 
@@ -23,5 +23,5 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "available_backends", "use_backend", "set_num_threads", "get_num_threads", "benchmark",
     "ConvkitError", "ConvkitValueError", "ConvkitTypeError", "ConvkitNotImplementedError", "CONV_ALGOS",
-    "functional", "nn", "flops",
+    "functional", "nn", "flops", "cuda_settings",
 ]
