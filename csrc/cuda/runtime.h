@@ -3,6 +3,7 @@
 // emulator). Kernels declare shared memory with CK_SHARED / CK_DYNAMIC_SHARED, do 16-byte
 // vector accesses through load16 / store16, and launchers start kernels with launch() and query
 // the device through the functions below, never with raw <<<>>> or unchecked cuda* calls.
+// launch() also honours variant.h's sync-after-launch switch (CONVKIT_CUDA_SYNC).
 #pragma once
 #include <cstddef>
 #include <cstdint>
