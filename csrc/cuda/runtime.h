@@ -153,9 +153,9 @@ template <typename Config>
 void sync_after_launch(const Config& config, StreamHandle stream) {
   const auto s = reinterpret_cast<cudaStream_t>(stream);
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  CK_CUDA_CHECK(cudaStreamIsCapturing(s, &capture));
-  if (capture != cudaStreamCaptureStatusNone) return;
-  cudaError_t err = cudaStreamSynchronize(s);
+  cudaError_t err = cudaStreamIsCapturing(s, &capture);  // fails too once the kernel has faulted
+  if (err == cudaSuccess && capture != cudaStreamCaptureStatusNone) return;
+  if (err == cudaSuccess) err = cudaStreamSynchronize(s);
   if (err == cudaSuccess) err = cudaGetLastError();
   count_launch_sync();
   if (err != cudaSuccess)
