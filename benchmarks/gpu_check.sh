@@ -131,7 +131,9 @@ run_step() {
   shift 7
   if [ "$DRY" = 1 ]; then
     EST_TOTAL=$((EST_TOTAL + est))
-    printf '  + [%s: ~%ss, at most %ss] %s > %s\n' "$name" "$est" "$cap" "$*" "${log##*/}"
+    local shown="" a
+    for a in "$@"; do case "$a" in *[[:space:]]*) shown+="\"$a\" " ;; *) shown+="$a " ;; esac; done
+    printf '  + [%s: ~%ss, at most %ss] %s> %s\n' "$name" "$est" "$cap" "$shown" "${log##*/}"
     return 0
   fi
   local t; t=$(slot "$cap" "$reserve")
@@ -265,12 +267,15 @@ build_cuda() {   # build_cuda CAP EST: configure + build; the verdict is an impo
   local cap=$1 est=$2
   local gen=()
   { [ "$DRY" = 1 ] || command -v ninja >/dev/null 2>&1; } && gen=(-G Ninja)
-  local pbdir="\$($PY -m pybind11 --cmakedir)"
-  [ "$DRY" != 1 ] && pbdir="$("$PY" -m pybind11 --cmakedir 2>/dev/null)"
+  local pbdir="\$($PY -m pybind11 --cmakedir)" pyexe="$PY"
+  if [ "$DRY" != 1 ]; then
+    pbdir="$("$PY" -m pybind11 --cmakedir 2>/dev/null)"
+    pyexe="$(command -v "$PY" 2>/dev/null || echo "$PY")"   # CMake wants a path
+  fi
   STEP_NOTE="convkit._cuda for sm_$ARCHS" \
   run_step build "$cap" 0 60 "$est" "$OUT/build.log" -- bash -c "cmake -S . -B $BUILD_DIR ${gen[*]} -DCONVKIT_CUDA=ON \
 -DCONVKIT_CUDA_ARCHS=$ARCHS -DCONVKIT_SIM=OFF -DCMAKE_BUILD_TYPE=Release -DCMAKE_LIBRARY_OUTPUT_DIRECTORY=$ROOT/convkit \
--DPython_EXECUTABLE=$PY -Dpybind11_DIR=$pbdir && cmake --build $BUILD_DIR --target _cuda --parallel $JOBS"
+-DPython_EXECUTABLE=$pyexe -Dpybind11_DIR=$pbdir && cmake --build $BUILD_DIR --target _cuda --parallel $JOBS"
   local rc=$?
   [ "$DRY" = 1 ] && return 0
   if cuda_ok; then return 0; fi
