@@ -56,14 +56,23 @@ bench: build
 bench-pytest: build
 	$(PYTHON) -m pytest benchmarks -q $(PYTEST_ARGS)
 
-# On a GPU machine with no network (the lent H100/H200): build convkit._cuda for sm_90, CUDA
-# tests, compute-sanitizer over every CUDA kernel, `convkit bench --device cuda`; summary last.
-# Uses the system python3 (the one with torch), not the venv. OUT: where results go.
+# On a GPU machine with no network (the lent H100/H200), two calls on one warm machine (README's
+# GPU section): `make gpu-check` (call 1: build convkit._cuda for sm_90, compute-sanitizer probe,
+# smoke run, racecheck, memcheck, the CUDA tests; about 5 minutes), then at once `make gpu-bench`
+# (call 2: `convkit bench --device cuda`, float32 batch 32 first; about 4 minutes). Uses the
+# system python3 (the one with torch), not the venv. OUT: where results go. Before the calls,
+# here: `make gpu-commit` (HEAD into .convkit-commit, which travels with the tree).
 OUT ?= gpu-out
 GPU_CHECK_ARGS ?=
-.PHONY: gpu-check cuda-report
+.PHONY: gpu-check gpu-bench gpu-commit gpu-dry-run cuda-report
 gpu-check:
-	bash benchmarks/gpu_check.sh --out $(OUT) $(GPU_CHECK_ARGS)
+	bash benchmarks/gpu_check.sh --call check --out $(OUT) $(GPU_CHECK_ARGS)
+gpu-bench:
+	bash benchmarks/gpu_check.sh --call bench --skip-build --out $(OUT) $(GPU_CHECK_ARGS)
+gpu-commit:
+	bash benchmarks/gpu_check.sh --write-commit
+gpu-dry-run:
+	bash benchmarks/gpu_check.sh --dry-run $(GPU_CHECK_ARGS)
 
 # ptxas's registers, shared memory, spills and stack per csrc/cuda kernel for sm_90 (needs
 # nvcc, no GPU): make cuda-report CUDA_REPORT_ARGS=--json
@@ -80,7 +89,7 @@ clean:
 # libasan because python doesn't link it, and ASan must find the real __cxa_throw when it starts.
 ASAN_BUILD     ?= build/asan
 SANITIZE_TESTS ?= tests/test_sim.py tests/test_pool.py tests/test_relu.py tests/test_cuda_kernels.py tests/test_half.py \
-                  tests/test_conv2d.py tests/test_conv_half.py
+                  tests/test_conv2d.py tests/test_conv_half.py tests/test_cuda_variants.py
 
 .PHONY: test-sanitize
 test-sanitize: build
@@ -92,6 +101,24 @@ test-sanitize: build
 	  CONVKIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
 	  LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
 	  $(PYTHON) -m pytest $(SANITIZE_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The conv parity suite on the emulator once per forced kernel variant (convkit.cuda_settings:
+# each size-selected variant at small shapes). VARIANTS: the specs (default: every forced value);
+# `make test-variants SANITIZE=1` runs it on the AddressSanitizer build of test-sanitize.
+VARIANTS ?= $(shell $(PYTHON) -c "import convkit.cuda_settings as c; print(' '.join(c.VARIANT_SWEEP))" 2>/dev/null)
+VARIANT_TESTS ?= tests/test_conv2d.py tests/test_conv_half.py
+.PHONY: test-variants
+test-variants: build
+	@set -e; for v in $(VARIANTS); do echo "== CONVKIT_CUDA_VARIANT=$$v"; \
+	  if [ -n "$(SANITIZE)" ]; then \
+	    CONVKIT_CUDA_VARIANT=$$v CONVKIT_CUDASIM_SO="$$(ls $(abspath $(ASAN_BUILD))/lib/_cudasim*.so)" \
+	      CONVKIT_TEST_BACKENDS=cudasim CONVKIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
+	      LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
+	      $(PYTHON) -m pytest $(VARIANT_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS); \
+	  else \
+	    CONVKIT_CUDA_VARIANT=$$v CONVKIT_TEST_BACKENDS=cudasim $(PYTHON) -m pytest $(VARIANT_TESTS) $(XDIST) -q \
+	      -p no:cacheprovider $(PYTEST_ARGS); \
+	  fi; done
 
 # The same for the CPU kernels: convkit._cpu built with AddressSanitizer in its own build dir, the
 # CPU kernels' tests on the 'cpu' backend with the ASan runtime preloaded.

@@ -1,6 +1,6 @@
-"""The summary benchmarks/gpu_check.sh prints last: reads what the check left in its output
-folder (steps.tsv, pytest-cuda.xml, sanitizer-<tool>.txt, the bench JSON) and writes
-summary.txt. Standard library only.
+"""The summary benchmarks/gpu_check.sh prints last: reads what a call of the check left in its
+output folder (steps.tsv, meta.txt, sanitizer-probe.txt, smoke.txt, pytest-cuda.xml,
+sanitizer-<tool>.txt, the bench JSONs) and writes summary.txt. Standard library only.
 
   python benchmarks/gpu_check_summary.py DIR           # print the summary, write DIR/summary.txt
   python benchmarks/gpu_check_summary.py --slug NAME   # "NVIDIA H100 80GB HBM3" -> h100
@@ -16,7 +16,7 @@ import sys
 import xml.etree.ElementTree as ET
 from typing import Dict, List, Optional
 
-SANITIZER_TOOLS = ("memcheck", "racecheck", "initcheck", "synccheck")
+SANITIZER_TOOLS = ("racecheck", "memcheck", "initcheck", "synccheck")
 
 
 def slug(gpu_name: str) -> str:
@@ -292,29 +292,41 @@ def summarize_dir(out_dir: str) -> str:
                 if "=" in line:
                     k, v = line.rstrip("\n").split("=", 1)
                     meta[k] = v
-    lines = [f"== convkit GPU check: {meta.get('gpu', '?')}, {meta.get('date', '?')}, "
-             f"commit {meta.get('commit') or '?'} =="]
+    call = meta.get("call")
+    lines = [f"== convkit GPU check{' (call ' + call + ')' if call else ''}: {meta.get('gpu', '?')}, "
+             f"{meta.get('date', '?')}, commit {meta.get('commit') or '?'} =="]
     lines.append(f"build      {_step_line(steps, 'build')}")
     if steps.get("build", {}).get("status") not in (None, "ok", "dry-run", "skipped"):
         lines.append("           the build failed: the end of build.log is above; nothing else ran")
-    junit = parse_junit(os.path.join(out_dir, "pytest-cuda.xml"))
-    t = _step_line(steps, "tests")
-    if junit:
-        verdict = "PASS" if junit["failures"] == 0 and junit["errors"] == 0 else "FAIL"
-        t = (f"{verdict}: {junit['passed']} passed, {junit['failures']} failed, {junit['errors']} "
-             f"errors, {junit['skipped']} skipped — {t}")
-    lines.append(f"tests      {t}")
-    if junit and junit["failed_names"]:
-        for n in junit["failed_names"][:8]:
-            lines.append(f"           failed: {n}")
-        if len(junit["failed_names"]) > 8:
-            lines.append(f"           ... {len(junit['failed_names']) - 8} more (pytest-cuda.log)")
+    if call == "bench":
+        return "\n".join(lines + _bench_section(out_dir, steps) + [_time_line(steps, meta)]) + "\n"
+    probe = steps.get("sanitizer-probe")
+    if probe:
+        if probe["status"] == "REFUSED":
+            lines.append(f"sanitizer  CANNOT RUN HERE — {probe['note']} (racecheck and memcheck skipped)")
+        else:
+            lines.append(f"sanitizer  probe: {_step_line(steps, 'sanitizer-probe')}")
+    if "smoke" in steps:
+        script = None
+        path = os.path.join(out_dir, "smoke.txt")
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                for line in f:
+                    if line.startswith("gpu_sanitize: ") and " cases: " in line:
+                        script = line.strip()[len("gpu_sanitize: "):]
+        txt = f"smoke      {script + ' — ' if script else ''}{_step_line(steps, 'smoke')}"
+        lines.append(txt)
+        if not script and steps["smoke"]["status"] not in ("skipped", "dry-run"):
+            lines += [f"             | {t}" for t in _log_tail(path, 3)]
+        lines += [f"             {t}" for t in _fail_lines(path, 6)]
     first = True
     for tool in SANITIZER_TOOLS:
-        label = "sanitizer  " if first else "           "
-        first = False
         step = f"sanitizer-{tool}"
         info = parse_sanitizer(os.path.join(out_dir, f"sanitizer-{tool}.txt"))
+        if step not in steps and info is None:
+            continue   # a tool this call does not run
+        label = "sanitizer  " if first else "           "
+        first = False
         st = steps.get(step, {}).get("status")
         if info is None or st in (None, "skipped", "dry-run"):
             lines.append(f"{label}{tool}: {_step_line(steps, step)}")
@@ -334,32 +346,70 @@ def summarize_dir(out_dir: str) -> str:
                 _log_tail(os.path.join(out_dir, f"sanitizer-{tool}.txt"), 2))
         txt += f" — {_step_line(steps, step)}"
         lines.append(txt)
+        lines += [f"             {t}" for t in _fail_lines(os.path.join(out_dir, f"sanitizer-{tool}.txt"), 4)]
         if info["errors"]:
             if info["first"]:
                 lines.append(f"             first: {info['first'][:150]}")
             if info["kernels"]:
                 lines.append(f"             in: {', '.join(k[:80] for k in info['kernels'])}")
+    junit = parse_junit(os.path.join(out_dir, "pytest-cuda.xml"))
+    t = _step_line(steps, "tests")
+    if junit:
+        verdict = "PASS" if junit["failures"] == 0 and junit["errors"] == 0 else "FAIL"
+        t = (f"{verdict}: {junit['passed']} passed, {junit['failures']} failed, {junit['errors']} "
+             f"errors, {junit['skipped']} skipped — {t}")
+    lines.append(f"tests      {t}")
+    if junit and junit["failed_names"]:
+        for n in junit["failed_names"][:8]:
+            lines.append(f"           failed: {n}")
+        if len(junit["failed_names"]) > 8:
+            lines.append(f"           ... {len(junit['failed_names']) - 8} more (pytest-cuda.log)")
+    lines += _bench_section(out_dir, steps)
+    lines.append(_time_line(steps, meta))
+    return "\n".join(lines) + "\n"
+
+
+def _fail_lines(path: str, n: int) -> List[str]:
+    """gpu_sanitize.py's FAIL lines (one per failed case), at most n."""
+    if not os.path.exists(path):
+        return []
+    with open(path, errors="replace") as f:
+        fails = [line.rstrip()[:160] for line in f if line.startswith("FAIL ")]
+    return fails[:n] + ([f"... {len(fails) - n} more FAIL lines"] if len(fails) > n else [])
+
+
+def _bench_step(json_name: str) -> str:
+    """The step that wrote a bench JSON: DATE-GPU-b32.json -> bench-b32, ...-float16.json ->
+    bench-float16; a JSON of another name (an older layout) -> bench."""
+    m = re.search(r"-(b\d+|float16|bfloat16|float64)\.json$", json_name)
+    return f"bench-{m.group(1)}" if m else "bench"
+
+
+def _bench_section(out_dir: str, steps) -> List[str]:
+    lines: List[str] = []
     jsons = sorted(p for p in glob.glob(os.path.join(out_dir, "*.json")))
     label = "bench      "
     for path in jsons:
         name = os.path.basename(path)
-        step = "bench-float16" if name.endswith("-float16.json") else "bench"
-        lines.append(f"{label}{name}: {_step_line(steps, step)}")
+        lines.append(f"{label}{name}: {_step_line(steps, _bench_step(name))}")
         lines += [f"             {b}" for b in bench_lines(path)]
         label = "           "
-    for step in ("bench", "bench-float16"):
-        has_json = any(os.path.basename(p).endswith("-float16.json") == (step == "bench-float16") for p in jsons)
-        if has_json or (step == "bench-float16" and step not in steps):
+    have = {_bench_step(os.path.basename(p)) for p in jsons}
+    for step in [k for k in steps if k.startswith("bench")]:
+        if step in have:
             continue
-        ran = steps.get(step, {}).get("status") not in (None, "skipped", "dry-run")
+        ran = steps[step]["status"] not in ("skipped", "dry-run")
         lines.append(f"{label}{step}: {_step_line(steps, step)}" + (" (no JSON)" if ran else ""))
         label = "           "
         lines += [f"             | {t}" for t in _log_tail(os.path.join(out_dir, f"{step}.log"), 3)]
+    return lines
+
+
+def _time_line(steps, meta) -> str:
     total = sum(float(s["seconds"]) for s in steps.values() if s["seconds"].replace(".", "", 1).isdigit())
-    lines.append("time       " + ", ".join(f"{k} {v['seconds']} s" for k, v in steps.items()
-                                           if v["status"] not in ("skipped", "dry-run"))
-                 + f"; {total:.0f} s in all" + (f" (budget {meta['budget']} s)" if meta.get("budget") else ""))
-    return "\n".join(lines) + "\n"
+    return ("time       " + ", ".join(f"{k} {v['seconds']} s" for k, v in steps.items()
+                                      if v["status"] not in ("skipped", "dry-run"))
+            + f"; {total:.0f} s in all" + (f" (budget {meta['budget']} s)" if meta.get("budget") else ""))
 
 
 def main(argv=None) -> int:

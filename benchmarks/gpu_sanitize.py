@@ -1,9 +1,19 @@
 """Calls every kernel of convkit's `cuda` backend once or twice, on small odd shapes, in every
-dtype and option: the program benchmarks/gpu_check.sh runs under compute-sanitizer (memcheck,
-racecheck, initcheck, synccheck).
+dtype and option: the program benchmarks/gpu_check.sh runs as its smoke run and under
+compute-sanitizer (memcheck over every case, racecheck over one case per kernel variant).
 
-  compute-sanitizer --tool memcheck python benchmarks/gpu_sanitize.py
+  compute-sanitizer --tool memcheck python benchmarks/gpu_sanitize.py --cases all
+  compute-sanitizer --tool racecheck python benchmarks/gpu_sanitize.py --cases variants --dtypes float32,float16
+  python benchmarks/gpu_sanitize.py --cases smoke --sync    # every algorithm x pass, a sync after each launch
   python benchmarks/gpu_sanitize.py --backend cpu      # the same calls on the CPU kernels
+
+Case sets (--cases): `default` (below), `variants` (one small case per kernel variant: each
+pool and ReLU kernel once, and each convolution path under the forced variant that reaches it,
+convkit.cuda_settings / CONVKIT_CUDA_VARIANT: the 128x128 GEMM tile, split-K on and off, every
+direct tile plan, the general kernels on depthwise shapes), `smoke` (every convolution algorithm
+x pass on the default shapes, float32 and float16 unless --dtypes), `all` (default + variants).
+Each case prints one line (ok / FAIL / skip, its time), so a run stopped by a timeout shows how
+far it got.
 
 Covered: max pooling forward with and without indices and its backward, average pooling
 forward and backward (count_include_pad, divisor_override), both with padding, stride,
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import traceback
 
 # dtype name -> tolerance relative to the largest |reference| value
@@ -72,6 +83,42 @@ CONVS = [
 # (CONVS index, algorithm): again with the im2col workspace capped to one image, so the
 # batch-chunk loop runs (convkit._kernels.WORKSPACE_CAP_BYTES, read at each call).
 CHUNKED = [(0, "im2col"), (9, "im2col")]
+
+def _one_image_cap(kernels, x, w, stride, pad, dil, groups, algo):
+    """The workspace cap that makes `algo` take one image a chunk in every pass: the largest of
+    the passes' smallest workspaces (a cap below one image is refused, not chunked further)."""
+    from convkit._params import check_conv, dtype_name
+    k = kernels._module(x, "conv2d")
+    args = check_conv("gpu_sanitize", tuple(x.shape), tuple(w.shape), x.dtype, w.dtype, stride=stride, padding=pad,
+                      dilation=dil, groups=groups, algo=algo)
+    p = kernels._conv_params(k.mod, tuple(x.shape), tuple(w.shape), args)
+    return max(k.mod.conv2d_workspace_bytes(algo, kind, dtype_name(x.dtype), p, 1)
+               for kind in ("fwd", "bwd_input", "bwd_weight"))
+
+
+# Convolutions the variant cases use beside CONVS: a 5x5 depthwise (grad weight's 25-tap kernel),
+# 32 output channels on a 16x16 plane (a direct tile that shrinks), one input channel under a
+# 3x5 window (each axis one tap a stage gives a different stage count).
+DW5 = ((1, 4, 13, 11), (8, 1, 5, 5), 2, 2, 1, 4)
+K32 = ((1, 4, 16, 16), (32, 4, 3, 3), 1, 1, 1, 1)
+C1 = ((2, 1, 12, 13), (16, 1, 3, 5), 1, (1, 2), 1, 1)
+# (forced variant, convolution, algorithm): one small case per kernel variant. "auto" runs the
+# size-selected kernels these small shapes get (direct's fixed 3x3 and general kernels, both
+# depthwise kernels and grad weight's 9- and 25-tap ones, the GEMM's small tile, split-K);
+# the others force what only large shapes would get.
+VARIANT_CONVS = [
+    ("auto", CONVS[8], "direct"), ("auto", CONVS[0], "direct"), ("auto", CONVS[1], "direct"),
+    ("auto", CONVS[2], "direct"), ("auto", DW5, "direct"), ("auto", CONVS[0], "im2col"),
+    ("auto", CONVS[3], "1x1"),
+    ("gemm_tile=big", CONVS[0], "im2col"), ("gemm_tile=big", CONVS[3], "1x1"),
+    ("splitk=on", CONVS[0], "im2col"), ("splitk=on", CONVS[0], "direct"), ("splitk=on", CONVS[1], "direct"),
+    ("splitk=off", CONVS[0], "im2col"), ("splitk=off", CONVS[0], "direct"), ("splitk=off", DW5, "direct"),
+    ("direct_tile=full", K32, "direct"), ("direct_tile=full", DW5, "direct"),
+    ("direct_tile=small", K32, "direct"), ("direct_tile=small", DW5, "direct"),
+    ("direct_axes=cols", C1, "direct"), ("direct_axes=rows", C1, "direct"),
+    ("direct_axes=compact", CONVS[6], "direct"),
+    ("depthwise=off", CONVS[1], "direct"), ("depthwise=off", DW5, "direct"),
+]
 
 
 class Skip(Exception):
@@ -209,7 +256,8 @@ def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo, chunke
         from convkit import _kernels as kernels
         if not hasattr(kernels, "WORKSPACE_CAP_BYTES"):
             raise Skip("convkit._kernels has no WORKSPACE_CAP_BYTES: no chunked im2col case")
-        cap_before, kernels.WORKSPACE_CAP_BYTES = kernels.WORKSPACE_CAP_BYTES, 1   # one image a chunk
+        cap_before, kernels.WORKSPACE_CAP_BYTES = kernels.WORKSPACE_CAP_BYTES, _one_image_cap(
+            kernels, x, w, stride, pad, dil, groups, algo)   # one image a chunk
     try:
         try:
             y = CF.conv2d(x, w, b, stride, pad, dil, groups, algo=algo)
@@ -235,8 +283,44 @@ def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo, chunke
     _close(db, gb, dtype, "conv2d_backward_bias")
 
 
+def case_conv_variant(device, dtype, gen, spec, xs, ws, stride, pad, dil, groups, algo):
+    """case_conv under a forced kernel variant (convkit.cuda_settings), restored afterwards."""
+    import convkit.cuda_settings as cs
+    with cs.variant(spec):
+        case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo)
+
+
+def build_variant_cases(has_conv: bool, dtypes):
+    """One case per kernel: each pool and ReLU kernel once, each convolution path under the
+    forced variant that reaches it (VARIANT_CONVS); every dtype's cases together, in order."""
+    cases = []
+    for dt in dtypes:
+        cases.append((f"max_pool2d[0] {dt}", case_max_pool, (dt,) + MAX_POOLS[0]))
+        cases.append((f"avg_pool2d[0] {dt}", case_avg_pool, (dt,) + AVG_POOLS[0]))
+        cases.append((f"relu n=1000 offset=1 {dt}", case_relu, (dt, 1000, 1)))
+        if has_conv:
+            for spec, (xs, ws, s, p, d, g), algo in VARIANT_CONVS:
+                cases.append((f"conv2d {spec} x{list(xs)} w{list(ws)} {algo} {dt}", case_conv_variant,
+                              (dt, spec, xs, ws, s, p, d, g, algo)))
+    return cases
+
+
+def build_smoke_cases(has_conv: bool, dtypes):
+    """Every convolution algorithm x pass on the default shapes, plus one pool and ReLU case."""
+    cases = []
+    for dt in dtypes:
+        cases.append((f"max_pool2d[0] {dt}", case_max_pool, (dt,) + MAX_POOLS[0]))
+        cases.append((f"avg_pool2d[0] {dt}", case_avg_pool, (dt,) + AVG_POOLS[0]))
+        cases.append((f"relu n=4099 offset=3 {dt}", case_relu, (dt, 4099, 3)))
+        if has_conv:
+            for i, (xs, ws, s, p, d, g) in enumerate(CONVS):
+                for algo in _conv_algos(ws, p):
+                    cases.append((f"conv2d[{i}] {algo} {dt}", case_conv, (dt, xs, ws, s, p, d, g, algo)))
+    return cases
+
+
 def build_cases(backend: str, has_conv: bool, dtypes):
-    """(name, function, args) for every call."""
+    """(name, function, args) for every call of the default case set."""
     cases = []
     for dt in dtypes:
         for i, spec in enumerate(MAX_POOLS):
@@ -264,9 +348,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="cuda", choices=["cuda", "cpu", "cudasim"],
                     help="the backend whose kernels to call [cuda]; cpu and cudasim run on host memory")
-    ap.add_argument("--dtypes", default="float32,float64,float16,bfloat16")
+    ap.add_argument("--dtypes", default=None,
+                    help="comma-separated [all four; float32,float16 for --cases smoke and variants]")
+    ap.add_argument("--cases", default="default", choices=["default", "variants", "smoke", "all"],
+                    help="which case set (see the module docstring) [default]")
+    ap.add_argument("--sync", action="store_true",
+                    help="synchronize and check after every kernel launch (CONVKIT_CUDA_SYNC=1)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.dtypes is None:
+        args.dtypes = "float32,float16" if args.cases in ("smoke", "variants") else "float32,float64,float16,bfloat16"
 
     import warnings
     import torch
@@ -283,23 +374,41 @@ def main(argv=None) -> int:
     mod = _backend._load(args.backend)
     has_conv = hasattr(mod, "conv2d_fwd") if args.backend != "cpu" else True
     dtypes = [d for d in args.dtypes.split(",") if d]
-    cases = build_cases(args.backend, has_conv, dtypes)
-    print(f"gpu_sanitize: {len(cases)} cases on backend {args.backend} ({device}), dtypes "
-          f"{','.join(dtypes)}, convolutions {'yes' if has_conv else 'not in this module yet'}",
-          flush=True)
+    if args.cases == "variants":
+        cases = build_variant_cases(has_conv, dtypes)
+    elif args.cases == "smoke":
+        cases = build_smoke_cases(has_conv, dtypes)
+    else:
+        cases = build_cases(args.backend, has_conv, dtypes)
+        if args.cases == "all":
+            cases += build_variant_cases(has_conv, [d for d in dtypes if d in ("float32", "float16")])
+    if args.backend == "cpu":   # the forced variants are the CUDA modules' (a no-op on the CPU kernels)
+        cases = [c for c in cases if c[1] is not case_conv_variant]
+    if args.sync and args.backend != "cpu":
+        import convkit.cuda_settings as cs
+        cs.set_sync(True)
+    if args.backend != "cpu":
+        import convkit.cuda_settings as cs
+        sync = cs.get_sync()
+    else:
+        sync = False
+    print(f"gpu_sanitize: {len(cases)} cases ({args.cases}) on backend {args.backend} ({device}), dtypes "
+          f"{','.join(dtypes)}, convolutions {'yes' if has_conv else 'not in this module yet'}, "
+          f"sync after each launch {'on' if sync else 'off'}", flush=True)
     gen = torch.Generator().manual_seed(args.seed)
     n_ok = n_skip = n_fail = 0
     skip_reasons = {}
     with convkit.use_backend(args.backend):
         for name, fn, fargs in cases:
+            t0 = time.perf_counter()
             try:
                 fn(device, *fargs[:1], gen, *fargs[1:])
                 n_ok += 1
+                print(f"ok   {name} ({time.perf_counter() - t0:.2f} s)", flush=True)
             except Skip as e:
                 n_skip += 1
                 reason = str(e).split(":")[0]
-                if reason not in skip_reasons:
-                    print(f"skip {name}: {e} (and every case like it)", flush=True)
+                print(f"skip {name}: {e if reason not in skip_reasons else reason}", flush=True)
                 skip_reasons[reason] = skip_reasons.get(reason, 0) + 1
             except Exception as e:  # noqa: BLE001 - report every case, go on
                 n_fail += 1

@@ -8,7 +8,7 @@ from ._errors import ConvkitError, ConvkitMemoryError, ConvkitNotImplementedErro
 from ._kernels import (benchmark_cache_size, get_num_threads, set_benchmark_cache_size, set_num_threads,
                        set_workspace_cap, workspace_cap)
 from ._params import CONV_ALGOS
-from . import flops, functional
+from . import cuda_settings, flops, functional
 
 __version__ = "0.1.0"
 
@@ -27,5 +27,5 @@ __all__ = [
     "workspace_cap", "set_workspace_cap", "benchmark_cache_size", "set_benchmark_cache_size",
     "ConvkitError", "ConvkitValueError", "ConvkitTypeError", "ConvkitMemoryError", "ConvkitNotImplementedError",
     "CONV_ALGOS",
-    "functional", "nn", "flops",
+    "functional", "nn", "flops", "cuda_settings",
 ]

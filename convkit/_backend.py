@@ -53,10 +53,13 @@ def _load(name: str):
                 raise ImportError(f"CONVKIT_{name.upper()}_SO={override} is not a loadable module")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            _modules[name] = module
         else:
-            _modules[name] = importlib.import_module(_KNOWN[name][0])
-        return _modules[name]
+            module = importlib.import_module(_KNOWN[name][0])
+        if _KNOWN[name][2]:  # a CUDA module: CONVKIT_CUDA_VARIANT / CONVKIT_CUDA_SYNC, checked
+            from . import cuda_settings
+            cuda_settings.apply(module)
+        _modules[name] = module
+        return module
     except ImportError as e:
         _load_errors[name] = str(e)
         return None

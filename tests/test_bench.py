@@ -10,6 +10,7 @@ faked GPU), the sanitizer script's cases, and the ptxas report parser. What only
 (real event times, cuDNN, CuPy on the device, compute-sanitizer) runs in benchmarks/gpu_check.sh."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1009,66 +1010,135 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
                                 reason="needs bash and coreutils timeout")
 
 
-@needs_bash
-def test_gpu_check_script_syntax_and_dry_run(tmp_path):
-    assert subprocess.run(["bash", "-n", SCRIPT]).returncode == 0
-    p = subprocess.run(["bash", SCRIPT, "--out", str(tmp_path), "--dry-run"], capture_output=True,
-                       text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    for step in ("build", "tests", "sanitizer-memcheck", "sanitizer-racecheck", "bench,",
-                 "bench-float16", "sanitizer-initcheck", "sanitizer-synccheck"):
-        assert f"[{step}" in p.stdout, step
-    assert "CONVKIT_TEST_BACKENDS=cuda" in p.stdout and "--device cuda" in p.stdout
-    bench = next(line for line in p.stdout.splitlines() if line.startswith("+ [bench,"))
-    half = next(line for line in p.stdout.splitlines() if line.startswith("+ [bench-float16"))
-    # the bench gets its slot as --budget, less a margin; float16 runs at batch 32
-    assert "[bench, <= 300s]" in bench and "--budget 270 " in bench and "-readme.md" in bench
-    assert "--dtype float16 --batch 32 --budget" in half
+def _dry_run(*args):
     env = dict(os.environ, PYTHON=sys.executable)
-    p = subprocess.run(["bash", SCRIPT, "--out", str(tmp_path), "--dry-run"], capture_output=True,
-                       text=True, timeout=60, env=env)
-    assert "gpu_check: plan: " in p.stdout and "timed callables" in p.stdout
+    p = subprocess.run(["bash", SCRIPT, "--dry-run", *args], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+@needs_bash
+def test_gpu_check_script_syntax_and_dry_run():
+    """--dry-run prints both calls, each step with its estimate and cap, each call's estimate
+    within its budget, the budgets within 5 + 4 minutes, and at most 8 files a call leaves."""
+    assert subprocess.run(["bash", "-n", SCRIPT]).returncode == 0
+    out = _dry_run()
+    lines = out.splitlines()
+    steps = [re.match(r"  \+ \[([\w-]+): ~(\d+)s, at most (\d+)s\] (.*)", line) for line in lines]
+    steps = [m for m in steps if m]
+    names = [m.group(1) for m in steps]
+    assert names == ["build", "sanitizer-probe", "smoke", "sanitizer-racecheck", "sanitizer-memcheck", "tests",
+                     "bench-b32", "bench-b1", "bench-float16"]
+    cmd = {m.group(1): m.group(4) for m in steps}
+    assert "--target _cuda" in cmd["build"] and "CONVKIT_CUDA_ARCHS=90" in cmd["build"] and "pip" not in cmd["build"]
+    assert "CONVKIT_SIM=OFF" in cmd["build"]
+    assert cmd["smoke"].startswith("env CONVKIT_CUDA_SYNC=1 ") and "--cases smoke" in cmd["smoke"]
+    assert "--tool racecheck" in cmd["sanitizer-racecheck"]
+    assert "--cases variants --dtypes float32,float16" in cmd["sanitizer-racecheck"]
+    assert "--tool memcheck" in cmd["sanitizer-memcheck"] and "--cases all" in cmd["sanitizer-memcheck"]
+    assert "CONVKIT_TEST_BACKENDS=cuda" in cmd["tests"]
+    tests = re.findall(r"tests/(test_\w+)\.py", cmd["tests"])
+    assert tests[0] == "test_cuda_conv" and "test_cuda_graphs" in tests
+    assert not {"test_blocked", "test_winograd", "test_cpu_peak", "test_train", "test_models"} & set(tests)
+    assert "--batch 32 --budget" in cmd["bench-b32"] and "--readme" in cmd["bench-b32"]
+    assert "--dtype float32 --batch 1 " in cmd["bench-b1"] and "--dtype float16 --batch 32 " in cmd["bench-float16"]
+    calls = re.findall(r"call (\d) \((\w+)\), budget (\d+)s.*?: (bash benchmarks/gpu_check.sh [^\n]*)", out)
+    assert [(c[0], c[1]) for c in calls] == [("1", "check"), ("2", "bench")]
+    assert "--call check" in calls[0][3] and "--call bench --skip-build" in calls[1][3]
+    budgets = [int(c[2]) for c in calls]
+    assert budgets[0] <= 300 and budgets[1] <= 240
+    ests = [(int(a), int(b)) for a, b in re.findall(r"estimated ~(\d+)s of this call's (\d+)s budget", out)]
+    assert len(ests) == 2 and all(e <= b for e, b in ests) and [b for _, b in ests] == budgets
+    per_call = [sum(int(m.group(2)) for m in steps[:6]), sum(int(m.group(2)) for m in steps[6:])]
+    assert [e for e, _ in ests] == per_call
+    files = re.findall(r"leaves in --out \(at most 8 files\): (.*)", out)
+    assert len(files) == 2 and all(len(f.split()) <= 8 for f in files)
+    assert "summary.txt" in files[0] and "-b32.json" in files[1] and "-b1.json" in files[1]
+    assert re.search(r"budgets together: (\d+)s", out) and int(re.search(r"budgets together: (\d+)s", out).group(1)) <= 540
+    assert "plan float32 batch 32: " in out and "estimate" in out
+    # one call alone
+    only = _dry_run("--call", "bench")
+    assert "call 1 (check)" not in only and "call 2 (bench)" in only
 
 
 @needs_bash
 def test_gpu_check_script_says_no_gpu(tmp_path):
     env = dict(os.environ, PYTHON=sys.executable)
-    p = subprocess.run(["bash", SCRIPT, "--out", str(tmp_path)], capture_output=True, text=True,
+    p = subprocess.run(["bash", SCRIPT, "--out", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 2 and "--call check or --call bench" in p.stderr
+    p = subprocess.run(["bash", SCRIPT, "--call", "check", "--out", str(tmp_path)], capture_output=True, text=True,
                        timeout=120, env=env)
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     assert p.returncode == 2 and "no GPU visible" in p.stderr
 
 
-@needs_bash
-def test_gpu_check_flow_with_a_faked_gpu(tmp_path):
-    """A python that claims a GPU: the steps run, the bench fails (torch has no CUDA here) and
-    is recorded, the check goes on, bundles its logs and prints the summary last."""
-    if torch.cuda.is_available():
-        pytest.skip("on a GPU machine the bench would really run: gpu_check.sh itself is the test there")
+def _fake_python(tmp_path, import_ok):
+    """A python that claims a GPU (and, with import_ok, a working convkit._cuda)."""
     fake = tmp_path / "python"
+    extra = '  *available_backends*) echo "backends: [cuda] (faked)"; exit 0 ;;\n' if import_ok else ""
     fake.write_text(f"""#!/usr/bin/env bash
 case "$*" in
   *cuda.is_available*) exit 0 ;;
   *get_device_name*) echo "NVIDIA H100 80GB HBM3"; exit 0 ;;
-esac
+{extra}esac
 exec {sys.executable} "$@"
 """)
     fake.chmod(0o755)
+    return str(fake)
+
+
+@needs_bash
+def test_gpu_check_call_check_with_a_faked_gpu(tmp_path):
+    """Call 1 with a python that claims a GPU: no compute-sanitizer (the probe says so and both
+    sanitizer steps are skipped for it), the smoke run fails (no cuda backend) and is recorded,
+    the tests run, the logs are bundled and the summary is printed last."""
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine the check would really run: gpu_check.sh itself is the test there")
     out = tmp_path / "out"
     env = dict(os.environ, PATH="/usr/bin:/bin")   # no compute-sanitizer, no nvcc on PATH
-    p = subprocess.run(["bash", SCRIPT, "--out", str(out), "--python", str(fake), "--skip-build",
-                        "--skip-tests", "--sanitizer-tools", "memcheck", "--no-fp16", "--budget", "300",
-                        "--commit", "abc123"], capture_output=True, text=True, timeout=280, env=env)
+    p = subprocess.run(["bash", SCRIPT, "--call", "check", "--out", str(out), "--python", _fake_python(tmp_path, False),
+                        "--skip-build", "--pytest-args", "-k test_poison_is_on", "--commit", "abc123"],
+                       capture_output=True, text=True, timeout=280, env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     tail = p.stdout[p.stdout.rindex("== convkit GPU check"):]
-    assert "NVIDIA H100 80GB HBM3" in tail and "commit abc123" in tail
+    assert "(call check)" in tail and "NVIDIA H100 80GB HBM3" in tail and "commit abc123" in tail
+    assert "racecheck: skipped — compute-sanitizer not found" in tail
     assert "memcheck: skipped — compute-sanitizer not found" in tail
-    assert "bench: FAILED" in tail
+    assert "smoke" in tail and "FAILED" in tail.split("smoke", 1)[1].splitlines()[0]
+    assert "tests      " in tail
     assert sorted(os.listdir(out)) == ["logs.tar.gz", "summary.txt"]
     with tarfile.open(out / "logs.tar.gz") as tar:
-        names = tar.getnames()
-    assert {"steps.tsv", "bench.log", "meta.txt", "env.txt"} <= set(names)
+        names = set(tar.getnames())
+    assert {"steps.tsv", "smoke.txt", "meta.txt", "env.txt", "pytest-cuda.log"} <= names
+
+
+@needs_bash
+def test_gpu_check_call_bench_reads_the_commit_file(tmp_path):
+    """Call 2 in a copy of the tree without .git: the commit comes from .convkit-commit; the
+    float32 batch-32 run goes first; failed runs are recorded; at most 8 files are left."""
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine the bench would really run")
+    root = tmp_path / "tree"
+    (root / "benchmarks").mkdir(parents=True)
+    for f in ("gpu_check.sh", "gpu_check_summary.py", "gpu_sanitize.py"):
+        shutil.copy(os.path.join(ROOT, "benchmarks", f), root / "benchmarks" / f)
+    (root / ".convkit-commit").write_text("0123456789abcdef0123456789abcdef01234567-dirty\n")
+    out = tmp_path / "out"
+    env = dict(os.environ, PATH="/usr/bin:/bin")
+    env.pop("CONVKIT_COMMIT", None)
+    p = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), "--call", "bench", "--skip-build",
+                        "--out", str(out), "--python", _fake_python(tmp_path, True)],
+                       capture_output=True, text=True, timeout=280, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    tail = p.stdout[p.stdout.rindex("== convkit GPU check"):]
+    assert "(call bench)" in tail and "commit 0123456789abcdef0123456789abcdef01234567-dirty" in tail
+    assert tail.index("bench-b32") < tail.index("bench-b1") < tail.index("bench-float16")
+    assert "bench-b32: FAILED" in tail
+    assert len(os.listdir(out)) <= 8 and "summary.txt" in os.listdir(out)
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        meta = tar.extractfile("meta.txt").read().decode()
+    assert "commit=0123456789abcdef0123456789abcdef01234567-dirty" in meta and "call=bench" in meta
 
 
 # ---- the ptxas report ----------------------------------------------------------------------------------------

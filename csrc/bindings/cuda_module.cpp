@@ -3,8 +3,11 @@
 // Pointers travel as Python ints, streams as cudaStream_t handles; the caller allocates.
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+
 #include "bindings/bind_util.h"
 #include "cuda/ops.h"
+#include "cuda/variant.h"
 
 #ifndef CONVKIT_MODULE_NAME
 #error "CONVKIT_MODULE_NAME must be defined (_cuda or _cudasim)"
@@ -30,6 +33,36 @@ PYBIND11_MODULE(CONVKIT_MODULE_NAME, m) {
   // No CUDA call happens at import: a machine without GPU or driver imports the module and
   // gets 0 here.
   m.def("device_count", &cuda::num_devices, "CUDA devices visible (0 without GPU or driver; 1 for the emulator)");
+
+  // cuda/variant.h's switches; convkit/_cuda_settings.py validates and sets them (from
+  // CONVKIT_CUDA_VARIANT and CONVKIT_CUDA_SYNC when the module is loaded).
+  m.def(
+      "set_variant",
+      [](int gemm_tile, int splitk, int direct_tile, int direct_axes, int depthwise) {
+        cuda::Variant v;
+        v.gemm_tile = static_cast<cuda::GemmTileMode>(gemm_tile);
+        v.splitk = static_cast<cuda::SplitMode>(splitk);
+        v.direct_tile = static_cast<cuda::DirectTileMode>(direct_tile);
+        v.direct_axes = static_cast<cuda::DirectAxesMode>(direct_axes);
+        v.depthwise = static_cast<cuda::DepthwiseMode>(depthwise);
+        cuda::set_variant(v);
+      },
+      py::arg("gemm_tile") = 0, py::arg("splitk") = 0, py::arg("direct_tile") = 0, py::arg("direct_axes") = 0,
+      py::arg("depthwise") = 0, "Forces size-selected kernel variants (0 = auto each; cuda/variant.h)");
+  m.def("get_variant", []() {
+    const cuda::Variant v = cuda::variant();
+    py::dict d;
+    d["gemm_tile"] = static_cast<int>(v.gemm_tile);
+    d["splitk"] = static_cast<int>(v.splitk);
+    d["direct_tile"] = static_cast<int>(v.direct_tile);
+    d["direct_axes"] = static_cast<int>(v.direct_axes);
+    d["depthwise"] = static_cast<int>(v.depthwise);
+    return d;
+  });
+  m.def("set_launch_sync", &cuda::set_launch_sync, py::arg("on"),
+        "Synchronize and check the stream after every launch (a fault is raised by the op that caused it)");
+  m.def("launch_sync", &cuda::launch_sync);
+  m.def("launch_sync_count", &cuda::launch_sync_count, "Synchronizations done after launches so far");
 
   bind::register_params(m);  // ConvParams, PoolParams (common_params.cpp)
   bind::register_cuda_pool(m, kBackend);

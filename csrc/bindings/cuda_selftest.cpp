@@ -177,6 +177,9 @@ void register_cuda_selftest(py::module_& m) {
     return d;
   });
   m.def("sim_reset_counters", &simt::reset_counters);
+  m.def("sim_set_sm_count", &simt::set_sm_count, py::arg("n"),
+        "SMs the emulated device reports (default 132): grids sized by it change, results must not");
+  m.def("sim_sm_count", &simt::sm_count);
 #endif
 }
 

@@ -16,6 +16,7 @@
 #include "cuda/grid.cuh"
 #include "cuda/pool_geom.cuh"
 #include "cuda/runtime.h"
+#include "cuda/variant.h"
 
 namespace convkit::cuda {
 namespace {
@@ -30,6 +31,10 @@ constexpr int kMaxSlots = 32;        // depthwise kernels: planes per block at m
 // Dynamic shared memory a launch plans for: under the 48 KiB that needs no opt-in, and small
 // enough that several blocks share an SM.
 constexpr int64_t kSmemBytes = 32 * 1024;
+// The SM count the direct plan's tile sizes aim at: an H100 SXM's, on every device and under the
+// emulator, so that a shape gets the same tiles (the same summation order, the same bits)
+// everywhere. Only grid sizes (grid.cuh) follow the device; no result depends on them.
+constexpr int64_t kReferenceSms = 132;
 // Grad weight (general): a block tile of kWBk output channels x kWBj (c, r, s) columns, the
 // reduction taken kWPix pixels a stage. The split of N*P*Q aims at kWTargetBlocks blocks (a
 // constant, so the workspace size is the same on every device), each split at least
@@ -777,8 +782,13 @@ DirectGeom bwd_phase_geom(const ConvParams& p, int64_t ph, int64_t pw) {
 // The tile: bq by the output width; then rows bp = 64 / bq * 4 (for a 3x3 window the patch plus
 // filter elements staged per FMA are fewest near 32x8, 16x16, 8x32 pixels by 32 channels) and
 // channels to fill 256 threads, more rows where the channels run out. Fewer tiles than
-// `want_tiles` (one per SM): halve the larger of channels and rows, down to 64 threads.
+// `want_tiles` (one per SM of the reference device): halve the larger of channels and rows,
+// down to 64 threads. variant.h's forced variants: DirectTileMode (never halve, or always down
+// to 64 threads) and DirectAxesMode (which axes start one tap a stage).
 DirectTiling plan_direct(const DirectGeom& g, int64_t N, int acc_bytes, int64_t want_tiles) {
+  const Variant forced = variant();
+  if (forced.direct_tile == DirectTileMode::Full) want_tiles = 0;
+  if (forced.direct_tile == DirectTileMode::Small) want_tiles = INT64_MAX;
   DirectTiling t{};
   t.bq = tile_cols(g.out_w);
   const int rg_need = std::min(pow2_ceil(ceil_div(g.out_h, kPpt)), kThreads / t.bq);
@@ -801,7 +811,8 @@ DirectTiling plan_direct(const DirectGeom& g, int64_t N, int acc_bytes, int64_t 
   t.bk_shift = log2_of(bk);
   const int64_t budget = kSmemBytes / acc_bytes;
   const bool empty = g.taps_h == 0 || g.taps_w == 0;  // a grad-input phase no tap reaches: zeros
-  bool rows_dense = true, cols_dense = true;
+  bool rows_dense = forced.direct_axes != DirectAxesMode::Rows && forced.direct_axes != DirectAxesMode::Compact;
+  bool cols_dense = forced.direct_axes != DirectAxesMode::Cols && forced.direct_axes != DirectAxesMode::Compact;
   int64_t th = 1, tw = 1, ih = 1, iw = 1, per_ch = 1;
   while (!empty) {
     th = rows_dense ? g.taps_h : 1;
@@ -839,8 +850,13 @@ std::size_t direct_smem(const DirectTiling& t, int acc_bytes) {
 
 // Depthwise tiling over `planes` output planes (wgrad: K weight channels, whole warps); false
 // when even the smallest tile's dense patch would not fit (the general kernels take it then).
+// Forced variants (variant.h): DepthwiseMode::Off answers false; DirectTileMode::Small shrinks
+// the tile as far as it goes, as for a window that barely fits.
 bool plan_depthwise(const DirectGeom& g, int64_t planes, int acc_bytes, bool wgrad, DwTiling& t) {
   if (g.taps_h == 0 || g.taps_w == 0 || g.out_h == 0 || g.out_w == 0) return false;
+  const Variant forced = variant();
+  if (forced.depthwise == DepthwiseMode::Off) return false;
+  const bool shrink = forced.direct_tile == DirectTileMode::Small;
   int bq = tile_cols(g.out_w);
   int rg = std::min(pow2_ceil(ceil_div(g.out_h, kPpt)), kThreads / bq);
   int nch = std::min({kThreads / (bq * rg), pow2_ceil(planes), kMaxSlots});
@@ -851,7 +867,8 @@ bool plan_depthwise(const DirectGeom& g, int64_t planes, int acc_bytes, bool wgr
     const int bp = rg * kPpt;
     ih = span(bp, g.str_h, g.taps_h, g.dil_h);
     iw = span(bq, g.str_w, g.taps_w, g.dil_w);
-    if (nch * (ih * iw + (wgrad ? bp * bq : taps)) <= budget) break;
+    const bool fits = nch * (ih * iw + (wgrad ? bp * bq : taps)) <= budget;
+    if (fits && !shrink) break;
     const auto ok = [&](int c, int r, int q) { return !wgrad || c * r * q >= kWarp; };
     if (nch > 1 && ok(nch / 2, rg, bq))
       nch /= 2;
@@ -859,6 +876,8 @@ bool plan_depthwise(const DirectGeom& g, int64_t planes, int acc_bytes, bool wgr
       rg /= 2;
     else if (bq > 8 && ok(nch, rg, bq / 2))
       bq /= 2;
+    else if (fits)
+      break;
     else
       return false;
   }
@@ -901,7 +920,7 @@ void run_direct(const DirectGeom& g, int64_t N, const T* in, const T* w, const T
              out);
     return;
   }
-  const DirectTiling t = plan_direct(g, N, accb, device_limits().sm_count);
+  const DirectTiling t = plan_direct(g, N, accb, kReferenceSms);
   const bool fixed = g.taps_h == 3 && g.taps_w == 3 && g.str_h == 1 && g.str_w == 1 && g.dil_h == 1 &&
                      g.dil_w == 1 && t.nrc == 1 && t.ncc == 1;
   const dim3 grid(grid_blocks(t.tiles, 1)), block(t.bq * t.rg * t.tk);
@@ -924,8 +943,16 @@ struct WgradPlan {
   int64_t ws_bytes;
 };
 
-int choose_splits(int64_t want, int64_t most, int64_t out_elems, int acc_bytes, int64_t cap_bytes) {
+// Splits of grad weight's reduction: `want` (for the block target), at most `most` (splits of
+// the preferred least length) or, with split-K forced on, kForcedSplits where `most_forced`
+// (splits of the least length a stage allows) has room; never more than the workspace cap's
+// partials. Forced off: one.
+int choose_splits(int64_t want, int64_t most, int64_t most_forced, int64_t out_elems, int acc_bytes,
+                  int64_t cap_bytes) {
+  const SplitMode mode = variant().splitk;
+  if (mode == SplitMode::Off) return 1;
   int64_t s = std::max<int64_t>(1, std::min(want, most));
+  if (mode == SplitMode::On) s = std::max(s, std::min<int64_t>(kForcedSplits, most_forced));
   const int64_t per = out_elems * acc_bytes;
   if (s > 1) s = std::min(s, std::max<int64_t>(cap_bytes, 0) / per);
   return static_cast<int>(std::max<int64_t>(s, 1));
@@ -942,7 +969,7 @@ WgradPlan plan_bwd_weight(const ConvParams& p, int acc_bytes, int64_t cap_bytes)
     w.maxt = p.R * p.S <= kDwTapsSmall ? kDwTapsSmall : kDwTapsLarge;
     t.items = p.N * t.tiles_p * t.tiles_q;
     t.kgroups = ceil_div(p.K, t.nch);
-    w.splits = choose_splits(ceil_div(kWTargetBlocks, t.kgroups), t.items, out_elems, acc_bytes, cap_bytes);
+    w.splits = choose_splits(ceil_div(kWTargetBlocks, t.kgroups), t.items, t.items, out_elems, acc_bytes, cap_bytes);
     t.per_split = ceil_div(t.items, w.splits);
     w.splits = static_cast<int>(ceil_div(t.items, t.per_split));  // every split non-empty
     t.splits = w.splits;
@@ -959,8 +986,8 @@ WgradPlan plan_bwd_weight(const ConvParams& p, int acc_bytes, int64_t cap_bytes)
     g.tiles_k = static_cast<int>(ceil_div(Kg, kWBk));
     g.tiles_j = static_cast<int>(ceil_div(J, kWBj));
     const int64_t tiles = p.groups * g.tiles_k * g.tiles_j;
-    w.splits = choose_splits(ceil_div(kWTargetBlocks, tiles), ceil_div(g.L, kWMinSplit), out_elems, acc_bytes,
-                             cap_bytes);
+    w.splits = choose_splits(ceil_div(kWTargetBlocks, tiles), ceil_div(g.L, kWMinSplit), ceil_div(g.L, kWPix),
+                             out_elems, acc_bytes, cap_bytes);
     g.split_len = ceil_div(ceil_div(g.L, w.splits), kWPix) * kWPix;
     w.splits = static_cast<int>(ceil_div(g.L, g.split_len));  // every split non-empty
     g.splits = w.splits;

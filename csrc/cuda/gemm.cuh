@@ -16,6 +16,7 @@
 #include "cuda/gemm.h"
 #include "cuda/grid.cuh"
 #include "cuda/runtime.h"
+#include "cuda/variant.h"
 
 namespace convkit::cuda {
 namespace gemm_detail {
@@ -377,8 +378,18 @@ int64_t tile_blocks(int M, int N, int batches) {
   return static_cast<int64_t>((M + Cfg::BM - 1) / Cfg::BM) * ((N + Cfg::BN - 1) / Cfg::BN) * batches;
 }
 
+// The big tile for problems of at least kBigTileMinBlocks of its blocks, unless variant.h's
+// forced variant says which.
 template <typename T>
 bool use_big_tile(int M, int N, int batches) {
+  switch (variant().gemm_tile) {
+    case GemmTileMode::Big:
+      return true;
+    case GemmTileMode::Small:
+      return false;
+    case GemmTileMode::Auto:
+      break;
+  }
   return tile_blocks<typename Tiles<T>::Big>(M, N, batches) >= kBigTileMinBlocks;
 }
 
@@ -441,7 +452,16 @@ int gemm_splits(int M, int N, int64_t K, int batches) {
   const int64_t blocks = static_cast<int64_t>((M + t.BM - 1) / t.BM) * ((N + t.BN - 1) / t.BN) * batches;
   const int64_t want = (kSplitTargetBlocks + blocks - 1) / blocks;
   const int64_t deep = std::max<int64_t>(1, K / kMinSplitDepth);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, deep, kMaxSplits})));
+  const int64_t chosen = std::max<int64_t>(1, std::min<int64_t>({want, deep, kMaxSplits}));
+  switch (variant().splitk) {
+    case SplitMode::Off:
+      return 1;
+    case SplitMode::On:  // at least kForcedSplits, or one a k-step where K has fewer
+      return static_cast<int>(std::max<int64_t>(chosen, std::min<int64_t>(kForcedSplits, (K + t.BK - 1) / t.BK)));
+    case SplitMode::Auto:
+      break;
+  }
+  return static_cast<int>(chosen);
 }
 
 template <typename T, typename Out>

@@ -103,8 +103,9 @@ struct GemmDesc {
   bool accumulate;  // C += A x B instead of C = A x B
 };
 
-// Tile configurations (gemm.cuh): large problems get the big tile, small ones the small tile.
-// Exposed so the workspace queries can size split-K partials with the launch's own choice.
+// Tile configurations (gemm.cuh): large problems get the big tile, small ones the small tile
+// (variant.h's forced variant overrides the choice). Exposed so the workspace queries can size
+// split-K partials with the launch's own choice.
 struct GemmTile {
   int BM, BN, BK;
 };
@@ -113,7 +114,8 @@ GemmTile gemm_tile(int M, int N, int batches);
 
 // Split-K partitions for an M x N x K problem over `batches`: enough blocks for a few waves on
 // a large GPU (a fixed target, not this device's SM count, so results are the same everywhere),
-// each split at least 32 deep in K, at most 32 splits.
+// each split at least 32 deep in K, at most 32 splits (variant.h's forced variant: one split, or
+// at least kForcedSplits).
 template <typename T>
 int gemm_splits(int M, int N, int64_t K, int batches);
 

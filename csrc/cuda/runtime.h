@@ -3,6 +3,7 @@
 // emulator). Kernels declare shared memory with CK_SHARED / CK_DYNAMIC_SHARED, do 16-byte
 // vector accesses through load16 / store16, and launchers start kernels with launch() and query
 // the device through the functions below, never with raw <<<>>> or unchecked cuda* calls.
+// launch() also honours variant.h's sync-after-launch switch (CONVKIT_CUDA_SYNC).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "cuda/variant.h"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -144,8 +146,26 @@ inline void synchronize(StreamHandle stream) {
   CK_CUDA_CHECK(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)));
 }
 
+// variant.h's sync-after-launch switch: waits for the stream and raises the kernel's fault (an
+// illegal address, a trap) as this launch's error. Not while the stream is being captured into
+// a CUDA graph (a synchronize would invalidate the capture; nothing runs then anyway).
+template <typename Config>
+void sync_after_launch(const Config& config, StreamHandle stream) {
+  const auto s = reinterpret_cast<cudaStream_t>(stream);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  cudaError_t err = cudaStreamIsCapturing(s, &capture);  // fails too once the kernel has faulted
+  if (err == cudaSuccess && capture != cudaStreamCaptureStatusNone) return;
+  if (err == cudaSuccess) err = cudaStreamSynchronize(s);
+  if (err == cudaSuccess) err = cudaGetLastError();
+  count_launch_sync();
+  if (err != cudaSuccess)
+    throw ::convkit::Error("kernel " + config() + " failed (the sync after its launch, CONVKIT_CUDA_SYNC): " +
+                           cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+}
+
 // Launches kernel<<<grid, block, smem, stream>>>(args...) and checks the launch; a failure
-// throws convkit::Error naming the kernel, the configuration and the CUDA error.
+// throws convkit::Error naming the kernel, the configuration and the CUDA error. With
+// launch_sync() on, also waits for the kernel and checks how it ended.
 template <typename... KArgs, typename... Args>
 void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, std::size_t smem,
             StreamHandle stream, Args&&... args) {
@@ -153,13 +173,16 @@ void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, s
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;  // nothing to do
   cudaGetLastError();  // a stale error from elsewhere must not be blamed on this launch
   kernel<<<grid, block, smem, reinterpret_cast<cudaStream_t>(stream)>>>(std::forward<Args>(args)...);
+  const auto config = [&]() {
+    return std::string(name) + " <<<(" + std::to_string(grid.x) + "," + std::to_string(grid.y) + "," +
+           std::to_string(grid.z) + "), (" + std::to_string(block.x) + "," + std::to_string(block.y) + "," +
+           std::to_string(block.z) + "), " + std::to_string(smem) + ">>>";
+  };
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess)
-    throw ::convkit::Error(std::string("launch of ") + name + " <<<(" + std::to_string(grid.x) + "," +
-                           std::to_string(grid.y) + "," + std::to_string(grid.z) + "), (" +
-                           std::to_string(block.x) + "," + std::to_string(block.y) + "," +
-                           std::to_string(block.z) + "), " + std::to_string(smem) + ">>> failed: " +
-                           cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+    throw ::convkit::Error("launch of " + config() + " failed: " + cudaGetErrorName(err) + " (" +
+                           cudaGetErrorString(err) + ")");
+  if (launch_sync()) sync_after_launch(config, stream);
 }
 
 #else  // the emulator
@@ -197,6 +220,9 @@ void launch(const char* name, void (*kernel)(KArgs...), dim3 grid, dim3 block, s
   } catch (const ::simt::LaunchError& e) {
     throw ::convkit::Error(e.what());
   }
+  // An emulated launch has completed, faults included, when it returns: the sync-after-launch
+  // switch has nothing to wait for (it is counted, so tests see the switch reach the launcher).
+  if (launch_sync()) count_launch_sync();
 }
 
 #endif

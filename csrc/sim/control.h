@@ -15,6 +15,11 @@ std::uint64_t seed();
 void set_num_workers(int n);
 int num_workers();
 
+// The SM count the emulated device reports (default 132, an H100 SXM; 1..65536, else
+// std::runtime_error). Grid sizes that read it change; results must not (tests/test_cuda_variants.py).
+void set_sm_count(int n);
+int sm_count();
+
 // Totals since the process started (or reset_counters()).
 struct Counters {
   std::uint64_t launches;   // launches that ran (refused ones excluded)

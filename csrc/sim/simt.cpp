@@ -1065,10 +1065,21 @@ std::string config_string(const char* name, dim3 grid, dim3 block, std::size_t s
 
 // ---- host API ------------------------------------------------------------------------------------
 
-const DeviceProps& device_props() {
-  static const DeviceProps props{132, 1024, kSmemDefault, kSmemOptin};
-  return props;
+namespace {
+// The SMs the emulator reports (an H100 SXM's 132 unless set_sm_count changed it).
+std::atomic<int> g_sm_count{132};
+}  // namespace
+
+DeviceProps device_props() {
+  return DeviceProps{g_sm_count.load(std::memory_order_relaxed), 1024, kSmemDefault, kSmemOptin};
 }
+
+void set_sm_count(int n) {
+  if (n < 1 || n > 1 << 16) throw LaunchError("set_sm_count: " + std::to_string(n) + " SMs is not in 1..65536");
+  g_sm_count = n;
+}
+
+int sm_count() { return g_sm_count.load(std::memory_order_relaxed); }
 
 void set_max_dynamic_smem(const void* kernel, std::size_t bytes) {
   if (bytes > kSmemOptin)

@@ -134,14 +134,15 @@ struct LaunchError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The device the emulator pretends to be (an H100 SXM).
+// The device the emulator pretends to be (an H100 SXM; control.h's set_sm_count changes its SM
+// count, so tests can check that results do not depend on it).
 struct DeviceProps {
   int sm_count;
   int max_threads_per_block;
   std::size_t smem_per_block;        // without opt-in: 48 KiB
   std::size_t smem_per_block_optin;  // with set_max_dynamic_smem: 227 KiB
 };
-const DeviceProps& device_props();
+DeviceProps device_props();
 
 // cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes).
 void set_max_dynamic_smem(const void* kernel, std::size_t bytes);
