@@ -15,6 +15,9 @@ The runtime settings (read by convkit and its compiled modules):
   CONVKIT_SIM_STACK_KB    the emulator's fiber stack in KiB, 16 to 1048576
   CONVKIT_GEMM_KC/MC/NC   CPU GEMM cache-block overrides (tuning), 1 to 1048576
   CONVKIT_BLOCKED_TILE    "OCB,UR": force the CPU blocked convolution's register tile (tuning)
+  CONVKIT_CUDA_VARIANT    force the CUDA kernels' size-picked variants, e.g. gemm_tile=big,splitk=on
+  CONVKIT_CUDA_SYNC       1: synchronize and check after every CUDA launch (debugging)
+                          (both: convkit/cuda_settings.py, which also sets them from Python)
   CONVKIT_<BACKEND>_SO    load a backend's module from another build (e.g. the ASan one)
 
 The compiled modules read the SIM_*, GEMM_* and BLOCKED_TILE variables themselves, once, when
@@ -76,6 +79,16 @@ def _backend(text: str) -> str:
     return text
 
 
+def _cuda_variant(text: str):
+    from . import cuda_settings  # (its own parser and message: the accepted keys and values)
+    return cuda_settings.parse_variant(text)
+
+
+def _cuda_sync(text: str) -> bool:
+    from . import cuda_settings
+    return cuda_settings.parse_sync(text)
+
+
 def _tile(text: str) -> Tuple[int, int]:
     m = re.fullmatch(r"\s*(\d{1,2})\s*,\s*(\d{1,2})\s*", text)
     if not m or min(int(m.group(1)), int(m.group(2))) < 1:
@@ -95,13 +108,16 @@ _RUNTIME: Dict[str, Tuple[Callable[[str], object], object, str]] = {
     "CONVKIT_GEMM_KC": (_int_in(1, 1 << 20), None, "an integer from 1 to 1048576"),
     "CONVKIT_GEMM_MC": (_int_in(1, 1 << 20), None, "an integer from 1 to 1048576"),
     "CONVKIT_GEMM_NC": (_int_in(1, 1 << 20), None, "an integer from 1 to 1048576"),
+    "CONVKIT_CUDA_VARIANT": (_cuda_variant, None, "comma-separated key=value items (convkit/cuda_settings.py)"),
+    "CONVKIT_CUDA_SYNC": (_cuda_sync, False, "0/1, false/true, off/on, no/yes (or empty)"),
     "CONVKIT_BLOCKED_TILE": (_tile, None, "two integers 'OCB,UR', one of the blocked kernel's register tiles "
                                           "(docs/CPU.md lists them), e.g. 4,6"),
 }
 # Known, read elsewhere: module overrides, build options (setup.py), tests, benchmarks, gpu_check.
 _ELSEWHERE = {
     "CONVKIT_CPU_SO", "CONVKIT_CUDASIM_SO", "CONVKIT_CUDA_SO",
-    "CONVKIT_CUDA", "CONVKIT_NATIVE", "CONVKIT_CUDA_ARCHS", "CONVKIT_SIM", "CONVKIT_BUILD_TYPE", "CONVKIT_BUILD_DIR",
+    "CONVKIT_CUDA", "CONVKIT_NATIVE", "CONVKIT_CUDA_ARCHS", "CONVKIT_SIM", "CONVKIT_SIM_ASAN", "CONVKIT_BUILD_TYPE",
+    "CONVKIT_BUILD_DIR",
     "CONVKIT_TEST_BACKENDS", "CONVKIT_TEST_SANITIZE", "CONVKIT_HOSTILE_TIMEOUT",
     "CONVKIT_BENCH_DEVICE", "CONVKIT_BENCH_BATCH", "CONVKIT_BENCH_THREADS", "CONVKIT_BENCH_ROUNDS", "CONVKIT_COMMIT",
 }
@@ -121,10 +137,12 @@ def parse(name: str, raw: str):
     """The value of variable `name` given as `raw`; ConvkitValueError naming it and its accepted
     values when `raw` is not one of them."""
     parser, dflt, accepted = _RUNTIME[name]
-    if raw is None or (raw == "" and parser is not _flag):
+    if raw is None or (raw == "" and parser not in (_flag, _cuda_sync)):
         return dflt
     try:
         return parser(raw)
+    except ConvkitValueError:  # a parser that names the variable itself
+        raise
     except (ValueError, OverflowError):
         raise ConvkitValueError(f"{name}={raw!r} is not valid: expected {accepted}") from None
 
