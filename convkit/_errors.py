@@ -18,3 +18,8 @@ class ConvkitTypeError(ConvkitError, TypeError):
 class ConvkitNotImplementedError(ConvkitError, NotImplementedError):
     """An op the selected backend's compiled module does not provide (yet), e.g. conv2d on a
     CUDA module built before its convolution kernels."""
+
+
+class ConvkitMemoryError(ConvkitError, MemoryError):
+    """An allocation a kernel needed failed (per-thread scratch, a padded copy): the message says
+    how many bytes and for what."""
