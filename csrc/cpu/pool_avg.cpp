@@ -34,14 +34,15 @@ inline AvgExtent avg_extent(int64_t o, int64_t k, int64_t stride, int64_t pad, i
   return {end - start, hi > lo ? hi - lo : 0};
 }
 
-// The per-call tables shared by forward and backward: kernel-column q ranges and each output
-// column's factor of the divisor.
+// The per-call tables shared by forward and backward: kernel-column q ranges (none for a wide
+// window, which goes window at a time) and each output column's factor of the divisor.
 struct AvgPlan {
   std::vector<TapRange> cols;  // [kw]
   std::vector<int64_t> wdiv;   // [Q]: width factor of the divisor (1 under divisor_override)
 
-  AvgPlan(const PoolParams& p, bool count_include_pad, int64_t divisor_override) : cols(p.kw), wdiv(p.Q) {
-    for (int64_t j = 0; j < p.kw; ++j) cols[j] = detail::tap_range(j - p.pw, p.sw, p.W, p.Q);
+  AvgPlan(const PoolParams& p, bool count_include_pad, int64_t divisor_override)
+      : cols(detail::wide_window(p) ? 0 : p.kw), wdiv(p.Q) {
+    for (int64_t j = 0; j < int64_t(cols.size()); ++j) cols[j] = detail::tap_range(j - p.pw, p.sw, p.W, p.Q);
     for (int64_t q = 0; q < p.Q; ++q) {
       const AvgExtent e = avg_extent(q, p.kw, p.sw, p.pw, p.W);
       wdiv[q] = divisor_override ? 1 : (count_include_pad ? e.padded : e.clipped);
@@ -62,7 +63,7 @@ inline int64_t avg_row_factor(const PoolParams& p, int64_t oh, bool count_includ
 // divided by 1 so it stays 0, as torch writes.
 template <typename T>
 inline T avg_divisor(int64_t hdiv, int64_t wdiv) {
-  const int64_t d = hdiv * wdiv;
+  const int64_t d = int64_t(uint64_t(hdiv) * uint64_t(wdiv));  // (wraps like torch's int64 product)
   return static_cast<T>(d != 0 ? d : 1);
 }
 
@@ -88,15 +89,16 @@ void avg_pool2d_fwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const TapRange* cols = plan.cols.data();
   const int64_t* wdiv = plan.wdiv.data();
-  const bool parallel = rows * Q * p.kh * p.kw > kParallelWork;
+  const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     T* ym = y + r * Q;
     for (int64_t q = 0; q < Q; ++q) ym[q] = T(0);
     const int64_t hdiv = avg_row_factor(p, oh, count_include_pad, divisor_override);
-    if (hdiv == 0) continue;
+    if (hdiv == 0) return;
     const int64_t hstart = oh * p.sh - p.ph;
     for (int64_t i = 0; i < p.kh; ++i) {
       const int64_t ih = hstart + i;
@@ -106,7 +108,8 @@ void avg_pool2d_fwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
         avg_pool2d_fwd_tap<T, SW>(ym, xr, cols[j].lo, cols[j].hi, j - p.pw, p.sw);
     }
     for (int64_t q = 0; q < Q; ++q) ym[q] = ym[q] / avg_divisor<T>(hdiv, wdiv[q]);
-  }
+  });
+  guard.finish();
 }
 
 // Forward for narrow rows (Q < kNarrowRow, e.g. GoogLeNet's 7x7 average over a 7x7 map): one
@@ -117,9 +120,10 @@ void avg_pool2d_fwd_narrow_kernel(const PoolParams& p, bool count_include_pad, i
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const int64_t* wdiv = plan.wdiv.data();
-  const bool parallel = rows * Q * p.kh * p.kw > kParallelWork;
+  const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     const int64_t hstart = oh * p.sh - p.ph;
@@ -135,7 +139,8 @@ void avg_pool2d_fwd_narrow_kernel(const PoolParams& p, bool count_include_pad, i
       }
       y[r * Q + q] = hdiv == 0 ? T(0) : sum / avg_divisor<T>(hdiv, wdiv[q]);
     }
-  }
+  });
+  guard.finish();
 }
 
 // Sum of outputs q in [q0, q1) of one row, one window at a time in row-major order.
@@ -167,8 +172,9 @@ void avg_pool2d_fwd_fused_kernel(const PoolParams& p, bool count_include_pad, in
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q, pw = p.pw;
   const int64_t* wdiv = plan.wdiv.data();
   const bool parallel = rows * Q * KH * KW > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     T* __restrict ym = y + r * Q;
@@ -176,7 +182,7 @@ void avg_pool2d_fwd_fused_kernel(const PoolParams& p, bool count_include_pad, in
     const int64_t hdiv = avg_row_factor(p, oh, count_include_pad, divisor_override);
     if (hdiv == 0) {
       for (int64_t q = 0; q < Q; ++q) ym[q] = T(0);
-      continue;
+      return;
     }
     const T* xr[KH];
     for (int i = 0; i < KH; ++i) {
@@ -195,7 +201,8 @@ void avg_pool2d_fwd_fused_kernel(const PoolParams& p, bool count_include_pad, in
     avg_pool2d_row_windows<T>(p, xp, hstart, 0, qa, ym);
     avg_pool2d_row_windows<T>(p, xp, hstart, qb, Q, ym);
     for (int64_t q = 0; q < Q; ++q) ym[q] = ym[q] / avg_divisor<T>(hdiv, wdiv[q]);
-  }
+  });
+  guard.finish();
 }
 
 template <typename T, int KH, int KW>
@@ -225,12 +232,14 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const TapRange* cols = plan.cols.data();
   const int64_t* wdiv = plan.wdiv.data();
-  const bool parallel = planes * (H * W + P * Q * p.kh * p.kw) > kParallelWork;
+  const bool parallel = planes * (H * W + P * Q * detail::window_taps(p)) > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel num_threads(convkit::cpu::num_threads()) if (parallel)
   {
-    std::vector<T> g(Q);  // this thread's dy / divisor for one output row
+    std::vector<T> g;  // this thread's dy / divisor for one output row
+    guard.run_quiet([&] { g.resize(Q); });
 #pragma omp for schedule(static)
-    for (int64_t nc = 0; nc < planes; ++nc) {
+    for (int64_t nc = 0; nc < planes; ++nc) guard.run([&] {
       T* dxp = dx + nc * H * W;
       std::memset(dxp, 0, sizeof(T) * H * W);
       for (int64_t oh = 0; oh < P; ++oh) {
@@ -239,7 +248,7 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
         const T* dyr = dy + (nc * P + oh) * Q;
         for (int64_t q = 0; q < Q; ++q) g[q] = dyr[q] / avg_divisor<T>(hdiv, wdiv[q]);
         const int64_t hstart = oh * p.sh - p.ph;
-        if (Q < detail::kNarrowRow) {  // narrow rows: window by window, torch's exact order
+        if (Q < detail::kNarrowRow || detail::wide_window(p)) {  // window by window, torch's exact order
           const TapRange ri = detail::window_range(hstart, p.kh, 1, H);
           for (int64_t q = 0; q < Q; ++q) {
             const int64_t wstart = q * p.sw - p.pw;
@@ -259,8 +268,9 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
             avg_pool2d_bwd_tap<T, SW>(dxr, g.data(), cols[j].lo, cols[j].hi, j - p.pw, p.sw);
         }
       }
-    }
+    });
   }
+  guard.finish();
 }
 
 // Divisor of every output (oh, q), as T: 1 for an empty window (which sums to 0), as torch.
@@ -308,13 +318,17 @@ void avg_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
   for (int64_t oh = 0; oh < P; ++oh)
     for (int64_t q = 0; q < Q; ++q) divu[oh * Wh + q] = div[oh * Q + q];
   const bool parallel = planes * Upad * taps > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel num_threads(convkit::cpu::num_threads()) if (parallel)
   {
-    std::vector<T> buf(g.elems, T(0));
-    std::vector<T> ss(Upad + L);
+    std::vector<T> buf, ss;
+    guard.run_quiet([&] {
+      buf.assign(g.elems, T(0));
+      ss.resize(Upad + L);
+    });
     const int64_t* tap_off = g.tap_off.data();
 #pragma omp for schedule(static)
-    for (int64_t nc = 0; nc < planes; ++nc) {
+    for (int64_t nc = 0; nc < planes; ++nc) guard.run([&] {
       detail::build_phases<T>(p, g, x + nc * HW, buf.data());
       const T* b = buf.data();
       int64_t u = 0;
@@ -322,8 +336,9 @@ void avg_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
       for (; u < Upad; u += L) avg_plane_block<T, 1>(b, u, taps, tap_off, divu.data(), ss.data());
       T* yp = y + nc * PQ;
       for (int64_t oh = 0; oh < P; ++oh) detail::copy_strided<T>(yp + oh * Q, ss.data() + oh * Wh, Q, 1);
-    }
+    });
   }
+  guard.finish();
 }
 
 // Forward for planes with very few outputs (GoogLeNet's global 7x7 average): kB planes at a
@@ -346,8 +361,9 @@ void avg_pool2d_fwd_few(const PoolParams& p, const T* div, const T* x, T* y) {
   const int64_t* st = start.data();
   const int64_t blocks = (planes + kB - 1) / kB;
   const bool parallel = planes * static_cast<int64_t>(pos.size()) > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
+  for (int64_t blk = 0; blk < blocks; ++blk) guard.run_quiet([&] {
     const int64_t nc0 = blk * kB;
     const T* xp = x + nc0 * HW;
     T* yp = y + nc0 * PQ;
@@ -370,7 +386,8 @@ void avg_pool2d_fwd_few(const PoolParams& p, const T* div, const T* x, T* y) {
           yp[b * PQ + o] = acc / div[o];
         }
     }
-  }
+  });
+  guard.finish();
 }
 
 // Backward of a single window per plane (P = Q = 1, e.g. a global average): each dx element
@@ -384,12 +401,14 @@ void avg_pool2d_bwd_single(const PoolParams& p, T div, const T* dy, T* dx) {
     for (int64_t j = rj.lo; j < rj.hi; ++j) inside[(i - p.ph) * W + j - p.pw] = 1;
   const uint8_t* in = inside.data();
   const bool parallel = planes * HW > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t nc = 0; nc < planes; ++nc) {
+  for (int64_t nc = 0; nc < planes; ++nc) guard.run_quiet([&] {
     const T g = T(0) + dy[nc] / div;
     T* __restrict dxp = dx + nc * HW;
     for (int64_t e = 0; e < HW; ++e) dxp[e] = in[e] ? g : T(0);
-  }
+  });
+  guard.finish();
 }
 
 void check_avg_params(const PoolParams& p) {
@@ -407,7 +426,7 @@ void avg_pool2d_fwd(const PoolParams& p, bool count_include_pad, int64_t divisor
   {
     const std::vector<T> div = avg_divisors<T>(p, count_include_pad, divisor_override, plan);
     detail::PhaseGrid g;
-    if (p.P * p.Q <= 8 && p.P * p.Q * p.kh * p.kw <= detail::kPlaneMaxElems) {
+    if (p.P * p.Q <= 8 && detail::sat_mul(p.P * p.Q, detail::sat_mul(p.kh, p.kw)) <= detail::kPlaneMaxElems) {
       avg_pool2d_fwd_few<T>(p, div.data(), x, y);
       return;
     }
@@ -417,7 +436,7 @@ void avg_pool2d_fwd(const PoolParams& p, bool count_include_pad, int64_t divisor
     }
   }
   const bool fused_stride = p.sw >= 1 && p.sw <= 3;
-  if (p.Q < detail::kNarrowRow)
+  if (p.Q < detail::kNarrowRow || detail::wide_window(p))
     avg_pool2d_fwd_narrow_kernel<T>(p, count_include_pad, divisor_override, plan, x, y);
   else if (fused_stride && p.kh == 3 && p.kw == 3)
     avg_pool2d_fwd_fused<T, 3, 3>(p, count_include_pad, divisor_override, plan, x, y);

@@ -54,9 +54,10 @@ void max_pool2d_fwd_kernel(const PoolParams& p, const T* x, T* y, int64_t* idx, 
                            const int64_t* iw_first) {
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
-  const bool parallel = rows * Q * p.kh * p.kw > kParallelWork;
+  const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     T* ym = y + r * Q;
@@ -75,7 +76,8 @@ void max_pool2d_fwd_kernel(const PoolParams& p, const T* x, T* y, int64_t* idx, 
       for (int64_t j = 0; j < p.kw; ++j)
         max_pool2d_tap<T, SW, kIdx>(ym, yi, xr, cols[j].lo, cols[j].hi, j * p.dw - p.pw, p.sw, ih * W);
     }
-  }
+  });
+  guard.finish();
 }
 
 // Outputs q in [q0, q1) of one output row, one window at a time (scalar), over its valid taps
@@ -127,13 +129,15 @@ template <typename T, bool kIdx>
 void max_pool2d_fwd_narrow_kernel(const PoolParams& p, const T* x, T* y, int64_t* idx) {
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
-  const bool parallel = rows * Q * p.kh * p.kw > kParallelWork;
+  const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
     const int64_t nc = r / P, oh = r % P;
     max_pool2d_row_windows<T, kIdx>(p, x + nc * H * W, oh * p.sh - p.ph, 0, Q, y + r * Q,
                                     kIdx ? idx + r * Q : nullptr);
-  }
+  });
+  guard.finish();
 }
 
 // Interior columns [qa, qb) of one output row for a compile-time KH x KW window: each output
@@ -170,8 +174,9 @@ void max_pool2d_fwd_fused_kernel(const PoolParams& p, const T* x, T* y, int64_t*
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const bool parallel = rows * Q * KH * KW > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     T* ym = y + r * Q;
@@ -190,7 +195,8 @@ void max_pool2d_fwd_fused_kernel(const PoolParams& p, const T* x, T* y, int64_t*
     max_pool2d_row_fused<T, KH, KW, SW, kIdx>(xr, row_base, qa, qb, p.dw, p.pw, first_base, ym, yi);
     max_pool2d_row_windows<T, kIdx>(p, xp, hstart, 0, qa, ym, yi);
     max_pool2d_row_windows<T, kIdx>(p, xp, hstart, qb, Q, ym, yi);
-  }
+  });
+  guard.finish();
 }
 
 template <typename T, int KH, int KW, bool kIdx>
@@ -271,17 +277,22 @@ void max_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
   const int64_t planes = p.N * p.C, HW = p.H * p.W, PQ = p.P * p.Q, P = p.P, Q = p.Q, Wh = g.Wh;
   const int64_t taps = p.kh * p.kw, Upad = g.Upad;
   const bool parallel = planes * g.Upad * taps > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel num_threads(convkit::cpu::num_threads()) if (parallel)
   {
-    std::vector<T> buf(g.elems, -std::numeric_limits<T>::infinity());
-    std::vector<T> ms(Upad + L);
-    std::vector<int32_t> ats(kIdx ? Upad + L : 0);  // + L: the packing's full-width loads
+    std::vector<T> buf, ms;
+    std::vector<int32_t> ats;
+    guard.run_quiet([&] {
+      buf.assign(g.elems, -std::numeric_limits<T>::infinity());
+      ms.resize(Upad + L);
+      ats.resize(kIdx ? Upad + L : 0);  // + L: the packing's full-width loads
+    });
     const int64_t* tap_off = g.tap_off.data();
     const int32_t* tap_idx = g.tap_idx.data();
     const int32_t* base = g.base.data();
     const int32_t* init = g.init.data();
 #pragma omp for schedule(static)
-    for (int64_t nc = 0; nc < planes; ++nc) {
+    for (int64_t nc = 0; nc < planes; ++nc) guard.run([&] {
       detail::build_phases<T>(p, g, x + nc * HW, buf.data());
       const T* b = buf.data();
       int64_t u = 0;
@@ -295,8 +306,9 @@ void max_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
         int64_t* ip = idx + nc * PQ;
         for (int64_t oh = 0; oh < P; ++oh) detail::copy_idx_row<T>(ip + oh * Q, ats.data() + oh * Wh, Q);
       }
-    }
+    });
   }
+  guard.finish();
 }
 
 }  // namespace
@@ -310,6 +322,13 @@ void max_pool2d_fwd(const PoolParams& p, const T* x, T* y, int64_t* idx) {
       max_pool2d_fwd_plane<T, true>(p, g, x, y, idx);
     else
       max_pool2d_fwd_plane<T, false>(p, g, x, y, nullptr);
+    return;
+  }
+  if (detail::wide_window(p)) {  // window at a time over each window's in-input taps only
+    if (idx)
+      max_pool2d_fwd_narrow_kernel<T, true>(p, x, y, idx);
+    else
+      max_pool2d_fwd_narrow_kernel<T, false>(p, x, y, nullptr);
     return;
   }
   std::vector<TapRange> cols(p.kw);
@@ -330,8 +349,9 @@ void max_pool2d_bwd(const PoolParams& p, const T* dy, const int64_t* idx, T* dx)
   if (p.N == 0) return;
   const int64_t planes = p.N * p.C, HW = p.H * p.W, PQ = p.P * p.Q;
   const bool parallel = planes * (HW + PQ) > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t nc = 0; nc < planes; ++nc) {
+  for (int64_t nc = 0; nc < planes; ++nc) guard.run_quiet([&] {
     T* dxp = dx + nc * HW;
     const T* dyp = dy + nc * PQ;
     const int64_t* ip = idx + nc * PQ;
@@ -340,7 +360,8 @@ void max_pool2d_bwd(const PoolParams& p, const T* dy, const int64_t* idx, T* dx)
       const int64_t at = ip[k];
       if (static_cast<uint64_t>(at) < static_cast<uint64_t>(HW)) dxp[at] += dyp[k];
     }
-  }
+  });
+  guard.finish();
 }
 
 template void max_pool2d_fwd<float>(const PoolParams&, const float*, float*, int64_t*);
