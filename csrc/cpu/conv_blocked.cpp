@@ -297,7 +297,8 @@ void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed
       const T* bp = biases + (gi * pl.nkbg + kbg) * tile;
       const int64_t ko0 = kbg * tile, nko = std::min(tile, g.Ko - ko0);
       T* ybase = out + ((n * g.G + gi) * g.Ko + ko0) * PQ;
-      for (int64_t p = p0; p < p1; ++p)
+      for (int64_t p = p0; p < p1; ++p) {
+        if (((p - p0) & 7) == 7 && guard.should_stop()) return;  // (a long task: poll every 8 rows)
         for (int64_t qt = 0; qt < qtiles; ++qt) {
           const int64_t q0 = qt * pl.ur, nq = std::min(pl.ur, g.Q - q0);
           fn(buf + p * g.sh * pl.Wp + q0 * g.sw, g.sw, offs.data(), nt_red, wp, bp, tbuf);
@@ -309,6 +310,7 @@ void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed
             for (int64_t j = 0; j < nq; ++j) dst[j] = src[j * VL];
           }
         }
+      }
     }
   });
   guard.finish();

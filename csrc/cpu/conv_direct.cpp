@@ -247,10 +247,14 @@ void conv2d_fwd_direct(const ConvParams& p, const T* x, const T* w, const T* b, 
       if (k0 >= k1) return;
       T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane, "conv2d(direct): padded input planes"));
       pad_input(p, s, x + (n * p.C + g * Cg) * HW, Cg, buf);
-      const int64_t k = g * Kg + k0;
-      direct_channels<T, QT>(k1 - k0, buf, s.plane, s.rowlen, p.stride_h, Cg, rt.data(), p.R,
-                             ct.data(), p.S, w + k * CgRS, CgRS, p.R * p.S, p.S,
-                             y + (n * p.K + k) * PQ, PQ, p.Q, 1, p.P, p.Q, b ? b + k : nullptr);
+      // (a long task: polls between blocks of 4 * kKB channels)
+      for (int64_t kb = k0; kb < k1; kb += 4 * kKB) {
+        if (kb > k0 && guard.should_stop()) return;
+        const int64_t k = g * Kg + kb;
+        direct_channels<T, QT>(std::min(k1, kb + 4 * kKB) - kb, buf, s.plane, s.rowlen, p.stride_h, Cg, rt.data(),
+                               p.R, ct.data(), p.S, w + k * CgRS, CgRS, p.R * p.S, p.S, y + (n * p.K + k) * PQ, PQ,
+                               p.Q, 1, p.P, p.Q, b ? b + k : nullptr);
+      }
     });
     guard.finish();
   });
