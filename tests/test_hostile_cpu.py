@@ -109,6 +109,7 @@ def test_huge_stride_padding_dilation_every_algo():
         ((1, 2, 5, 5), (16, 2, 3, 3), dict(stride=3, padding=(big, 2), dilation=(big // 2, 1))),
         ((2, 2, 3, 3), (4, 2, 2, 2), dict(stride=1, padding=200, dilation=300)),
         ((1, 1, 3, 3), (2, 1, 1, 1), dict(stride=(big, big), padding=(3, big * 4))),
+        ((1, 2, 2, 3), (16, 2, 40, 30), dict(padding=(39, 29))),   # kernel far larger than the input
     ]
     for xs, ws, kw in cases:
         check(xs, ws, ["auto", "direct", "blocked", "im2col"], **kw)
@@ -232,7 +233,7 @@ def test_forked_child_does_not_hang():
 
 def test_large_call_leaves_no_large_scratch():
     """direct pads a 64 MiB image per thread; after the call and gc the process's RSS is within
-    10% of what it was before, and the module holds no buffer of 16 MiB or more."""
+    10% of what it was before, and the module holds no buffer of 32 MiB or more."""
     out = run_isolated("""
     def rss():
         return int([l.split()[1] for l in open("/proc/self/status") if l.startswith("VmRSS")][0]) * 1024
@@ -248,7 +249,7 @@ def test_large_call_leaves_no_large_scratch():
     after = rss()
     print("RSS", before, after, cpu.scratch_bytes())
     assert after < before * 1.10, (before, after)
-    assert cpu.scratch_bytes() < (16 << 20), cpu.scratch_bytes()
+    assert cpu.scratch_bytes() < (32 << 20), cpu.scratch_bytes()
     """)
     assert "RSS" in out
 

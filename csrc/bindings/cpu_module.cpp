@@ -72,7 +72,7 @@ PYBIND11_MODULE(_cpu, m) {
         "one that loaded this module runs every kernel on one thread whatever is set.");
   m.def("get_num_threads", &cpu::num_threads);
   m.def("scratch_bytes", &cpu::scratch_bytes,
-        "Bytes of per-thread scratch the kernels hold between calls (buffers of 16 MiB or more are "
+        "Bytes of per-thread scratch the kernels hold between calls (buffers of 32 MiB or more are "
         "released when the call that grew them ends); for tests and memory accounting");
   m.def("simd_isa", []() -> std::string {
 #if defined(__AVX512F__)

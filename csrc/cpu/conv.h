@@ -91,10 +91,13 @@ inline int64_t sat_mul(int64_t a, int64_t b) {
 // the data a window pass reads anyway (the plane and the output's taps, P*Q*R*S) plus 64K. A
 // copy beyond that is mostly padding or gaps between strided windows (huge stride, padding or
 // dilation), and the bounds-checked kernels run instead, in time and memory proportional to
-// input and output.
+// input and output. Likewise when a kernel far larger than the input would mostly multiply
+// padding (a 100x100 filter over a 2x2 image): the dense kernels do P*Q*R*S multiply-adds, the
+// bounded ones P*Q times the taps that land in the input.
 inline bool dense_copy_fits(const ConvParams& p, int64_t elems) {
   const int64_t data = sat_add(sat_mul(p.H, p.W), sat_mul(sat_mul(p.P, p.Q), sat_mul(p.R, p.S)));
-  return elems <= sat_add(sat_mul(4, data), int64_t(1) << 16);
+  const int64_t taps_in = std::min(p.R, p.H) * std::min(p.S, p.W);  // at most, per output
+  return elems <= sat_add(sat_mul(4, data), int64_t(1) << 16) && sat_mul(p.R, p.S) <= 16 * taps_in + 64;
 }
 
 // Outputs o in [lo, hi) of [0, n) whose input position o*stride + off lies in [0, size).

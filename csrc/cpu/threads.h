@@ -125,7 +125,7 @@ class ParallelGuard {
 // bytes and `what`. Buffers of kScratchKeepBytes or more are released when the call ends
 // (CallScope), so a large call leaves no large scratch behind; smaller ones stay for the next
 // call.
-constexpr std::size_t kScratchKeepBytes = std::size_t(16) << 20;
+constexpr std::size_t kScratchKeepBytes = std::size_t(32) << 20;
 void* thread_scratch(int slot, std::size_t bytes, const char* what = "per-thread scratch");
 // Frees the calling thread's, and its OpenMP team's, scratch buffers of kScratchKeepBytes or
 // more (all of them when `all`); a no-op unless some thread holds such a buffer.
