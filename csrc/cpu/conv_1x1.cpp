@@ -47,11 +47,8 @@ void conv2d_bwd_input_1x1(const ConvParams& p, const T* dy, const T* w, T* dx) {
   if (p.stride_h > 1 || p.stride_w > 1) {
     // Pixels between the strided ones (and past the last window) get no gradient.
     const int64_t total = p.N * p.C * HW;
-    ParallelGuard guard;
 #pragma omp parallel for schedule(static) num_threads(num_threads())
-    for (int64_t i = 0; i < total; i += 4096)
-      guard.run_quiet([&] { std::fill(dx + i, dx + std::min(total, i + 4096), T(0)); });
-    guard.finish();
+    for (int64_t i = 0; i < total; i += 4096) std::fill(dx + i, dx + std::min(total, i + 4096), T(0));
   }
   // dX_g [Cg, N*PQ (strided pixels)] = W_g^T [Cg, Kg] x dY_g [Kg, N*PQ]
   MatView<const T> A{w, MatAxis::linear(1), MatAxis::linear(Cg)};

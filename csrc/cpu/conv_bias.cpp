@@ -10,9 +10,8 @@ namespace convkit::cpu {
 template <typename T>
 void conv2d_bwd_bias(const ConvParams& p, const T* dy, T* db) {
   const int64_t K = p.K, PQ = p.P * p.Q, N = p.N;
-  ParallelGuard guard;
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (N * K * PQ > 32768)
-  for (int64_t k = 0; k < K; ++k) guard.run_quiet([&] {
+  for (int64_t k = 0; k < K; ++k) {
     T total = T(0);
     for (int64_t n = 0; n < N; ++n) {
       const T* plane = dy + (n * K + k) * PQ;
@@ -22,8 +21,7 @@ void conv2d_bwd_bias(const ConvParams& p, const T* dy, T* db) {
       total += sum;
     }
     db[k] = total;
-  });
-  guard.finish();
+  }
 }
 
 template void conv2d_bwd_bias<float>(const ConvParams&, const float*, float*);

@@ -240,22 +240,25 @@ void conv2d_fwd_direct(const ConvParams& p, const T* x, const T* w, const T* b, 
     forward_taps(p, s, rt, ct);
     ParallelGuard guard;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && tasks > 1)
-    for (int64_t task = 0; task < tasks; ++task) guard.run([&] {
+    for (int64_t task = 0; task < tasks; ++task) {
+      if (guard.should_stop()) continue;
       // (n, g, kc): image n, group g, output channels g*Kg + [k0, k1)
       const int64_t n = task / (G * chunks), g = (task / chunks) % G, kc = task % chunks;
       const int64_t k0 = kc * chunk, k1 = std::min(Kg, k0 + chunk);
-      if (k0 >= k1) return;
-      T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane, "conv2d(direct): padded input planes"));
-      pad_input(p, s, x + (n * p.C + g * Cg) * HW, Cg, buf);
-      // (a long task: polls between blocks of 4 * kKB channels)
-      for (int64_t kb = k0; kb < k1; kb += 4 * kKB) {
-        if (kb > k0 && guard.should_stop()) return;
-        const int64_t k = g * Kg + kb;
-        direct_channels<T, QT>(std::min(k1, kb + 4 * kKB) - kb, buf, s.plane, s.rowlen, p.stride_h, Cg, rt.data(),
-                               p.R, ct.data(), p.S, w + k * CgRS, CgRS, p.R * p.S, p.S, y + (n * p.K + k) * PQ, PQ,
-                               p.Q, 1, p.P, p.Q, b ? b + k : nullptr);
+      if (k0 >= k1) continue;
+      T* buf = nullptr;
+      try {
+        buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane, "conv2d(direct): padded input planes"));
+      } catch (...) {
+        guard.fail();
+        continue;
       }
-    });
+      pad_input(p, s, x + (n * p.C + g * Cg) * HW, Cg, buf);
+      const int64_t k = g * Kg + k0;
+      direct_channels<T, QT>(k1 - k0, buf, s.plane, s.rowlen, p.stride_h, Cg, rt.data(), p.R,
+                             ct.data(), p.S, w + k * CgRS, CgRS, p.R * p.S, p.S,
+                             y + (n * p.K + k) * PQ, PQ, p.Q, 1, p.P, p.Q, b ? b + k : nullptr);
+    }
     guard.finish();
   });
 }
@@ -316,12 +319,19 @@ void conv2d_bwd_input_direct(const ConvParams& p, const T* dy, const T* w, T* dx
       for (const Tap& t : ctaps[pw]) ct[pw].push_back({t.off + padL, t.widx});
     ParallelGuard guard;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && tasks > 1)
-    for (int64_t task = 0; task < tasks; ++task) guard.run([&] {
+    for (int64_t task = 0; task < tasks; ++task) {
+      if (guard.should_stop()) continue;
       // (n, g, cc): image n, group g, input channels g*Cg + [c0, c1)
       const int64_t n = task / (G * chunks), g = (task / chunks) % G, cc = task % chunks;
       const int64_t c0 = cc * chunk, c1 = std::min(Cg, c0 + chunk);
-      if (c0 >= c1) return;
-      T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Kg * plane, "conv2d_bwd_input(direct): padded dy planes"));
+      if (c0 >= c1) continue;
+      T* buf = nullptr;
+      try {
+        buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Kg * plane, "conv2d_bwd_input(direct): padded dy planes"));
+      } catch (...) {
+        guard.fail();
+        continue;
+      }
       std::fill(buf, buf + Kg * plane, T(0));
       for (int64_t k = 0; k < Kg; ++k)
         for (int64_t pp = 0; pp < P; ++pp)
@@ -333,7 +343,7 @@ void conv2d_bwd_input_direct(const ConvParams& p, const T* dy, const T* w, T* dx
                                  ct[pw].data(), ct[pw].size(), w + g * Kg * CgRS + c0 * RS, RS, CgRS,
                                  p.S, dx + (n * p.C + g * Cg + c0) * HW + ph * W + pw, HW, sh * W, sw,
                                  Th[ph], Tw[pw], nullptr);
-    });
+    }
     guard.finish();
   });
 }
@@ -361,14 +371,21 @@ void conv2d_bwd_weight_direct(const ConvParams& p, const T* dy, const T* x, T* d
     const int64_t Qp = round_up(Q, QT);
     ParallelGuard guard;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && tasks > 1)
-    for (int64_t task = 0; task < tasks; ++task) guard.run([&] {
+    for (int64_t task = 0; task < tasks; ++task) {
+      if (guard.should_stop()) continue;
       const int64_t g = task / chunks, k0 = (task % chunks) * chunk, k1 = std::min(Kg, k0 + chunk);
-      if (k0 >= k1) return;
+      if (k0 >= k1) continue;
       const int64_t nk = k1 - k0, k = g * Kg + k0;
-      T* xbuf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane, "conv2d_bwd_weight(direct): padded input planes"));
-      T* dybuf = static_cast<T*>(thread_scratch(5, sizeof(T) * nk * P * Qp, "conv2d_bwd_weight(direct): dy rows"));
+      T *xbuf = nullptr, *dybuf = nullptr;
+      try {
+        xbuf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane, "conv2d_bwd_weight(direct): padded input planes"));
+        dybuf = static_cast<T*>(thread_scratch(5, sizeof(T) * nk * P * Qp, "conv2d_bwd_weight(direct): dy rows"));
+      } catch (...) {
+        guard.fail();
+        continue;
+      }
       for (int64_t n = 0; n < N; ++n) {
-        if (n > 0 && guard.should_stop()) return;
+        if (n > 0 && guard.should_stop()) break;
         pad_input(p, s, x + (n * p.C + g * Cg) * HW, Cg, xbuf);
         // dy rows of these channels, zero past Q up to the tile width
         for (int64_t kk = 0; kk < nk; ++kk)
@@ -385,7 +402,7 @@ void conv2d_bwd_weight_direct(const ConvParams& p, const T* dy, const T* x, T* d
           dw_block<T, 1, QT>(xbuf, s, dybuf + kk * P * Qp, Qp, p, rt.data(), ct.data(),
                              dw + (k + kk) * CgRS, CgRS, n == 0);
       }
-    });
+    }
     guard.finish();
   });
 }

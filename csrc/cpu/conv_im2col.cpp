@@ -25,10 +25,9 @@ template <typename T>
 void im2col_kernel(const ConvParams& p, const T* x, int64_t nb, T* col) {
   const int64_t C = p.C, H = p.H, W = p.W, R = p.R, S = p.S, P = p.P, Q = p.Q;
   const int64_t PQ = P * Q, L = nb * PQ;
-  ParallelGuard guard;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads())
   for (int64_t i = 0; i < nb; ++i)
-    for (int64_t c = 0; c < C; ++c) guard.run([&] {
+    for (int64_t c = 0; c < C; ++c) {
       const T* xc = x + (i * C + c) * H * W;
       for (int64_t r = 0; r < R; ++r)
         for (int64_t s = 0; s < S; ++s) {
@@ -53,8 +52,7 @@ void im2col_kernel(const ConvParams& p, const T* x, int64_t nb, T* col) {
             std::fill(d + qhi, d + Q, T(0));
           }
         }
-    });
-  guard.finish();
+    }
 }
 
 // Gather form of col2im: each dx row sums, in a fixed (r, s) order, the column entries that map
@@ -63,10 +61,9 @@ template <typename T>
 void col2im_kernel(const ConvParams& p, const T* col, int64_t nb, T* dx) {
   const int64_t C = p.C, H = p.H, W = p.W, R = p.R, S = p.S, P = p.P, Q = p.Q;
   const int64_t PQ = P * Q, L = nb * PQ;
-  ParallelGuard guard;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads())
   for (int64_t i = 0; i < nb; ++i)
-    for (int64_t c = 0; c < C; ++c) guard.run([&] {
+    for (int64_t c = 0; c < C; ++c) {
       T* dxc = dx + (i * C + c) * H * W;
       for (int64_t h = 0; h < H; ++h) {
         T* drow = dxc + h * W;
@@ -91,8 +88,7 @@ void col2im_kernel(const ConvParams& p, const T* col, int64_t nb, T* dx) {
           }
         }
       }
-    });
-  guard.finish();
+    }
 }
 
 // Images per chunk for a workspace of ws_bytes; throws when not even one image fits.

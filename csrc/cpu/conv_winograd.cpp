@@ -146,7 +146,7 @@ void filter_transform_kernel(const WinoShape& s, const T* w, bool rotated, T* U)
 // (cl, r, c) in order, positions outside the input read as 0 (direct's zero-padded copy). For
 // tiles whose transform-domain result is not finite (see the header).
 template <typename T>
-void direct_tile_kernel(const WinoShape& s, const T* x, const T* w, bool rotated, const T* bias, int64_t g,
+__attribute__((noinline, cold)) void direct_tile_kernel(const WinoShape& s, const T* x, const T* w, bool rotated, const T* bias, int64_t g,
                         int64_t kl, int64_t t, T* y) {
   const int64_t Kg = s.Kg(), Cg = s.Cg(), k = g * Kg + kl;
   const int64_t n = t / s.tiles(), th = (t % s.tiles()) / s.tiles_w(), tw = t % s.tiles_w();
@@ -312,8 +312,13 @@ void output_transform_kernel(const WinoShape& s, const T* Mt, const T* bias, int
             for (int k2 = 0; k2 < A; ++k2)
               if (Tile::AT[b][k2] != 0) acc += am[a][k2][j] * T(Tile::AT[b][k2]);
             out[a][b][j] = acc;
-            nonfinite[j] += acc * T(0);
           }
+#pragma GCC unroll 8
+      for (int a = 0; a < M; ++a)
+#pragma GCC unroll 8
+        for (int b = 0; b < M; ++b)
+#pragma omp simd
+          for (int j = 0; j < kLanes; ++j) nonfinite[j] += out[a][b][j] * T(0);
       const int nl = int(std::min<int64_t>(kLanes, tb - tt0));
       bool any_nonfinite = false;  // (lanes past nl hold columns the GEMM never wrote: not looked at)
 #pragma omp simd reduction(| : any_nonfinite)
@@ -366,13 +371,20 @@ void winograd_conv(const WinoShape& s, const T* x, const T* w, bool rotated, con
     T* Mt = V + A * A * v_slice;                           // [A*A][Kg][TB], slices m_slice apart
     TileGeometry geo;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < items; ++item) guard.run([&] {
+    for (int64_t item = 0; item < items; ++item) {
+      // (the body written out, not in a lambda: GCC optimized the transforms worse inside one)
+      if (guard.should_stop()) continue;
       const int64_t g = item / blocks, t0 = (item % blocks) * TB, tb = std::min(TB, total - t0);
       input_transform_kernel(s, x, g, t0, tb, TB, v_slice, geo, V);
-      gemm_batched<T>(A * A, Kg, tb, Cg, T(1), plain_view<const T>(U + g * A * A * Kg * Cg, Cg), Kg * Cg,
-                      plain_view<const T>(V, TB), v_slice, T(0), plain_view<T>(Mt, TB), m_slice);
+      try {  // (the GEMM rethrows what its own region caught)
+        gemm_batched<T>(A * A, Kg, tb, Cg, T(1), plain_view<const T>(U + g * A * A * Kg * Cg, Cg), Kg * Cg,
+                        plain_view<const T>(V, TB), v_slice, T(0), plain_view<T>(Mt, TB), m_slice);
+      } catch (...) {
+        guard.fail();
+        continue;
+      }
       output_transform_kernel(s, Mt, bias, g, t0, tb, TB, m_slice, geo, x, w, rotated, y);
-    });
+    }
   }
   guard.finish();
 }

@@ -90,15 +90,14 @@ void avg_pool2d_fwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
   const TapRange* cols = plan.cols.data();
   const int64_t* wdiv = plan.wdiv.data();
   const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
+  for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     T* ym = y + r * Q;
     for (int64_t q = 0; q < Q; ++q) ym[q] = T(0);
     const int64_t hdiv = avg_row_factor(p, oh, count_include_pad, divisor_override);
-    if (hdiv == 0) return;
+    if (hdiv == 0) continue;
     const int64_t hstart = oh * p.sh - p.ph;
     for (int64_t i = 0; i < p.kh; ++i) {
       const int64_t ih = hstart + i;
@@ -108,8 +107,7 @@ void avg_pool2d_fwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
         avg_pool2d_fwd_tap<T, SW>(ym, xr, cols[j].lo, cols[j].hi, j - p.pw, p.sw);
     }
     for (int64_t q = 0; q < Q; ++q) ym[q] = ym[q] / avg_divisor<T>(hdiv, wdiv[q]);
-  });
-  guard.finish();
+  }
 }
 
 // Forward for narrow rows (Q < kNarrowRow, e.g. GoogLeNet's 7x7 average over a 7x7 map): one
@@ -121,9 +119,8 @@ void avg_pool2d_fwd_narrow_kernel(const PoolParams& p, bool count_include_pad, i
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const int64_t* wdiv = plan.wdiv.data();
   const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
+  for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     const int64_t hstart = oh * p.sh - p.ph;
@@ -139,8 +136,7 @@ void avg_pool2d_fwd_narrow_kernel(const PoolParams& p, bool count_include_pad, i
       }
       y[r * Q + q] = hdiv == 0 ? T(0) : sum / avg_divisor<T>(hdiv, wdiv[q]);
     }
-  });
-  guard.finish();
+  }
 }
 
 // Sum of outputs q in [q0, q1) of one row, one window at a time in row-major order.
@@ -172,9 +168,8 @@ void avg_pool2d_fwd_fused_kernel(const PoolParams& p, bool count_include_pad, in
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q, pw = p.pw;
   const int64_t* wdiv = plan.wdiv.data();
   const bool parallel = rows * Q * KH * KW > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
+  for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     T* __restrict ym = y + r * Q;
@@ -182,7 +177,7 @@ void avg_pool2d_fwd_fused_kernel(const PoolParams& p, bool count_include_pad, in
     const int64_t hdiv = avg_row_factor(p, oh, count_include_pad, divisor_override);
     if (hdiv == 0) {
       for (int64_t q = 0; q < Q; ++q) ym[q] = T(0);
-      return;
+      continue;
     }
     const T* xr[KH];
     for (int i = 0; i < KH; ++i) {
@@ -201,8 +196,7 @@ void avg_pool2d_fwd_fused_kernel(const PoolParams& p, bool count_include_pad, in
     avg_pool2d_row_windows<T>(p, xp, hstart, 0, qa, ym);
     avg_pool2d_row_windows<T>(p, xp, hstart, qb, Q, ym);
     for (int64_t q = 0; q < Q; ++q) ym[q] = ym[q] / avg_divisor<T>(hdiv, wdiv[q]);
-  });
-  guard.finish();
+  }
 }
 
 template <typename T, int KH, int KW>
@@ -239,7 +233,8 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
     std::vector<T> g;  // this thread's dy / divisor for one output row
     guard.run_quiet([&] { g.resize(Q); });
 #pragma omp for schedule(static)
-    for (int64_t nc = 0; nc < planes; ++nc) guard.run([&] {
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      if (guard.stopping()) continue;  // (a thread without its buffers)
       T* dxp = dx + nc * H * W;
       std::memset(dxp, 0, sizeof(T) * H * W);
       for (int64_t oh = 0; oh < P; ++oh) {
@@ -268,7 +263,7 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
             avg_pool2d_bwd_tap<T, SW>(dxr, g.data(), cols[j].lo, cols[j].hi, j - p.pw, p.sw);
         }
       }
-    });
+    }
   }
   guard.finish();
 }
@@ -328,7 +323,8 @@ void avg_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
     });
     const int64_t* tap_off = g.tap_off.data();
 #pragma omp for schedule(static)
-    for (int64_t nc = 0; nc < planes; ++nc) guard.run([&] {
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      if (guard.stopping()) continue;  // (a thread without its buffers)
       detail::build_phases<T>(p, g, x + nc * HW, buf.data());
       const T* b = buf.data();
       int64_t u = 0;
@@ -336,7 +332,7 @@ void avg_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
       for (; u < Upad; u += L) avg_plane_block<T, 1>(b, u, taps, tap_off, divu.data(), ss.data());
       T* yp = y + nc * PQ;
       for (int64_t oh = 0; oh < P; ++oh) detail::copy_strided<T>(yp + oh * Q, ss.data() + oh * Wh, Q, 1);
-    });
+    }
   }
   guard.finish();
 }
@@ -361,9 +357,8 @@ void avg_pool2d_fwd_few(const PoolParams& p, const T* div, const T* x, T* y) {
   const int64_t* st = start.data();
   const int64_t blocks = (planes + kB - 1) / kB;
   const bool parallel = planes * static_cast<int64_t>(pos.size()) > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t blk = 0; blk < blocks; ++blk) guard.run_quiet([&] {
+  for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t nc0 = blk * kB;
     const T* xp = x + nc0 * HW;
     T* yp = y + nc0 * PQ;
@@ -386,8 +381,7 @@ void avg_pool2d_fwd_few(const PoolParams& p, const T* div, const T* x, T* y) {
           yp[b * PQ + o] = acc / div[o];
         }
     }
-  });
-  guard.finish();
+  }
 }
 
 // Backward of a single window per plane (P = Q = 1, e.g. a global average): each dx element
@@ -401,14 +395,12 @@ void avg_pool2d_bwd_single(const PoolParams& p, T div, const T* dy, T* dx) {
     for (int64_t j = rj.lo; j < rj.hi; ++j) inside[(i - p.ph) * W + j - p.pw] = 1;
   const uint8_t* in = inside.data();
   const bool parallel = planes * HW > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t nc = 0; nc < planes; ++nc) guard.run_quiet([&] {
+  for (int64_t nc = 0; nc < planes; ++nc) {
     const T g = T(0) + dy[nc] / div;
     T* __restrict dxp = dx + nc * HW;
     for (int64_t e = 0; e < HW; ++e) dxp[e] = in[e] ? g : T(0);
-  });
-  guard.finish();
+  }
 }
 
 void check_avg_params(const PoolParams& p) {

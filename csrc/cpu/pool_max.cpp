@@ -55,9 +55,8 @@ void max_pool2d_fwd_kernel(const PoolParams& p, const T* x, T* y, int64_t* idx, 
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
+  for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     T* ym = y + r * Q;
@@ -76,8 +75,7 @@ void max_pool2d_fwd_kernel(const PoolParams& p, const T* x, T* y, int64_t* idx, 
       for (int64_t j = 0; j < p.kw; ++j)
         max_pool2d_tap<T, SW, kIdx>(ym, yi, xr, cols[j].lo, cols[j].hi, j * p.dw - p.pw, p.sw, ih * W);
     }
-  });
-  guard.finish();
+  }
 }
 
 // Outputs q in [q0, q1) of one output row, one window at a time (scalar), over its valid taps
@@ -130,14 +128,12 @@ void max_pool2d_fwd_narrow_kernel(const PoolParams& p, const T* x, T* y, int64_t
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
+  for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
     max_pool2d_row_windows<T, kIdx>(p, x + nc * H * W, oh * p.sh - p.ph, 0, Q, y + r * Q,
                                     kIdx ? idx + r * Q : nullptr);
-  });
-  guard.finish();
+  }
 }
 
 // Interior columns [qa, qb) of one output row for a compile-time KH x KW window: each output
@@ -174,9 +170,8 @@ void max_pool2d_fwd_fused_kernel(const PoolParams& p, const T* x, T* y, int64_t*
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const bool parallel = rows * Q * KH * KW > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t r = 0; r < rows; ++r) guard.run_quiet([&] {
+  for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
     const T* xp = x + nc * H * W;
     T* ym = y + r * Q;
@@ -195,8 +190,7 @@ void max_pool2d_fwd_fused_kernel(const PoolParams& p, const T* x, T* y, int64_t*
     max_pool2d_row_fused<T, KH, KW, SW, kIdx>(xr, row_base, qa, qb, p.dw, p.pw, first_base, ym, yi);
     max_pool2d_row_windows<T, kIdx>(p, xp, hstart, 0, qa, ym, yi);
     max_pool2d_row_windows<T, kIdx>(p, xp, hstart, qb, Q, ym, yi);
-  });
-  guard.finish();
+  }
 }
 
 template <typename T, int KH, int KW, bool kIdx>
@@ -292,7 +286,8 @@ void max_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
     const int32_t* base = g.base.data();
     const int32_t* init = g.init.data();
 #pragma omp for schedule(static)
-    for (int64_t nc = 0; nc < planes; ++nc) guard.run([&] {
+    for (int64_t nc = 0; nc < planes; ++nc) {
+      if (guard.stopping()) continue;  // (a thread without its buffers)
       detail::build_phases<T>(p, g, x + nc * HW, buf.data());
       const T* b = buf.data();
       int64_t u = 0;
@@ -306,7 +301,7 @@ void max_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
         int64_t* ip = idx + nc * PQ;
         for (int64_t oh = 0; oh < P; ++oh) detail::copy_idx_row<T>(ip + oh * Q, ats.data() + oh * Wh, Q);
       }
-    });
+    }
   }
   guard.finish();
 }
@@ -349,9 +344,8 @@ void max_pool2d_bwd(const PoolParams& p, const T* dy, const int64_t* idx, T* dx)
   if (p.N == 0) return;
   const int64_t planes = p.N * p.C, HW = p.H * p.W, PQ = p.P * p.Q;
   const bool parallel = planes * (HW + PQ) > kParallelWork;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
-  for (int64_t nc = 0; nc < planes; ++nc) guard.run_quiet([&] {
+  for (int64_t nc = 0; nc < planes; ++nc) {
     T* dxp = dx + nc * HW;
     const T* dyp = dy + nc * PQ;
     const int64_t* ip = idx + nc * PQ;
@@ -360,8 +354,7 @@ void max_pool2d_bwd(const PoolParams& p, const T* dy, const int64_t* idx, T* dx)
       const int64_t at = ip[k];
       if (static_cast<uint64_t>(at) < static_cast<uint64_t>(HW)) dxp[at] += dyp[k];
     }
-  });
-  guard.finish();
+  }
 }
 
 template void max_pool2d_fwd<float>(const PoolParams&, const float*, float*, int64_t*);

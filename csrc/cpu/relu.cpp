@@ -23,13 +23,11 @@ void for_chunks(int64_t n, Body&& body) {
     return;
   }
   const int64_t chunk = ((n + threads - 1) / threads + 15) / 16 * 16;
-  ParallelGuard guard;
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int t = 0; t < threads; ++t) guard.run_quiet([&] {
+  for (int t = 0; t < threads; ++t) {
     const int64_t begin = std::min<int64_t>(t * chunk, n), end = std::min<int64_t>(begin + chunk, n);
     if (begin < end) body(begin, end);
-  });
-  guard.finish();
+  }
 }
 
 // x < 0 ? 0 : x keeps NaN and -0.0 exactly as torch's clamp_min(x, 0) does.
