@@ -18,8 +18,9 @@ bool on_main_thread();
 template <typename F>
 void cpu_call(F&& f) {
   try {
-    cpu::CallScope scope(on_main_thread() ? &python_interrupt_pending : nullptr);
     pybind11::gil_scoped_release release;
+    // (inside the release: the scope's end trims large scratch without holding the GIL)
+    cpu::CallScope scope(on_main_thread() ? &python_interrupt_pending : nullptr);
     f();
   } catch (const Interrupted&) {
     if (PyErr_Occurred()) throw pybind11::error_already_set();
