@@ -8,6 +8,7 @@
 #include <string>
 
 #include "bindings/bind_util.h"
+#include "bindings/cpu_call.h"
 #include "common/params.h"
 #include "cpu/conv.h"
 
@@ -77,27 +78,28 @@ void register_cpu_conv(py::module_& m) {
         dispatch_float(dtype, "conv2d_fwd", [&](auto tag) {
           using T = decltype(tag);
           if (p.N == 0) return;
-          py::gil_scoped_release release;
-          switch (a) {
-            case Algo::Direct:
-              cpu::conv2d_fwd_direct<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y));
-              break;
-            case Algo::Im2col:
-              cpu::conv2d_fwd_im2col<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
-                                        ptr<T>(ws), ws_bytes);
-              break;
-            case Algo::OneByOne:
-              cpu::conv2d_fwd_1x1<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y));
-              break;
-            case Algo::Winograd:
-              cpu::conv2d_fwd_winograd<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
+          cpu_call([&] {
+            switch (a) {
+              case Algo::Direct:
+                cpu::conv2d_fwd_direct<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y));
+                break;
+              case Algo::Im2col:
+                cpu::conv2d_fwd_im2col<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
                                           ptr<T>(ws), ws_bytes);
-              break;
-            case Algo::Blocked:
-              cpu::conv2d_fwd_blocked<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
-                                         ptr<T>(ws), ws_bytes);
-              break;
-          }
+                break;
+              case Algo::OneByOne:
+                cpu::conv2d_fwd_1x1<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y));
+                break;
+              case Algo::Winograd:
+                cpu::conv2d_fwd_winograd<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
+                                            ptr<T>(ws), ws_bytes);
+                break;
+              case Algo::Blocked:
+                cpu::conv2d_fwd_blocked<T>(p, ptr<const T>(x), ptr<const T>(w), ptr<const T>(b), ptr<T>(y),
+                                           ptr<T>(ws), ws_bytes);
+                break;
+            }
+          });
         });
       },
       py::arg("algo"), py::arg("dtype"), py::arg("p"), py::arg("x"), py::arg("w"), py::arg("b"),
@@ -112,27 +114,28 @@ void register_cpu_conv(py::module_& m) {
         dispatch_float(dtype, "conv2d_bwd_input", [&](auto tag) {
           using T = decltype(tag);
           if (p.N == 0) return;
-          py::gil_scoped_release release;
-          switch (a) {
-            case Algo::Direct:
-              cpu::conv2d_bwd_input_direct<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx));
-              break;
-            case Algo::Im2col:
-              cpu::conv2d_bwd_input_im2col<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
-                                              ws_bytes);
-              break;
-            case Algo::OneByOne:
-              cpu::conv2d_bwd_input_1x1<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx));
-              break;
-            case Algo::Winograd:
-              cpu::conv2d_bwd_input_winograd<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
+          cpu_call([&] {
+            switch (a) {
+              case Algo::Direct:
+                cpu::conv2d_bwd_input_direct<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx));
+                break;
+              case Algo::Im2col:
+                cpu::conv2d_bwd_input_im2col<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
                                                 ws_bytes);
-              break;
-            case Algo::Blocked:
-              cpu::conv2d_bwd_input_blocked<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
-                                               ws_bytes);
-              break;
-          }
+                break;
+              case Algo::OneByOne:
+                cpu::conv2d_bwd_input_1x1<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx));
+                break;
+              case Algo::Winograd:
+                cpu::conv2d_bwd_input_winograd<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
+                                                  ws_bytes);
+                break;
+              case Algo::Blocked:
+                cpu::conv2d_bwd_input_blocked<T>(p, ptr<const T>(dy), ptr<const T>(w), ptr<T>(dx), ptr<T>(ws),
+                                                 ws_bytes);
+                break;
+            }
+          });
         });
       },
       py::arg("algo"), py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("w"), py::arg("dx"),
@@ -146,32 +149,34 @@ void register_cpu_conv(py::module_& m) {
         check_1x1(a, p, "conv2d_bwd_weight");
         dispatch_float(dtype, "conv2d_bwd_weight", [&](auto tag) {
           using T = decltype(tag);
-          py::gil_scoped_release release;
           if (p.N == 0) {  // an empty batch has a zero gradient
             T* out = ptr<T>(dw);
+            py::gil_scoped_release release;
             std::fill(out, out + p.K * p.Cg() * p.R * p.S, T(0));
             return;
           }
-          switch (a) {
-            case Algo::Direct:
-              cpu::conv2d_bwd_weight_direct<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw));
-              break;
-            case Algo::Im2col:
-              cpu::conv2d_bwd_weight_im2col<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
-                                               ws_bytes);
-              break;
-            case Algo::OneByOne:
-              cpu::conv2d_bwd_weight_1x1<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw));
-              break;
-            case Algo::Winograd:
-              cpu::conv2d_bwd_weight_winograd<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
+          cpu_call([&] {
+            switch (a) {
+              case Algo::Direct:
+                cpu::conv2d_bwd_weight_direct<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw));
+                break;
+              case Algo::Im2col:
+                cpu::conv2d_bwd_weight_im2col<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
                                                  ws_bytes);
-              break;
-            case Algo::Blocked:
-              cpu::conv2d_bwd_weight_blocked<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
-                                                ws_bytes);
-              break;
-          }
+                break;
+              case Algo::OneByOne:
+                cpu::conv2d_bwd_weight_1x1<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw));
+                break;
+              case Algo::Winograd:
+                cpu::conv2d_bwd_weight_winograd<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
+                                                   ws_bytes);
+                break;
+              case Algo::Blocked:
+                cpu::conv2d_bwd_weight_blocked<T>(p, ptr<const T>(dy), ptr<const T>(x), ptr<T>(dw), ptr<T>(ws),
+                                                  ws_bytes);
+                break;
+            }
+          });
         });
       },
       py::arg("algo"), py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("x"), py::arg("dw"),
@@ -182,8 +187,7 @@ void register_cpu_conv(py::module_& m) {
       [](const std::string& dtype, const ConvParams& p, std::uintptr_t dy, std::uintptr_t db) {
         dispatch_float(dtype, "conv2d_bwd_bias", [&](auto tag) {
           using T = decltype(tag);
-          py::gil_scoped_release release;
-          cpu::conv2d_bwd_bias<T>(p, ptr<const T>(dy), ptr<T>(db));  // N == 0 writes zeros
+          cpu_call([&] { cpu::conv2d_bwd_bias<T>(p, ptr<const T>(dy), ptr<T>(db)); });  // N == 0 writes zeros
         });
       },
       py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("db"),

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "bindings/bind_util.h"
+#include "bindings/cpu_call.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
 
@@ -58,11 +59,12 @@ void register_cpu_gemm(pybind11::module_& m) {
         if (M < 0 || N < 0 || K < 0) throw Error("gemm: negative size");
         if (M == 0 || N == 0) return;
         if (c == 0 || (K > 0 && (a == 0 || b == 0))) throw Error("gemm: null pointer");
-        py::gil_scoped_release release;
-        dispatch_float(dtype, op, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::gemm<T>(trans_a, trans_b, M, N, K, T(alpha), ptr<const T>(a), lda, ptr<const T>(b),
-                       ldb, T(beta), ptr<T>(c), ldc);
+        cpu_call([&] {
+          dispatch_float(dtype, op, [&](auto tag) {
+            using T = decltype(tag);
+            cpu::gemm<T>(trans_a, trans_b, M, N, K, T(alpha), ptr<const T>(a), lda, ptr<const T>(b),
+                         ldb, T(beta), ptr<T>(c), ldc);
+          });
         });
       },
       py::arg("dtype"), py::arg("trans_a"), py::arg("trans_b"), py::arg("M"), py::arg("N"),

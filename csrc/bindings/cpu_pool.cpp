@@ -2,6 +2,7 @@
 #include <cstdint>
 
 #include "bindings/bind_util.h"
+#include "bindings/cpu_call.h"
 #include "common/params.h"
 #include "cpu/pool.h"
 #include "cpu/relu.h"
@@ -27,10 +28,11 @@ void register_cpu_pool(pybind11::module_& m) {
         if (pp.N == 0) return;
         check_ptr(x, op, "x");
         check_ptr(y, op, "y");
-        py::gil_scoped_release release;
-        dispatch_float(dtype, op, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::max_pool2d_fwd<T>(pp, ptr<const T>(x), ptr<T>(y), ptr<int64_t>(idx));
+        cpu_call([&] {
+          dispatch_float(dtype, op, [&](auto tag) {
+            using T = decltype(tag);
+            cpu::max_pool2d_fwd<T>(pp, ptr<const T>(x), ptr<T>(y), ptr<int64_t>(idx));
+          });
         });
       },
       py::arg("dtype"), py::arg("pp"), py::arg("x"), py::arg("y"), py::arg("idx"),
@@ -46,10 +48,11 @@ void register_cpu_pool(pybind11::module_& m) {
         check_ptr(dy, op, "dy");
         check_ptr(idx, op, "idx");
         check_ptr(dx, op, "dx");
-        py::gil_scoped_release release;
-        dispatch_float(dtype, op, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::max_pool2d_bwd<T>(pp, ptr<const T>(dy), ptr<const int64_t>(idx), ptr<T>(dx));
+        cpu_call([&] {
+          dispatch_float(dtype, op, [&](auto tag) {
+            using T = decltype(tag);
+            cpu::max_pool2d_bwd<T>(pp, ptr<const T>(dy), ptr<const int64_t>(idx), ptr<T>(dx));
+          });
         });
       },
       py::arg("dtype"), py::arg("pp"), py::arg("dy"), py::arg("idx"), py::arg("dx"),
@@ -65,10 +68,11 @@ void register_cpu_pool(pybind11::module_& m) {
         if (pp.N == 0) return;
         check_ptr(x, op, "x");
         check_ptr(y, op, "y");
-        py::gil_scoped_release release;
-        dispatch_float(dtype, op, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::avg_pool2d_fwd<T>(pp, count_include_pad, divisor_override, ptr<const T>(x), ptr<T>(y));
+        cpu_call([&] {
+          dispatch_float(dtype, op, [&](auto tag) {
+            using T = decltype(tag);
+            cpu::avg_pool2d_fwd<T>(pp, count_include_pad, divisor_override, ptr<const T>(x), ptr<T>(y));
+          });
         });
       },
       py::arg("dtype"), py::arg("pp"), py::arg("count_include_pad"), py::arg("divisor_override"),
@@ -84,10 +88,11 @@ void register_cpu_pool(pybind11::module_& m) {
         if (pp.N == 0) return;
         check_ptr(dy, op, "dy");
         check_ptr(dx, op, "dx");
-        py::gil_scoped_release release;
-        dispatch_float(dtype, op, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::avg_pool2d_bwd<T>(pp, count_include_pad, divisor_override, ptr<const T>(dy), ptr<T>(dx));
+        cpu_call([&] {
+          dispatch_float(dtype, op, [&](auto tag) {
+            using T = decltype(tag);
+            cpu::avg_pool2d_bwd<T>(pp, count_include_pad, divisor_override, ptr<const T>(dy), ptr<T>(dx));
+          });
         });
       },
       py::arg("dtype"), py::arg("pp"), py::arg("count_include_pad"), py::arg("divisor_override"),
@@ -102,10 +107,11 @@ void register_cpu_pool(pybind11::module_& m) {
         if (n == 0) return;
         check_ptr(x, op, "x");
         check_ptr(y, op, "y");
-        py::gil_scoped_release release;
-        dispatch_float(dtype, op, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::relu_fwd<T>(n, ptr<const T>(x), ptr<T>(y));
+        cpu_call([&] {
+          dispatch_float(dtype, op, [&](auto tag) {
+            using T = decltype(tag);
+            cpu::relu_fwd<T>(n, ptr<const T>(x), ptr<T>(y));
+          });
         });
       },
       py::arg("dtype"), py::arg("n"), py::arg("x"), py::arg("y"), "y = relu(x) over n elements; y may equal x");
@@ -120,10 +126,11 @@ void register_cpu_pool(pybind11::module_& m) {
         check_ptr(dy, op, "dy");
         check_ptr(y, op, "y");
         check_ptr(dx, op, "dx");
-        py::gil_scoped_release release;
-        dispatch_float(dtype, op, [&](auto tag) {
-          using T = decltype(tag);
-          cpu::relu_bwd<T>(n, ptr<const T>(dy), ptr<const T>(y), ptr<T>(dx));
+        cpu_call([&] {
+          dispatch_float(dtype, op, [&](auto tag) {
+            using T = decltype(tag);
+            cpu::relu_bwd<T>(n, ptr<const T>(dy), ptr<const T>(y), ptr<T>(dx));
+          });
         });
       },
       py::arg("dtype"), py::arg("n"), py::arg("dy"), py::arg("y"), py::arg("dx"),

@@ -3,6 +3,7 @@
 // Winograd F(2x2, 3x3); forward, grad input,
 // grad weight, and grad bias. Every kernel overwrites all of its output; none reads output memory first.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 
 #include "common/params.h"
@@ -74,8 +75,52 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
 template <typename T>
 void conv2d_bwd_bias(const ConvParams& p, const T* dy, T* db);
 
+// ---- sizes from hostile parameters ------------------------------------------------------------
+// Saturating int64 arithmetic for the sizes of padded copies and scratch: a product that would
+// overflow is INT64_MAX, which every budget below refuses.
+constexpr int64_t kSizeMax = INT64_MAX;
+inline int64_t sat_add(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_add_overflow(a, b, &r) ? kSizeMax : r;
+}
+inline int64_t sat_mul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? kSizeMax : r;
+}
+// Whether a dense padded copy of `elems` elements per plane is worth making: at most a few times
+// the data a window pass reads anyway (the plane and the output's taps, P*Q*R*S) plus 64K. A
+// copy beyond that is mostly padding or gaps between strided windows (huge stride, padding or
+// dilation), and the bounds-checked kernels run instead, in time and memory proportional to
+// input and output. Likewise when a kernel far larger than the input would mostly multiply
+// padding (a 100x100 filter over a 2x2 image): the dense kernels do P*Q*R*S multiply-adds, the
+// bounded ones P*Q times the taps that land in the input.
+inline bool dense_copy_fits(const ConvParams& p, int64_t elems) {
+  const int64_t data = sat_add(sat_mul(p.H, p.W), sat_mul(sat_mul(p.P, p.Q), sat_mul(p.R, p.S)));
+  const int64_t taps_in = std::min(p.R, p.H) * std::min(p.S, p.W);  // at most, per output
+  return elems <= sat_add(sat_mul(4, data), int64_t(1) << 16) && sat_mul(p.R, p.S) <= 16 * taps_in + 64;
+}
+
+// Outputs o in [lo, hi) of [0, n) whose input position o*stride + off lies in [0, size).
+inline void valid_outputs(int64_t off, int64_t stride, int64_t size, int64_t n, int64_t& lo, int64_t& hi);
+
+// ---- bounds-checked direct convolution (conv_direct.cpp) ---------------------------------------
+// No padded copy, no scratch: each (output, tap) pair inside the input is visited once, so time
+// is proportional to the output times the taps that land in the input, memory to nothing. The
+// other kernels hand over to these when their padded copies would not fit (dense_copy_fits).
+template <typename T>
+void conv2d_fwd_bounded(const ConvParams& p, const T* x, const T* w, const T* b, T* y);
+template <typename T>
+void conv2d_bwd_input_bounded(const ConvParams& p, const T* dy, const T* w, T* dx);
+template <typename T>
+void conv2d_bwd_weight_bounded(const ConvParams& p, const T* dy, const T* x, T* dw);
+
 // Floor / ceil division for possibly negative numerators (positive divisor).
 inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 inline int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
+
+inline void valid_outputs(int64_t off, int64_t stride, int64_t size, int64_t n, int64_t& lo, int64_t& hi) {
+  lo = std::clamp<int64_t>(ceil_div(-off, stride), 0, n);
+  hi = std::clamp<int64_t>(floor_div(size - 1 - off, stride) + 1, lo, n);
+}
 
 }  // namespace convkit::cpu

@@ -127,9 +127,10 @@ Plan blocked_plan(const Geometry& g) {
         }
   }
   const int64_t q_span = (g.Q + pl.ur - 1) / pl.ur * pl.ur;  // every tile reads whole UR pixels
-  pl.Hp = (g.P - 1) * g.sh + (g.R - 1) * g.dh + 1;
-  pl.Wp = (q_span - 1) * g.sw + (g.S - 1) * g.dw + 1;
-  pl.plane = pl.Hp * pl.Wp;
+  // (saturating: huge strides or dilations give a huge plane, which dense_copy_fits refuses)
+  pl.Hp = sat_add(sat_mul(g.P - 1, g.sh), sat_mul(g.R - 1, g.dh) + 1);
+  pl.Wp = sat_add(sat_mul(q_span - 1, g.sw), sat_mul(g.S - 1, g.dw) + 1);
+  pl.plane = sat_mul(pl.Hp, pl.Wp);
   pl.filt_elems = g.G * pl.nkbg * pl.ocb * VL * (g.Ki * g.R * g.S + 1);
   return pl;
 }
@@ -144,9 +145,10 @@ void pack_filters(const Geometry& g, const Plan& pl, const T* w, const FilterVie
   T* fdst = dst;
   T* bdst = dst + g.G * pl.nkbg * KiRS * tile;
   const bool par = g.G * pl.nkbg * KiRS * tile >= (int64_t(1) << 16);
+  ParallelGuard guard;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads()) if (par)
   for (int64_t gi = 0; gi < g.G; ++gi)
-    for (int64_t kbg = 0; kbg < pl.nkbg; ++kbg) {
+    for (int64_t kbg = 0; kbg < pl.nkbg; ++kbg) guard.run_quiet([&] {
       T* d = fdst + (gi * pl.nkbg + kbg) * KiRS * tile;
       const T* wg = w + gi * fv.gs;
       const int64_t k0 = kbg * tile, nk = std::min(tile, g.Ko - k0);
@@ -173,7 +175,8 @@ void pack_filters(const Geometry& g, const Plan& pl, const T* w, const FilterVie
         const int64_t ko = kbg * tile + e;
         db[e] = bias && ko < g.Ko ? bias[gi * g.Ko + ko] : T(0);
       }
-    }
+    });
+  guard.finish();
 }
 
 // out[(o*UR + j)*VL + l] = bias[o*VL + l] + sum over t < nt of wp[t][o][l] * x[offs[t] + j*sw].
@@ -272,14 +275,16 @@ void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed
   const int64_t tasks = outer * chunks, PQ = g.P * g.Q;
   const int64_t qtiles = (g.Q + pl.ur - 1) / pl.ur;
   const bool par = nt > 1 && tasks > 1 && g.N * g.G * g.Ko * PQ * nt_red >= kParallelMacs;
+  ParallelGuard guard;
 #pragma omp parallel num_threads(nt) if (par)
-  {
+  guard.run([&] {
     const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * g.Ki * pl.plane));
-    T* tbuf = static_cast<T*>(thread_scratch(5, sizeof(T) * tile * pl.ur));
+    T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * g.Ki * pl.plane, "conv2d(blocked): padded input planes"));
+    T* tbuf = static_cast<T*>(thread_scratch(5, sizeof(T) * tile * pl.ur, "conv2d(blocked): tile buffer"));
     int64_t have = -1;  // the (n, g) in buf
     const int64_t t0 = tasks * tid / nth, t1 = tasks * (tid + 1) / nth;
     for (int64_t task = t0; task < t1; ++task) {
+      if (task > t0 && guard.should_stop()) return;
       const int64_t ng = task / (pl.nkbg * chunks), kbg = (task / chunks) % pl.nkbg, ch = task % chunks;
       const int64_t n = ng / g.G, gi = ng % g.G;
       const int64_t p0 = ch * rows_per, p1 = std::min(g.P, p0 + rows_per);
@@ -292,7 +297,8 @@ void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed
       const T* bp = biases + (gi * pl.nkbg + kbg) * tile;
       const int64_t ko0 = kbg * tile, nko = std::min(tile, g.Ko - ko0);
       T* ybase = out + ((n * g.G + gi) * g.Ko + ko0) * PQ;
-      for (int64_t p = p0; p < p1; ++p)
+      for (int64_t p = p0; p < p1; ++p) {
+        if (((p - p0) & 7) == 7 && guard.should_stop()) return;  // (a long task: poll every 8 rows)
         for (int64_t qt = 0; qt < qtiles; ++qt) {
           const int64_t q0 = qt * pl.ur, nq = std::min(pl.ur, g.Q - q0);
           fn(buf + p * g.sh * pl.Wp + q0 * g.sw, g.sw, offs.data(), nt_red, wp, bp, tbuf);
@@ -304,8 +310,10 @@ void blocked_run(const Geometry& g, const Plan& pl, const T* in, const T* packed
             for (int64_t j = 0; j < nq; ++j) dst[j] = src[j * VL];
           }
         }
+      }
     }
-  }
+  });
+  guard.finish();
 }
 
 // Grad weight tile: out[(o*UR + j)*VL + l] (+)= sum over p < P, q < Q of
@@ -380,10 +388,10 @@ WgradPlan wgrad_plan(const ConvParams& p) {
   pl.ur = kShapes[pl.shape].ur;
   pl.nkbg = (pl.kob + pl.ocb - 1) / pl.ocb;
   pl.ntt = (pl.ntap + pl.ur - 1) / pl.ur;
-  pl.Hp = (p.P - 1) * p.stride_h + (p.R - 1) * p.dil_h + 1;
-  pl.Wp = (p.Q - 1) * p.stride_w + (p.S - 1) * p.dil_w + 1;
-  pl.plane = pl.Hp * pl.Wp;
-  pl.img_elems = p.groups * (p.Cg() * pl.plane + pl.nkbg * pl.ocb * VL * p.P * p.Q);
+  pl.Hp = sat_add(sat_mul(p.P - 1, p.stride_h), sat_mul(p.R - 1, p.dil_h) + 1);
+  pl.Wp = sat_add(sat_mul(p.Q - 1, p.stride_w), sat_mul(p.S - 1, p.dil_w) + 1);
+  pl.plane = sat_mul(pl.Hp, pl.Wp);
+  pl.img_elems = sat_mul(p.groups, sat_add(sat_mul(p.Cg(), pl.plane), sat_mul(pl.nkbg * pl.ocb * VL, sat_mul(p.P, p.Q))));
   return pl;
 }
 
@@ -427,7 +435,14 @@ int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t el
   };
   if (pass == 0) return filters_bytes(forward_geometry(p));
   if (pass == 1) return bwd_input_is_blocked(p) ? filters_bytes(bwd_input_geometry(p)) : 0;  // else direct's kernel
-  const int64_t per_image = (dbl ? wgrad_plan<double>(p).img_elems : wgrad_plan<float>(p).img_elems) * elem_size;
+  // No workspace when the padded planes would be mostly padding or gaps: direct's kernels run.
+  const WgradPlan pl_f = wgrad_plan<float>(p), pl_d = wgrad_plan<double>(p);
+  const WgradPlan& pl = dbl ? pl_d : pl_f;
+  if (!dense_copy_fits(p, pl.plane)) return 0;
+  const int64_t per_image = sat_mul(pl.img_elems, elem_size);
+  if (per_image >= kSizeMax / 2)
+    throw ValueError("conv2d_workspace_bytes(blocked, bwd_weight): one image's padded input and repacked dy "
+                     "exceed the int64 range");
   return std::min(p.N, std::max<int64_t>(1, cap_bytes / per_image)) * per_image + 2 * kVecBytes;
 }
 
@@ -436,6 +451,7 @@ void conv2d_fwd_blocked(const ConvParams& p, const T* x, const T* w, const T* b,
   if (p.N == 0) return;
   const Geometry g = forward_geometry(p);
   const Plan pl = blocked_plan<T>(g);
+  if (!dense_copy_fits(p, pl.plane)) return conv2d_fwd_direct(p, x, w, b, y);  // mostly padding or gaps
   T* pk = aligned_ws("conv2d", pl.filt_elems, ws, ws_bytes);
   const int64_t RS = p.R * p.S;
   pack_filters(g, pl, w, FilterView{g.Ko * g.Ki * RS, g.Ki * RS, RS, false}, b, pk);
@@ -451,6 +467,7 @@ void conv2d_bwd_input_blocked(const ConvParams& p, const T* dy, const T* w, T* d
   }
   const Geometry g = bwd_input_geometry(p);  // Ki = Kg, Ko = Cg
   const Plan pl = blocked_plan<T>(g);
+  if (!dense_copy_fits(p, pl.plane)) return conv2d_bwd_input_direct(p, dy, w, dx);  // mostly padding (dilation)
   T* pk = aligned_ws("conv2d_bwd_input", pl.filt_elems, ws, ws_bytes);
   const int64_t RS = p.R * p.S;
   // f(g, c, k, r, s) = w[g*Kg + k][c][R-1-r][S-1-s]
@@ -467,7 +484,8 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
     return;
   }
   const WgradPlan pl = wgrad_plan<T>(p);
-  const int64_t per_image = pl.img_elems * int64_t(sizeof(T));
+  if (!dense_copy_fits(p, pl.plane)) return conv2d_bwd_weight_direct(p, dy, x, dw);  // (the query gave no workspace)
+  const int64_t per_image = sat_mul(pl.img_elems, int64_t(sizeof(T)));
   // (two vectors of slack: the start is aligned, and so is the repacked dy after the padded x)
   CK_CHECK(ws != nullptr && ws_bytes >= per_image + 2 * kVecBytes,
            "conv2d_bwd_weight(blocked): workspace of " + std::to_string(ws_bytes) +
@@ -504,15 +522,17 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
   const bool par = nt > 1 && p.N * p.K * PQ * CgRS >= kParallelMacs;
   for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
     const int64_t nb = std::min(chunk, p.N - n0);
+    ParallelGuard guard;
 #pragma omp parallel num_threads(nt) if (par)
     {
 #pragma omp for collapse(2) schedule(static) nowait
       for (int64_t gi = 0; gi < G; ++gi)
-        for (int64_t i = 0; i < nb; ++i) pad_planes(geo, padp, x, n0 + i, gi, xpad + (gi * chunk + i) * x_img);
+        for (int64_t i = 0; i < nb; ++i)
+          guard.run_quiet([&] { pad_planes(geo, padp, x, n0 + i, gi, xpad + (gi * chunk + i) * x_img); });
 #pragma omp for collapse(3) schedule(static)
       for (int64_t gi = 0; gi < G; ++gi)
         for (int64_t kbg = 0; kbg < pl.nkbg; ++kbg)
-          for (int64_t i = 0; i < nb; ++i) {
+          for (int64_t i = 0; i < nb; ++i) guard.run_quiet([&] {
             // dyb[pq][e] = dy[n0 + i][gi*Kg + kbg*tile + e][pq], 0 past Kg; 16 pixels at a time so
             // both the reads (along pq) and the writes (along e) stay in a few cache lines
             T* d = dyb + ((gi * pl.nkbg + kbg) * chunk + i) * dy_img;
@@ -525,15 +545,19 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
               for (int64_t pq = q0; pq < q1; ++pq)
                 for (int64_t e = nk; e < tile; ++e) d[pq * tile + e] = T(0);
             }
-          }
+          });
       // (the implicit barrier of the second loop covers the first: its nowait ends there)
-      T* tbufs = static_cast<T*>(thread_scratch(5, sizeof(T) * run_len * tile * pl.ur));
-      int64_t* offs = static_cast<int64_t*>(thread_scratch(6, sizeof(int64_t) * run_len * pl.ur));
+      T* tbufs = nullptr;
+      int64_t* offs = nullptr;
+      guard.run_quiet([&] {  // (a thread that cannot have them stops the region: no task runs without them)
+        tbufs = static_cast<T*>(thread_scratch(5, sizeof(T) * run_len * tile * pl.ur, "conv2d_bwd_weight(blocked): tile buffers"));
+        offs = static_cast<int64_t*>(thread_scratch(6, sizeof(int64_t) * run_len * pl.ur, "conv2d_bwd_weight(blocked): tap offsets"));
+      });
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < tasks; ++task) {
+      for (int64_t task = 0; task < tasks; ++task) guard.run([&] {
         const int64_t gi = task / (pl.nkbg * runs), kbg = (task / runs) % pl.nkbg, run = task % runs;
         const int64_t tt0 = run * run_len, tt1 = std::min(pl.ntt, tt0 + run_len);
-        if (tt0 >= tt1) continue;
+        if (tt0 >= tt1) return;
         const int64_t k0 = kbg * tile, nk = std::min(tile, Kg - k0);
         for (int64_t tt = tt0; tt < tt1; ++tt) {
           const int64_t t0 = tt * pl.ur, ntaps = std::min(pl.ur, pl.ntap - t0);
@@ -551,7 +575,8 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
           }
         }
         const T* dyk = dyb + (gi * pl.nkbg + kbg) * chunk * dy_img;
-        for (int64_t i = 0; i < nb; ++i)
+        for (int64_t i = 0; i < nb; ++i) {
+          if (i > 0 && guard.should_stop()) return;
           for (int64_t p0 = 0; p0 < p.P; p0 += rows_blk) {
             const int64_t np = std::min(rows_blk, p.P - p0);
             const bool acc = n0 > 0 || i > 0 || p0 > 0;
@@ -561,6 +586,7 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
               fn(xb, np, p.Q, p.stride_h * pl.Wp, p.stride_w, offs + (tt - tt0) * pl.ur, db, acc,
                  tbufs + (tt - tt0) * tile * pl.ur);
           }
+        }
         for (int64_t tt = tt0; tt < tt1; ++tt) {
           const int64_t t0 = tt * pl.ur, ntaps = std::min(pl.ur, pl.ntap - t0);
           const T* tb = tbufs + (tt - tt0) * tile * pl.ur;
@@ -568,8 +594,9 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
           for (int64_t e = 0; e < nk; ++e)
             for (int64_t j = 0; j < ntaps; ++j) dwt[e * CgRS + j] = tb[((e / VL) * pl.ur + j) * VL + e % VL];
         }
-      }
+      });
     }
+    guard.finish();
   }
 }
 

@@ -5,6 +5,8 @@
 // reads contiguous input. Grad input is the same kernel on the zero-padded dy, once per output
 // phase (h % sh, w % sw) with the taps whose (h + pad - r*dil) divides by the stride: gather
 // form, deterministic. Grad weight: a thread owns a block of output channels, sums over N, P, Q.
+// When the padded copy would be mostly padding or gaps (huge stride, padding or dilation: see
+// dense_copy_fits) the bounds-checked kernels at the end of this file run instead.
 #include <omp.h>
 
 #include <algorithm>
@@ -136,12 +138,14 @@ struct PaddedInput {
 inline PaddedInput padded_input_shape(const ConvParams& p, int64_t qt) {
   PaddedInput s;
   const int64_t sw = p.stride_w;
-  s.Hp = p.H + p.pad_t + p.pad_b;
+  // (saturating: a hostile shape gives a huge plane, which dense_copy_fits refuses)
+  s.Hp = sat_add(p.H, sat_add(p.pad_t, p.pad_b));
   // Wide enough for every input column, and for reads of a whole last pixel tile at any tap.
-  s.L = std::max(ceil_div(p.W + p.pad_l + p.pad_r, sw),
-                 round_up(p.Q, qt) + ((p.S - 1) * p.dil_w) / sw + 1);
-  s.rowlen = sw * s.L;
-  s.plane = s.Hp * s.rowlen;
+  const int64_t Wpad = sat_add(p.W, sat_add(p.pad_l, p.pad_r));
+  s.L = std::max(Wpad / sw + (Wpad % sw != 0),
+                 sat_add(round_up(p.Q, qt), sat_mul(p.S - 1, p.dil_w) / sw + 1));
+  s.rowlen = sat_mul(sw, s.L);
+  s.plane = sat_mul(s.Hp, s.rowlen);
   return s;
 }
 
@@ -231,21 +235,31 @@ void conv2d_fwd_direct(const ConvParams& p, const T* x, const T* w, const T* b, 
   with_qt(p.Q, [&](auto qt) {
     constexpr int QT = decltype(qt)::value;
     const PaddedInput s = padded_input_shape(p, QT);
+    if (!dense_copy_fits(p, s.plane)) return conv2d_fwd_bounded(p, x, w, b, y);
     std::vector<Tap> rt, ct;
     forward_taps(p, s, rt, ct);
+    ParallelGuard guard;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
+      if (guard.should_stop()) continue;
       // (n, g, kc): image n, group g, output channels g*Kg + [k0, k1)
       const int64_t n = task / (G * chunks), g = (task / chunks) % G, kc = task % chunks;
       const int64_t k0 = kc * chunk, k1 = std::min(Kg, k0 + chunk);
       if (k0 >= k1) continue;
-      T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane));
+      T* buf = nullptr;
+      try {
+        buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane, "conv2d(direct): padded input planes"));
+      } catch (...) {
+        guard.fail();
+        continue;
+      }
       pad_input(p, s, x + (n * p.C + g * Cg) * HW, Cg, buf);
       const int64_t k = g * Kg + k0;
       direct_channels<T, QT>(k1 - k0, buf, s.plane, s.rowlen, p.stride_h, Cg, rt.data(), p.R,
                              ct.data(), p.S, w + k * CgRS, CgRS, p.R * p.S, p.S,
                              y + (n * p.K + k) * PQ, PQ, p.Q, 1, p.P, p.Q, b ? b + k : nullptr);
     }
+    guard.finish();
   });
 }
 
@@ -256,12 +270,14 @@ void conv2d_bwd_input_direct(const ConvParams& p, const T* dy, const T* w, T* dx
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q, HW = H * W;
   const int64_t sh = p.stride_h, sw = p.stride_w;
   // Output phase ph: rows h = ph + sh*t, t < Th[ph]; tap r contributes iff sh divides
-  // num = ph + pad_t - r*dil_h, reading dy row t + num/sh.
-  std::vector<std::vector<Tap>> rtaps(sh), ctaps(sw);
-  std::vector<int64_t> Th(sh), Tw(sw);
+  // num = ph + pad_t - r*dil_h, reading dy row t + num/sh. Only phases below H (W) hold rows
+  // (columns): a stride beyond the input has no more phases than the input has rows.
+  const int64_t nph = std::min(sh, H), npw = std::min(sw, W);
+  std::vector<std::vector<Tap>> rtaps(nph), ctaps(npw);
+  std::vector<int64_t> Th(nph), Tw(npw);
   int64_t min_ro = 0, max_row = P - 1, min_co = 0, max_tw = 0;
-  for (int64_t ph = 0; ph < sh; ++ph) {
-    Th[ph] = ph < H ? ceil_div(H - ph, sh) : 0;
+  for (int64_t ph = 0; ph < nph; ++ph) {
+    Th[ph] = ceil_div(H - ph, sh);
     for (int64_t r = 0; r < p.R; ++r) {
       const int64_t num = ph + p.pad_t - r * p.dil_h;
       if (floor_div(num, sh) * sh != num) continue;
@@ -272,8 +288,8 @@ void conv2d_bwd_input_direct(const ConvParams& p, const T* dy, const T* w, T* dx
       }
     }
   }
-  for (int64_t pw = 0; pw < sw; ++pw) {
-    Tw[pw] = pw < W ? ceil_div(W - pw, sw) : 0;
+  for (int64_t pw = 0; pw < npw; ++pw) {
+    Tw[pw] = ceil_div(W - pw, sw);
     max_tw = std::max(max_tw, Tw[pw]);
     for (int64_t c = 0; c < p.S; ++c) {
       const int64_t num = pw + p.pad_l - c * p.dil_w;
@@ -292,36 +308,43 @@ void conv2d_bwd_input_direct(const ConvParams& p, const T* dy, const T* w, T* dx
     // Padded dy: rows p + padT, columns q + padL, zero outside [0, P) x [0, Q).
     const int64_t padT = -min_ro, padL = -min_co;
     int64_t max_col = Q - 1;
-    for (int64_t pw = 0; pw < sw; ++pw)
-      if (Tw[pw] > 0)
-        for (const Tap& t : ctaps[pw]) max_col = std::max(max_col, round_up(Tw[pw], QT) - 1 + t.off);
-    const int64_t Pp = padT + max_row + 1, Lw = padL + max_col + 1, plane = Pp * Lw;
-    std::vector<std::vector<Tap>> rt(sh), ct(sw);
-    for (int64_t ph = 0; ph < sh; ++ph)
+    for (int64_t pw = 0; pw < npw; ++pw)
+      for (const Tap& t : ctaps[pw]) max_col = std::max(max_col, round_up(Tw[pw], QT) - 1 + t.off);
+    const int64_t Pp = sat_add(padT, max_row + 1), Lw = sat_add(padL, max_col + 1), plane = sat_mul(Pp, Lw);
+    if (!dense_copy_fits(p, plane)) return conv2d_bwd_input_bounded(p, dy, w, dx);
+    std::vector<std::vector<Tap>> rt(nph), ct(npw);
+    for (int64_t ph = 0; ph < nph; ++ph)
       for (const Tap& t : rtaps[ph]) rt[ph].push_back({t.off + padT, t.widx});
-    for (int64_t pw = 0; pw < sw; ++pw)
+    for (int64_t pw = 0; pw < npw; ++pw)
       for (const Tap& t : ctaps[pw]) ct[pw].push_back({t.off + padL, t.widx});
+    ParallelGuard guard;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
+      if (guard.should_stop()) continue;
       // (n, g, cc): image n, group g, input channels g*Cg + [c0, c1)
       const int64_t n = task / (G * chunks), g = (task / chunks) % G, cc = task % chunks;
       const int64_t c0 = cc * chunk, c1 = std::min(Cg, c0 + chunk);
       if (c0 >= c1) continue;
-      T* buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Kg * plane));
+      T* buf = nullptr;
+      try {
+        buf = static_cast<T*>(thread_scratch(4, sizeof(T) * Kg * plane, "conv2d_bwd_input(direct): padded dy planes"));
+      } catch (...) {
+        guard.fail();
+        continue;
+      }
       std::fill(buf, buf + Kg * plane, T(0));
       for (int64_t k = 0; k < Kg; ++k)
         for (int64_t pp = 0; pp < P; ++pp)
           std::memcpy(buf + k * plane + (pp + padT) * Lw + padL, dy + ((n * p.K + g * Kg + k) * P + pp) * Q,
                       Q * sizeof(T));
-      for (int64_t ph = 0; ph < sh; ++ph)
-        for (int64_t pw = 0; pw < sw; ++pw) {
-          if (Th[ph] == 0 || Tw[pw] == 0) continue;
+      for (int64_t ph = 0; ph < nph; ++ph)
+        for (int64_t pw = 0; pw < npw; ++pw)
           direct_channels<T, QT>(c1 - c0, buf, plane, Lw, 1, Kg, rt[ph].data(), rt[ph].size(),
                                  ct[pw].data(), ct[pw].size(), w + g * Kg * CgRS + c0 * RS, RS, CgRS,
                                  p.S, dx + (n * p.C + g * Cg + c0) * HW + ph * W + pw, HW, sh * W, sw,
                                  Th[ph], Tw[pw], nullptr);
-        }
     }
+    guard.finish();
   });
 }
 
@@ -342,17 +365,27 @@ void conv2d_bwd_weight_direct(const ConvParams& p, const T* dy, const T* x, T* d
   with_qt(Q, [&](auto qt) {
     constexpr int QT = decltype(qt)::value;
     const PaddedInput s = padded_input_shape(p, QT);
+    if (!dense_copy_fits(p, s.plane)) return conv2d_bwd_weight_bounded(p, dy, x, dw);
     std::vector<Tap> rt, ct;
     forward_taps(p, s, rt, ct);
     const int64_t Qp = round_up(Q, QT);
+    ParallelGuard guard;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && tasks > 1)
     for (int64_t task = 0; task < tasks; ++task) {
+      if (guard.should_stop()) continue;
       const int64_t g = task / chunks, k0 = (task % chunks) * chunk, k1 = std::min(Kg, k0 + chunk);
       if (k0 >= k1) continue;
       const int64_t nk = k1 - k0, k = g * Kg + k0;
-      T* xbuf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane));
-      T* dybuf = static_cast<T*>(thread_scratch(5, sizeof(T) * nk * P * Qp));
+      T *xbuf = nullptr, *dybuf = nullptr;
+      try {
+        xbuf = static_cast<T*>(thread_scratch(4, sizeof(T) * Cg * s.plane, "conv2d_bwd_weight(direct): padded input planes"));
+        dybuf = static_cast<T*>(thread_scratch(5, sizeof(T) * nk * P * Qp, "conv2d_bwd_weight(direct): dy rows"));
+      } catch (...) {
+        guard.fail();
+        continue;
+      }
       for (int64_t n = 0; n < N; ++n) {
+        if (n > 0 && guard.should_stop()) break;
         pad_input(p, s, x + (n * p.C + g * Cg) * HW, Cg, xbuf);
         // dy rows of these channels, zero past Q up to the tile width
         for (int64_t kk = 0; kk < nk; ++kk)
@@ -370,13 +403,130 @@ void conv2d_bwd_weight_direct(const ConvParams& p, const T* dy, const T* x, T* d
                              dw + (k + kk) * CgRS, CgRS, n == 0);
       }
     }
+    guard.finish();
   });
+}
+
+// ---- bounds-checked kernels -----------------------------------------------------------------
+// For every tap (c, r, s), the outputs it reaches inside the input form a rectangle
+// [p0, p1) x [q0, q1) (valid_outputs), so the loops visit exactly the (output, tap) pairs that
+// read the input, in the direct kernels' (c, r, s) order per output.
+
+template <typename T>
+void conv2d_fwd_bounded(const ConvParams& p, const T* x, const T* w, const T* b, T* y) {
+  const int64_t N = p.N, K = p.K, Cg = p.Cg(), Kg = p.Kg(), R = p.R, S = p.S, P = p.P, Q = p.Q;
+  const int64_t H = p.H, W = p.W, HW = H * W, PQ = P * Q, sh = p.stride_h, sw = p.stride_w;
+  const int nt = num_threads();
+  ParallelGuard guard;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && N * K > 1)
+  for (int64_t nk = 0; nk < N * K; ++nk) guard.run([&] {
+    const int64_t n = nk / K, k = nk % K, g = k / Kg;
+    T* yo = y + nk * PQ;
+    std::fill(yo, yo + PQ, b ? b[k] : T(0));
+    for (int64_t c = 0; c < Cg; ++c) {
+      const T* xc = x + (n * p.C + g * Cg + c) * HW;
+      const T* wk = w + (k * Cg + c) * R * S;
+      for (int64_t r = 0; r < R; ++r) {
+        int64_t p0, p1;
+        const int64_t hoff = r * p.dil_h - p.pad_t;  // input row of output row o: o*sh + hoff
+        valid_outputs(hoff, sh, H, P, p0, p1);
+        for (int64_t s = 0; s < S; ++s) {
+          int64_t q0, q1;
+          const int64_t woff = s * p.dil_w - p.pad_l;
+          valid_outputs(woff, sw, W, Q, q0, q1);
+          const T wv = wk[r * S + s];
+          for (int64_t o = p0; o < p1; ++o) {
+            const T* xr = xc + (o * sh + hoff) * W;
+            T* yr = yo + o * Q;
+            for (int64_t q = q0; q < q1; ++q) yr[q] += wv * xr[q * sw + woff];
+          }
+        }
+      }
+    }
+  });
+  guard.finish();
+}
+
+// dx[n][c] gathers, per input channel plane owned by one thread, dy[n][k] * w[k][c] over the
+// taps: the same pairs as the forward, scattered into the plane (one writer, fixed order).
+template <typename T>
+void conv2d_bwd_input_bounded(const ConvParams& p, const T* dy, const T* w, T* dx) {
+  const int64_t N = p.N, C = p.C, Cg = p.Cg(), Kg = p.Kg(), R = p.R, S = p.S, P = p.P, Q = p.Q;
+  const int64_t H = p.H, W = p.W, HW = H * W, PQ = P * Q, sh = p.stride_h, sw = p.stride_w;
+  const int nt = num_threads();
+  ParallelGuard guard;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && N * C > 1)
+  for (int64_t nc = 0; nc < N * C; ++nc) guard.run([&] {
+    const int64_t n = nc / C, ci = nc % C, g = ci / Cg, c = ci % Cg;
+    T* dxc = dx + nc * HW;
+    std::fill(dxc, dxc + HW, T(0));
+    for (int64_t kl = 0; kl < Kg; ++kl) {
+      const int64_t k = g * Kg + kl;
+      const T* dyk = dy + (n * p.K + k) * PQ;
+      const T* wk = w + (k * Cg + c) * R * S;
+      for (int64_t r = 0; r < R; ++r) {
+        int64_t p0, p1;
+        const int64_t hoff = r * p.dil_h - p.pad_t;
+        valid_outputs(hoff, sh, H, P, p0, p1);
+        for (int64_t s = 0; s < S; ++s) {
+          int64_t q0, q1;
+          const int64_t woff = s * p.dil_w - p.pad_l;
+          valid_outputs(woff, sw, W, Q, q0, q1);
+          const T wv = wk[r * S + s];
+          for (int64_t o = p0; o < p1; ++o) {
+            T* xr = dxc + (o * sh + hoff) * W;
+            const T* dr = dyk + o * Q;
+            for (int64_t q = q0; q < q1; ++q) xr[q * sw + woff] += wv * dr[q];
+          }
+        }
+      }
+    }
+  });
+  guard.finish();
+}
+
+template <typename T>
+void conv2d_bwd_weight_bounded(const ConvParams& p, const T* dy, const T* x, T* dw) {
+  const int64_t N = p.N, K = p.K, Cg = p.Cg(), Kg = p.Kg(), R = p.R, S = p.S, P = p.P, Q = p.Q;
+  const int64_t H = p.H, W = p.W, HW = H * W, PQ = P * Q, sh = p.stride_h, sw = p.stride_w;
+  const int nt = num_threads();
+  ParallelGuard guard;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && K * Cg > 1)
+  for (int64_t kc = 0; kc < K * Cg; ++kc) guard.run([&] {
+    const int64_t k = kc / Cg, c = kc % Cg, g = k / Kg;
+    T* dwk = dw + kc * R * S;
+    for (int64_t r = 0; r < R; ++r) {
+      int64_t p0, p1;
+      const int64_t hoff = r * p.dil_h - p.pad_t;
+      valid_outputs(hoff, sh, H, P, p0, p1);
+      for (int64_t s = 0; s < S; ++s) {
+        int64_t q0, q1;
+        const int64_t woff = s * p.dil_w - p.pad_l;
+        valid_outputs(woff, sw, W, Q, q0, q1);
+        T acc = T(0);
+        for (int64_t n = 0; n < N; ++n) {
+          const T* xc = x + (n * p.C + g * Cg + c) * HW;
+          const T* dyk = dy + (n * K + k) * PQ;
+          for (int64_t o = p0; o < p1; ++o) {
+            const T* xr = xc + (o * sh + hoff) * W;
+            const T* dr = dyk + o * Q;
+            for (int64_t q = q0; q < q1; ++q) acc += dr[q] * xr[q * sw + woff];
+          }
+        }
+        dwk[r * S + s] = acc;
+      }
+    }
+  });
+  guard.finish();
 }
 
 #define CONVKIT_INSTANTIATE(T)                                                                 \
   template void conv2d_fwd_direct<T>(const ConvParams&, const T*, const T*, const T*, T*);     \
   template void conv2d_bwd_input_direct<T>(const ConvParams&, const T*, const T*, T*);         \
-  template void conv2d_bwd_weight_direct<T>(const ConvParams&, const T*, const T*, T*);
+  template void conv2d_bwd_weight_direct<T>(const ConvParams&, const T*, const T*, T*);        \
+  template void conv2d_fwd_bounded<T>(const ConvParams&, const T*, const T*, const T*, T*);    \
+  template void conv2d_bwd_input_bounded<T>(const ConvParams&, const T*, const T*, T*);        \
+  template void conv2d_bwd_weight_bounded<T>(const ConvParams&, const T*, const T*, T*);
 CONVKIT_INSTANTIATE(float)
 CONVKIT_INSTANTIATE(double)
 #undef CONVKIT_INSTANTIATE

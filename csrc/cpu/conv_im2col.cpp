@@ -17,8 +17,7 @@ namespace {
 
 // Range [lo, hi) of output columns q whose input column q*sw + off lies inside [0, W).
 inline void valid_q(int64_t off, int64_t sw, int64_t W, int64_t Q, int64_t& lo, int64_t& hi) {
-  lo = std::clamp<int64_t>(ceil_div(-off, sw), 0, Q);
-  hi = std::clamp<int64_t>(floor_div(W - 1 - off, sw) + 1, lo, Q);
+  valid_outputs(off, sw, W, Q, lo, hi);
 }
 
 // col[(c*R + r)*S + s][i*P*Q + p*Q + q] = x[i][c][p*sh - pt + r*dh][q*sw - pl + s*dw] (0 outside).
@@ -104,7 +103,12 @@ int64_t chunk_images(const ConvParams& p, int64_t elem_size, const void* ws, int
 }  // namespace
 
 int64_t conv2d_im2col_image_bytes(const ConvParams& p, int64_t elem_size) {
-  return p.C * p.R * p.S * p.P * p.Q * elem_size;
+  const int64_t bytes = sat_mul(sat_mul(sat_mul(p.C, p.R * p.S), sat_mul(p.P, p.Q)), elem_size);
+  if (bytes == kSizeMax)
+    throw ValueError("conv2d(im2col): one image's columns (C*R*S x P*Q = " + std::to_string(p.C) + "*" +
+                     std::to_string(p.R) + "*" + std::to_string(p.S) + " x " + std::to_string(p.P) + "*" +
+                     std::to_string(p.Q) + " elements) exceed the int64 byte range");
+  return bytes;
 }
 
 int64_t conv2d_im2col_workspace_bytes(const ConvParams& p, int64_t elem_size, int64_t cap_bytes) {

@@ -15,6 +15,14 @@
 // F(2x2) at 5e-6 (float32) / 1e-13 (float64) relative to max |ref|, within 4x im2col's float32
 // error, and bit-exact on small integers. F(4x4) is one line away (kTileM, WinogradTile<4>).
 //
+// Infinities and NaNs: the transforms subtract, so an Inf input turns the whole 2x2 output tile
+// into NaN (Inf - Inf) where the direct sum keeps Inf. Every window that holds a non-finite input
+// or filter value gives a non-finite transform-domain output (a non-finite value times any
+// coefficient, or summed with anything, stays non-finite), so the output transform checks its
+// tiles, and a tile with a non-finite output is recomputed by the direct sum (direct_tile_kernel,
+// zero padding multiplied in as direct's padded copy does): Inf and NaN land exactly where
+// direct puts them. Finite data never takes that path.
+//
 // Grad input is the same machinery: dx is a stride-1 3x3 conv of dy with the filter rotated by
 // 180 degrees and its K / C axes swapped (per group), padded by (2 - pad) on each side (a
 // negative pad is a crop, which the tile loader's bounds handle). Grad weight reuses
@@ -104,9 +112,10 @@ template <typename T>
 void filter_transform_kernel(const WinoShape& s, const T* w, bool rotated, T* U) {
   constexpr int A = Tile::A;
   const int64_t G = s.groups, Kg = s.Kg(), Cg = s.Cg();
+  ParallelGuard guard;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(num_threads())
   for (int64_t g = 0; g < G; ++g)
-    for (int64_t kl = 0; kl < Kg; ++kl)
+    for (int64_t kl = 0; kl < Kg; ++kl) guard.run_quiet([&] {
       for (int64_t cl = 0; cl < Cg; ++cl) {
         double f[3][3];
         if (!rotated) {
@@ -129,6 +138,36 @@ void filter_transform_kernel(const WinoShape& s, const T* w, bool rotated, T* U)
             U[((g * A * A + i * A + j) * Kg + kl) * Cg + cl] = T(u);
           }
       }
+    });
+  guard.finish();
+}
+
+// The direct sum for one output tile of output channel g*Kg + kl (global tile t): bias, then
+// (cl, r, c) in order, positions outside the input read as 0 (direct's zero-padded copy). For
+// tiles whose transform-domain result is not finite (see the header).
+template <typename T>
+__attribute__((noinline, cold)) void direct_tile_kernel(const WinoShape& s, const T* x, const T* w, bool rotated, const T* bias, int64_t g,
+                        int64_t kl, int64_t t, T* y) {
+  const int64_t Kg = s.Kg(), Cg = s.Cg(), k = g * Kg + kl;
+  const int64_t n = t / s.tiles(), th = (t % s.tiles()) / s.tiles_w(), tw = t % s.tiles_w();
+  for (int a = 0; a < Tile::M; ++a)
+    for (int b = 0; b < Tile::M; ++b) {
+      const int64_t h = th * Tile::M + a, wc = tw * Tile::M + b;
+      if (h >= s.Hout || wc >= s.Wout) continue;
+      T acc = bias ? bias[k] : T(0);
+      for (int64_t cl = 0; cl < Cg; ++cl) {
+        const T* xc = x + (n * s.Cin + g * Cg + cl) * s.Hin * s.Win;
+        for (int r = 0; r < 3; ++r)
+          for (int c = 0; c < 3; ++c) {
+            const int64_t ih = h - s.pad_t + r, iw = wc - s.pad_l + c;
+            const T v = ih >= 0 && ih < s.Hin && iw >= 0 && iw < s.Win ? xc[ih * s.Win + iw] : T(0);
+            const T f = rotated ? w[((g * Cg + cl) * Kg + kl) * 9 + (2 - r) * 3 + (2 - c)]
+                                : w[((g * Kg + kl) * Cg + cl) * 9 + r * 3 + c];
+            acc += f * v;
+          }
+      }
+      y[((n * s.Kout + k) * s.Hout + h) * s.Wout + wc] = acc;
+    }
 }
 
 // Tiles per block: a thread's V and M blocks (A*A*(Cg + Kg)*TB elements) stay near 1 MiB (L2),
@@ -233,9 +272,11 @@ void input_transform_kernel(const WinoShape& s, const T* x, int64_t g, int64_t t
 // y[n][g*Kg + kl][th*m + a][tw*m + b] = (A^T M A)[a][b] + bias, M[xi*xi_stride + kl*TB + tt] for
 // global tile t0 + tt, kLanes tiles at a time; only the in-bounds part of an edge tile is stored
 // (every output element lies in exactly one tile, so all of y is written).
+// A tile whose outputs are not all finite is recomputed by direct_tile_kernel from x and w.
 template <typename T>
 void output_transform_kernel(const WinoShape& s, const T* Mt, const T* bias, int64_t g, int64_t t0, int64_t tb,
-                             int64_t TB, int64_t xi_stride, TileGeometry& geo, T* y) {
+                             int64_t TB, int64_t xi_stride, TileGeometry& geo, const T* x, const T* w, bool rotated,
+                             T* y) {
   constexpr int A = Tile::A, M = Tile::M;
   const int64_t Kg = s.Kg(), H = s.Hout, W = s.Wout;
   tile_geometry(t0, tb, s.tiles(), s.tiles_w(), s.Kout * H * W, H, W, 0, 0, M, geo);
@@ -259,6 +300,7 @@ void output_transform_kernel(const WinoShape& s, const T* Mt, const T* bias, int
             am[a][b][j] = acc;
           }
       T out[M][M][kLanes];
+      T nonfinite[kLanes] = {};  // NaN in lane j when some output of tile j is Inf or NaN
 #pragma GCC unroll 8
       for (int a = 0; a < M; ++a)
 #pragma GCC unroll 8
@@ -271,7 +313,16 @@ void output_transform_kernel(const WinoShape& s, const T* Mt, const T* bias, int
               if (Tile::AT[b][k2] != 0) acc += am[a][k2][j] * T(Tile::AT[b][k2]);
             out[a][b][j] = acc;
           }
+#pragma GCC unroll 8
+      for (int a = 0; a < M; ++a)
+#pragma GCC unroll 8
+        for (int b = 0; b < M; ++b)
+#pragma omp simd
+          for (int j = 0; j < kLanes; ++j) nonfinite[j] += out[a][b][j] * T(0);
       const int nl = int(std::min<int64_t>(kLanes, tb - tt0));
+      bool any_nonfinite = false;  // (lanes past nl hold columns the GEMM never wrote: not looked at)
+#pragma omp simd reduction(| : any_nonfinite)
+      for (int j = 0; j < kLanes; ++j) any_nonfinite |= j < nl && nonfinite[j] != nonfinite[j];
       for (int j = 0; j < nl; ++j) {
         const int64_t tt = tt0 + j;
         T* yt = yk + geo.off[tt];
@@ -279,6 +330,10 @@ void output_transform_kernel(const WinoShape& s, const T* Mt, const T* bias, int
           if ((geo.rows[tt] >> a) & 1u)
             for (int b = 0; b < M; ++b)
               if ((geo.cols[tt] >> b) & 1u) yt[a * W + b] = out[a][b][j];
+      }
+      if (any_nonfinite) [[unlikely]] {
+        for (int j = 0; j < nl; ++j)
+          if (nonfinite[j] != nonfinite[j]) direct_tile_kernel(s, x, w, rotated, bias, g, kl, t0 + tt0 + j, y);
       }
     }
   }
@@ -308,6 +363,7 @@ void winograd_conv(const WinoShape& s, const T* x, const T* w, bool rotated, con
   T* U = ws;
   filter_transform_kernel(s, w, rotated, U);
   const int64_t total = s.N * s.tiles(), blocks = (total + TB - 1) / TB, items = G * blocks;
+  ParallelGuard guard;
 #pragma omp parallel num_threads(nt)
   {
     const int64_t v_slice = slice_elems(Cg, TB, sizeof(T)), m_slice = slice_elems(Kg, TB, sizeof(T));
@@ -316,13 +372,21 @@ void winograd_conv(const WinoShape& s, const T* x, const T* w, bool rotated, con
     TileGeometry geo;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
+      // (the body written out, not in a lambda: GCC optimized the transforms worse inside one)
+      if (guard.should_stop()) continue;
       const int64_t g = item / blocks, t0 = (item % blocks) * TB, tb = std::min(TB, total - t0);
       input_transform_kernel(s, x, g, t0, tb, TB, v_slice, geo, V);
-      gemm_batched<T>(A * A, Kg, tb, Cg, T(1), plain_view<const T>(U + g * A * A * Kg * Cg, Cg), Kg * Cg,
-                      plain_view<const T>(V, TB), v_slice, T(0), plain_view<T>(Mt, TB), m_slice);
-      output_transform_kernel(s, Mt, bias, g, t0, tb, TB, m_slice, geo, y);
+      try {  // (the GEMM rethrows what its own region caught)
+        gemm_batched<T>(A * A, Kg, tb, Cg, T(1), plain_view<const T>(U + g * A * A * Kg * Cg, Cg), Kg * Cg,
+                        plain_view<const T>(V, TB), v_slice, T(0), plain_view<T>(Mt, TB), m_slice);
+      } catch (...) {
+        guard.fail();
+        continue;
+      }
+      output_transform_kernel(s, Mt, bias, g, t0, tb, TB, m_slice, geo, x, w, rotated, y);
     }
   }
+  guard.finish();
 }
 
 }  // namespace

@@ -31,27 +31,6 @@
 
 namespace convkit::cpu {
 
-void* thread_scratch(int slot, std::size_t bytes) {
-  struct Buffer {
-    void* ptr = nullptr;
-    std::size_t size = 0;
-    ~Buffer() { std::free(ptr); }
-  };
-  thread_local Buffer buffers[8];
-  Buffer& b = buffers[slot];
-  if (b.size < bytes) {
-    const std::size_t want = ((std::max(bytes, b.size + b.size / 2) + 63) / 64) * 64;
-    std::free(b.ptr);
-    b.ptr = nullptr;
-    b.size = 0;
-    void* p = std::aligned_alloc(64, want);
-    if (!p) throw std::bad_alloc();
-    b.ptr = p;
-    b.size = want;
-  }
-  return b.ptr;
-}
-
 namespace {
 
 // Bytes of one cache from /sys/devices/system/cpu/cpu0/cache/index<i> ("48K", "1024K", "32M"),
@@ -676,7 +655,8 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
   T* shared = nullptr;
   int* flags = nullptr;
   if (shared_a || kchunks > 1) {
-    shared = static_cast<T*>(thread_scratch(3, sizeof(T) * (a_elems + p_elems) + sizeof(int) * (n_blocks + n_counters)));
+    shared = static_cast<T*>(thread_scratch(3, sizeof(T) * (a_elems + p_elems) + sizeof(int) * (n_blocks + n_counters),
+                                            "gemm: shared packed A and split-K partial sums"));
     flags = reinterpret_cast<int*>(shared + a_elems + p_elems);
     std::memset(flags, 0, sizeof(int) * (n_blocks + n_counters));
   }
@@ -685,12 +665,21 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
   int* a_state = flags;
   int* done = flags ? flags + n_blocks : nullptr;
 
+  ParallelGuard guard;
 #pragma omp parallel num_threads(nt) if (nt > 1 && n_items > 1)
   {
-    // c_tile (MR x NR), then the offsets, then a flag per NR panel of the C block
+    // c_tile (MR x NR), then the offsets, then a flag per NR panel of the C block. A thread that
+    // cannot have its scratch stops the region before any item runs without it.
     const std::size_t off_count = std::size_t(2 * mc + 2 * nc + 2 * kcp);
-    char* scratch = static_cast<char*>(
-        thread_scratch(2, sizeof(T) * MR * NR + sizeof(int64_t) * off_count + std::size_t(nc / NR + 1)));
+    char* scratch = nullptr;
+    T* a_pack = nullptr;
+    T* b_panel = nullptr;
+    guard.run_quiet([&] {
+      scratch = static_cast<char*>(thread_scratch(
+          2, sizeof(T) * MR * NR + sizeof(int64_t) * off_count + std::size_t(nc / NR + 1), "gemm: offsets"));
+      a_pack = static_cast<T*>(thread_scratch(0, sizeof(T) * round_up(mc, MR) * kcp, "gemm: packed A"));
+      b_panel = static_cast<T*>(thread_scratch(1, sizeof(T) * NR * kcp * kBGroup, "gemm: packed B"));
+    });
     T* c_tile = reinterpret_cast<T*>(scratch);
     int64_t* a_ro = reinterpret_cast<int64_t*>(scratch + sizeof(T) * MR * NR);  // [mc]
     int64_t* a_co = a_ro + mc;       // [kcp]
@@ -699,11 +688,10 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
     int64_t* c_ro = b_co + nc;       // [mc]
     int64_t* c_co = c_ro + mc;       // [nc]
     bool* c_unit = reinterpret_cast<bool*>(c_co + nc);
-    T* a_pack = static_cast<T*>(thread_scratch(0, sizeof(T) * round_up(mc, MR) * kcp));
-    T* b_panel = static_cast<T*>(thread_scratch(1, sizeof(T) * NR * kcp * kBGroup));
 
 #pragma omp for schedule(dynamic, 1) nowait
     for (int64_t item = 0; item < n_items; ++item) {
+      if (guard.should_stop()) continue;
       // (b, it, jt, chunk): a C tile of batch entry b, rows it*mc.., columns jt*nc.., K chunk
       // (M tiles run fastest: threads starting together want different A blocks)
       const int64_t chunk = item % kchunks, tile = item / kchunks;
@@ -822,6 +810,7 @@ void gemm_batched(int64_t batch, int64_t M, int64_t N, int64_t K, T alpha, MatVi
       }
     }
   }
+  guard.finish();
 }
 
 template <typename T>

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "cpu/threads.h"  // thread_scratch
+
 namespace convkit::cpu {
 
 // One axis of a matrix view. Index j maps to the element offset
@@ -88,9 +90,5 @@ struct GemmBlocking {
 };
 template <typename T>
 GemmBlocking gemm_blocking();
-
-// Per-thread reusable scratch (64-byte aligned), grown when too small, never shrunk. Slots
-// 0..3 belong to the GEMM; the conv kernels use 4..7. Never call it inside a hot loop.
-void* thread_scratch(int slot, std::size_t bytes);
 
 }  // namespace convkit::cpu

@@ -65,6 +65,23 @@ inline TapRange window_range(int64_t start, int64_t k, int64_t dil, int64_t size
   return {lo < hi ? lo : hi, hi};
 }
 
+// A window much larger than the input (a kernel of 2**30 with padding half of it, torch allows
+// that): the row kernels' per-tap loops and tables would grow with the kernel, so such pools go
+// window at a time over each window's in-input taps (window_range), in time proportional to the
+// output times the taps that land in the input.
+inline bool wide_window(const PoolParams& p) { return p.kh > p.H + 64 || p.kw > p.W + 64; }
+
+// Saturating products for sizes derived from hostile parameters.
+inline int64_t sat_mul(int64_t a, int64_t b) {
+  int64_t r;
+  return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
+}
+
+// Taps of a window that can land in the input (the work per output, for parallel-or-not tests).
+inline int64_t window_taps(const PoolParams& p) {
+  return (p.kh < p.H ? p.kh : p.H) * (p.kw < p.W ? p.kw : p.W);
+}
+
 // Below this many outputs per row the per-tap row loops are too short to pay for themselves
 // and the kernels go one output (one whole window) at a time.
 constexpr int64_t kNarrowRow = 8;
@@ -247,12 +264,12 @@ inline int64_t first_nonneg(int64_t start, int64_t dil) {
 
 // false when the plane is too large (or its indices would not fit int32): use the row kernels.
 inline bool make_phase_grid(const PoolParams& p, int lanes, PhaseGrid& g) {
-  g.Hh = p.P + (p.kh - 1) * p.dh / p.sh;
-  g.Wh = p.Q + (p.kw - 1) * p.dw / p.sw;
-  g.phase_elems = g.Hh * g.Wh;
   // (strides above 4 leave most of the phases unread: the row kernels do better there)
-  if (p.sh > 4 || p.sw > 4 || g.phase_elems * p.sh * p.sw > kPlaneMaxElems || p.H * p.W > (int64_t(1) << 24))
-    return false;
+  if (p.sh > 4 || p.sw > 4 || wide_window(p) || sat_mul(p.H, p.W) > (int64_t(1) << 24)) return false;
+  g.Hh = p.P + sat_mul(p.kh - 1, p.dh) / p.sh;
+  g.Wh = p.Q + sat_mul(p.kw - 1, p.dw) / p.sw;
+  g.phase_elems = sat_mul(g.Hh, g.Wh);
+  if (sat_mul(g.phase_elems, p.sh * p.sw) > kPlaneMaxElems) return false;
   g.U = (p.P - 1) * g.Wh + p.Q;
   g.Upad = (g.U + lanes - 1) / lanes * lanes;
   g.elems = g.phase_elems * p.sh * p.sw + lanes;  // slack: the last vector's dropped lanes

@@ -34,14 +34,15 @@ inline AvgExtent avg_extent(int64_t o, int64_t k, int64_t stride, int64_t pad, i
   return {end - start, hi > lo ? hi - lo : 0};
 }
 
-// The per-call tables shared by forward and backward: kernel-column q ranges and each output
-// column's factor of the divisor.
+// The per-call tables shared by forward and backward: kernel-column q ranges (none for a wide
+// window, which goes window at a time) and each output column's factor of the divisor.
 struct AvgPlan {
   std::vector<TapRange> cols;  // [kw]
   std::vector<int64_t> wdiv;   // [Q]: width factor of the divisor (1 under divisor_override)
 
-  AvgPlan(const PoolParams& p, bool count_include_pad, int64_t divisor_override) : cols(p.kw), wdiv(p.Q) {
-    for (int64_t j = 0; j < p.kw; ++j) cols[j] = detail::tap_range(j - p.pw, p.sw, p.W, p.Q);
+  AvgPlan(const PoolParams& p, bool count_include_pad, int64_t divisor_override)
+      : cols(detail::wide_window(p) ? 0 : p.kw), wdiv(p.Q) {
+    for (int64_t j = 0; j < int64_t(cols.size()); ++j) cols[j] = detail::tap_range(j - p.pw, p.sw, p.W, p.Q);
     for (int64_t q = 0; q < p.Q; ++q) {
       const AvgExtent e = avg_extent(q, p.kw, p.sw, p.pw, p.W);
       wdiv[q] = divisor_override ? 1 : (count_include_pad ? e.padded : e.clipped);
@@ -62,7 +63,7 @@ inline int64_t avg_row_factor(const PoolParams& p, int64_t oh, bool count_includ
 // divided by 1 so it stays 0, as torch writes.
 template <typename T>
 inline T avg_divisor(int64_t hdiv, int64_t wdiv) {
-  const int64_t d = hdiv * wdiv;
+  const int64_t d = int64_t(uint64_t(hdiv) * uint64_t(wdiv));  // (wraps like torch's int64 product)
   return static_cast<T>(d != 0 ? d : 1);
 }
 
@@ -88,7 +89,7 @@ void avg_pool2d_fwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const TapRange* cols = plan.cols.data();
   const int64_t* wdiv = plan.wdiv.data();
-  const bool parallel = rows * Q * p.kh * p.kw > kParallelWork;
+  const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
@@ -117,7 +118,7 @@ void avg_pool2d_fwd_narrow_kernel(const PoolParams& p, bool count_include_pad, i
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const int64_t* wdiv = plan.wdiv.data();
-  const bool parallel = rows * Q * p.kh * p.kw > kParallelWork;
+  const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
@@ -225,12 +226,15 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   const TapRange* cols = plan.cols.data();
   const int64_t* wdiv = plan.wdiv.data();
-  const bool parallel = planes * (H * W + P * Q * p.kh * p.kw) > kParallelWork;
+  const bool parallel = planes * (H * W + P * Q * detail::window_taps(p)) > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel num_threads(convkit::cpu::num_threads()) if (parallel)
   {
-    std::vector<T> g(Q);  // this thread's dy / divisor for one output row
+    std::vector<T> g;  // this thread's dy / divisor for one output row
+    guard.run_quiet([&] { g.resize(Q); });
 #pragma omp for schedule(static)
     for (int64_t nc = 0; nc < planes; ++nc) {
+      if (guard.stopping()) continue;  // (a thread without its buffers)
       T* dxp = dx + nc * H * W;
       std::memset(dxp, 0, sizeof(T) * H * W);
       for (int64_t oh = 0; oh < P; ++oh) {
@@ -239,7 +243,7 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
         const T* dyr = dy + (nc * P + oh) * Q;
         for (int64_t q = 0; q < Q; ++q) g[q] = dyr[q] / avg_divisor<T>(hdiv, wdiv[q]);
         const int64_t hstart = oh * p.sh - p.ph;
-        if (Q < detail::kNarrowRow) {  // narrow rows: window by window, torch's exact order
+        if (Q < detail::kNarrowRow || detail::wide_window(p)) {  // window by window, torch's exact order
           const TapRange ri = detail::window_range(hstart, p.kh, 1, H);
           for (int64_t q = 0; q < Q; ++q) {
             const int64_t wstart = q * p.sw - p.pw;
@@ -261,6 +265,7 @@ void avg_pool2d_bwd_kernel(const PoolParams& p, bool count_include_pad, int64_t 
       }
     }
   }
+  guard.finish();
 }
 
 // Divisor of every output (oh, q), as T: 1 for an empty window (which sums to 0), as torch.
@@ -308,13 +313,18 @@ void avg_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
   for (int64_t oh = 0; oh < P; ++oh)
     for (int64_t q = 0; q < Q; ++q) divu[oh * Wh + q] = div[oh * Q + q];
   const bool parallel = planes * Upad * taps > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel num_threads(convkit::cpu::num_threads()) if (parallel)
   {
-    std::vector<T> buf(g.elems, T(0));
-    std::vector<T> ss(Upad + L);
+    std::vector<T> buf, ss;
+    guard.run_quiet([&] {
+      buf.assign(g.elems, T(0));
+      ss.resize(Upad + L);
+    });
     const int64_t* tap_off = g.tap_off.data();
 #pragma omp for schedule(static)
     for (int64_t nc = 0; nc < planes; ++nc) {
+      if (guard.stopping()) continue;  // (a thread without its buffers)
       detail::build_phases<T>(p, g, x + nc * HW, buf.data());
       const T* b = buf.data();
       int64_t u = 0;
@@ -324,6 +334,7 @@ void avg_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
       for (int64_t oh = 0; oh < P; ++oh) detail::copy_strided<T>(yp + oh * Q, ss.data() + oh * Wh, Q, 1);
     }
   }
+  guard.finish();
 }
 
 // Forward for planes with very few outputs (GoogLeNet's global 7x7 average): kB planes at a
@@ -407,7 +418,7 @@ void avg_pool2d_fwd(const PoolParams& p, bool count_include_pad, int64_t divisor
   {
     const std::vector<T> div = avg_divisors<T>(p, count_include_pad, divisor_override, plan);
     detail::PhaseGrid g;
-    if (p.P * p.Q <= 8 && p.P * p.Q * p.kh * p.kw <= detail::kPlaneMaxElems) {
+    if (p.P * p.Q <= 8 && detail::sat_mul(p.P * p.Q, detail::sat_mul(p.kh, p.kw)) <= detail::kPlaneMaxElems) {
       avg_pool2d_fwd_few<T>(p, div.data(), x, y);
       return;
     }
@@ -417,7 +428,7 @@ void avg_pool2d_fwd(const PoolParams& p, bool count_include_pad, int64_t divisor
     }
   }
   const bool fused_stride = p.sw >= 1 && p.sw <= 3;
-  if (p.Q < detail::kNarrowRow)
+  if (p.Q < detail::kNarrowRow || detail::wide_window(p))
     avg_pool2d_fwd_narrow_kernel<T>(p, count_include_pad, divisor_override, plan, x, y);
   else if (fused_stride && p.kh == 3 && p.kw == 3)
     avg_pool2d_fwd_fused<T, 3, 3>(p, count_include_pad, divisor_override, plan, x, y);

@@ -54,7 +54,7 @@ void max_pool2d_fwd_kernel(const PoolParams& p, const T* x, T* y, int64_t* idx, 
                            const int64_t* iw_first) {
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
-  const bool parallel = rows * Q * p.kh * p.kw > kParallelWork;
+  const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
@@ -127,7 +127,7 @@ template <typename T, bool kIdx>
 void max_pool2d_fwd_narrow_kernel(const PoolParams& p, const T* x, T* y, int64_t* idx) {
   const int64_t rows = p.N * p.C * p.P;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
-  const bool parallel = rows * Q * p.kh * p.kw > kParallelWork;
+  const bool parallel = rows * Q * detail::window_taps(p) > kParallelWork;
 #pragma omp parallel for num_threads(convkit::cpu::num_threads()) schedule(static) if (parallel)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t nc = r / P, oh = r % P;
@@ -271,17 +271,23 @@ void max_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
   const int64_t planes = p.N * p.C, HW = p.H * p.W, PQ = p.P * p.Q, P = p.P, Q = p.Q, Wh = g.Wh;
   const int64_t taps = p.kh * p.kw, Upad = g.Upad;
   const bool parallel = planes * g.Upad * taps > kParallelWork;
+  ParallelGuard guard;
 #pragma omp parallel num_threads(convkit::cpu::num_threads()) if (parallel)
   {
-    std::vector<T> buf(g.elems, -std::numeric_limits<T>::infinity());
-    std::vector<T> ms(Upad + L);
-    std::vector<int32_t> ats(kIdx ? Upad + L : 0);  // + L: the packing's full-width loads
+    std::vector<T> buf, ms;
+    std::vector<int32_t> ats;
+    guard.run_quiet([&] {
+      buf.assign(g.elems, -std::numeric_limits<T>::infinity());
+      ms.resize(Upad + L);
+      ats.resize(kIdx ? Upad + L : 0);  // + L: the packing's full-width loads
+    });
     const int64_t* tap_off = g.tap_off.data();
     const int32_t* tap_idx = g.tap_idx.data();
     const int32_t* base = g.base.data();
     const int32_t* init = g.init.data();
 #pragma omp for schedule(static)
     for (int64_t nc = 0; nc < planes; ++nc) {
+      if (guard.stopping()) continue;  // (a thread without its buffers)
       detail::build_phases<T>(p, g, x + nc * HW, buf.data());
       const T* b = buf.data();
       int64_t u = 0;
@@ -297,6 +303,7 @@ void max_pool2d_fwd_plane(const PoolParams& p, const detail::PhaseGrid& g, const
       }
     }
   }
+  guard.finish();
 }
 
 }  // namespace
@@ -310,6 +317,13 @@ void max_pool2d_fwd(const PoolParams& p, const T* x, T* y, int64_t* idx) {
       max_pool2d_fwd_plane<T, true>(p, g, x, y, idx);
     else
       max_pool2d_fwd_plane<T, false>(p, g, x, y, nullptr);
+    return;
+  }
+  if (detail::wide_window(p)) {  // window at a time over each window's in-input taps only
+    if (idx)
+      max_pool2d_fwd_narrow_kernel<T, true>(p, x, y, idx);
+    else
+      max_pool2d_fwd_narrow_kernel<T, false>(p, x, y, nullptr);
     return;
   }
   std::vector<TapRange> cols(p.kw);
