@@ -247,6 +247,9 @@ def check_pool(op: str, input_shape, dtype, kernel_size, stride=None, padding=0,
     if c < 1 or h < 1 or w < 1:
         raise ConvkitValueError(f"{op}: input has an empty non-batch dimension, shape {input_shape}")
     hp, wp = h + 2 * padding[0], w + 2 * padding[1]
+    spans = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
+    if max(spans) > SIZE_LIMIT:
+        raise ConvkitValueError(f"{op}: kernel_size={kernel} with dilation={dilation} spans {spans}, 2^62 or more")
     if hp * wp > SIZE_LIMIT:  # (an average pool's divisor is a window's area, clipped to the padded input)
         raise ConvkitValueError(
             f"{op}: kernel_size={kernel} with padding={padding} on input ({h}, {w}) spans a padded area of "

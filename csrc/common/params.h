@@ -25,8 +25,9 @@ CK_HOST_DEVICE inline int64_t conv_out_size(int64_t in, int64_t k, int64_t strid
 // that would start inside the right padding (or past the input) is dropped.
 CK_HOST_DEVICE inline int64_t pool_out_size(int64_t in, int64_t k, int64_t stride, int64_t pad,
                                             int64_t dil, bool ceil_mode) {
-  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;
-  int64_t out = (span + (ceil_mode ? stride - 1 : 0)) / stride + 1;
+  const int64_t span = in + 2 * pad - dil * (k - 1) - 1;  // negative when the window outgrows the input
+  const int64_t num = span + (ceil_mode ? stride - 1 : 0);
+  int64_t out = (num >= 0 ? num / stride : -((-num + stride - 1) / stride)) + 1;  // floor division, as torch
   if (ceil_mode && (out - 1) * stride >= in + pad) --out;
   return out;
 }
@@ -119,7 +120,8 @@ inline PoolParams make_pool_params(int64_t N, int64_t C, int64_t H, int64_t W, i
   CK_CHECK(hp >= 0 && wp >= 0 && hp <= kSizeLimit && wp <= kSizeLimit,
            "pool2d: the padded input is 2^62 or more on a side (padding too large)");
   const int64_t eh = checked_add(checked_mul(dh, kh - 1), 1), ew = checked_add(checked_mul(dw, kw - 1), 1);
-  CK_CHECK(eh > 0 && ew > 0 && eh <= hp && ew <= wp, "pool2d: the dilated window is larger than the padded input");
+  // (a dilated window may be larger than the padded input, as torch allows, if a window remains)
+  CK_CHECK(eh > 0 && ew > 0 && eh <= kSizeLimit && ew <= kSizeLimit, "pool2d: the dilated window is 2^62 or more");
   // A stride of the padded extent or more leaves one window along its axis (ceil_mode's extra
   // window would start past the input and is dropped), so it is capped there: the same output,
   // and pool_out_size's sums stay inside int64.
