@@ -611,7 +611,7 @@ def _check_cuda_pool(op: str, k: _Kernels, x_shape, a: PoolArgs) -> None:
     biggest = max(h * w, a.out_hw[0] * a.out_hw[1])
     for size, kk, st, pad, dil, out in zip((h, w), a.kernel, a.stride, a.padding, a.dilation, a.out_hw):
         span = (kk - 1) * dil + 1
-        st = st if out > 1 else min(st, size + 2 * pad)
+        st = st if out > 1 else min(st, max(size + 2 * pad, span))  # (make_pool_params' cap)
         biggest = max(biggest, size + 2 * pad + span + st, (out + 1) * st + span)
     if biggest > CUDA_INDEX_LIMIT:
         raise ConvkitValueError(

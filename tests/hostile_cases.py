@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import convkit
+import convkit._backend
 import convkit.functional as CF
 from convkit import ConvkitError
 
@@ -774,14 +775,27 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _trimmed_rss() -> int:
+    """RSS after gc and glibc's malloc_trim: freed heap memory that glibc's allocator keeps for
+    any library's next allocation (its dynamic mmap threshold moves torch's own large tensors
+    into the heap) is not convkit's to hold."""
+    gc.collect()
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return _rss()
+
+
 @case()
 def memory_released_after_large_call(backend):
-    """RSS after a large call and gc is within 10% of before (scratch trimmed)."""
+    """RSS after a large call and gc is within 10% of before: scratch and workspace released
+    (the CPU module keeps per-thread buffers under 32 MiB for the next call)."""
     small_x, small_w = torch.randn(1, 4, 8, 8), torch.randn(4, 4, 3, 3)
     for algo in ("direct", "im2col", "auto"):
         CF.conv2d(small_x, small_w, padding=1, algo=algo)
-    gc.collect()
-    before = _rss()
+    before = _trimmed_rss()
     n = 8 if backend == "cpu" else 1
     x, w = torch.randn(n, 64, 96, 96), torch.randn(64, 64, 5, 5)
     for algo in ("direct", "im2col", "auto"):
@@ -790,7 +804,7 @@ def memory_released_after_large_call(backend):
     del x, w
     for algo in ("direct", "im2col", "auto"):
         CF.conv2d(small_x, small_w, padding=1, algo=algo)
-    gc.collect()
-    after = _rss()
-    assert after <= before * 1.10 + (4 << 20), f"RSS {before >> 20} MiB before, {after >> 20} MiB after"
-    return f"RSS {before >> 20} -> {after >> 20} MiB"
+    after = _trimmed_rss()
+    held = convkit._backend.module("cpu").scratch_bytes() if backend == "cpu" else 0
+    assert after <= before * 1.10, f"RSS {before >> 20} MiB before, {after >> 20} MiB after"
+    return f"RSS {before >> 20} -> {after >> 20} MiB (CPU scratch held: {held >> 20} MiB)"

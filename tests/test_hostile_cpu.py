@@ -71,7 +71,13 @@ def check(xs, ws, algos, **kw):
     ref = None
     for algo in algos:
         t0 = time.perf_counter()
-        got = passes(x, w, b, algo, **kw)
+        try:
+            got = passes(x, w, b, algo, **kw)
+        except convkit.ConvkitMemoryError as e:
+            # an explicit algo whose workspace (growing with the output: huge padding at stride 1
+            # makes a huge output) is over the cap is refused; auto takes one that fits
+            assert algo != "auto" and "workspace cap" in str(e), (algo, kw, str(e))
+            continue
         dt = time.perf_counter() - t0
         assert dt < 10, (algo, kw, dt)
         if ref is None:

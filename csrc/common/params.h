@@ -122,10 +122,11 @@ inline PoolParams make_pool_params(int64_t N, int64_t C, int64_t H, int64_t W, i
   const int64_t eh = checked_add(checked_mul(dh, kh - 1), 1), ew = checked_add(checked_mul(dw, kw - 1), 1);
   // (a dilated window may be larger than the padded input, as torch allows, if a window remains)
   CK_CHECK(eh > 0 && ew > 0 && eh <= kSizeLimit && ew <= kSizeLimit, "pool2d: the dilated window is 2^62 or more");
-  // A stride of the padded extent or more leaves one window along its axis (ceil_mode's extra
-  // window would start past the input and is dropped), so it is capped there: the same output,
-  // and pool_out_size's sums stay inside int64.
-  PoolParams p{N, C, H, W, kh, kw, std::min(sh, hp), std::min(sw, wp), ph, pw, dh, dw, ceil_mode, 0, 0};
+  // A stride of max(padded extent, dilated window) or more leaves at most one window along its
+  // axis (ceil_mode's extra window would start past the input and is dropped), so it is capped
+  // there: the same output, and pool_out_size's sums stay inside int64.
+  PoolParams p{N,  C,  H,  W,  kh, kw, std::min(sh, std::max(hp, eh)), std::min(sw, std::max(wp, ew)),
+               ph, pw, dh, dw, ceil_mode, 0, 0};
   p.P = pool_out_size(H, kh, p.sh, ph, dh, ceil_mode);
   p.Q = pool_out_size(W, kw, p.sw, pw, dw, ceil_mode);
   CK_CHECK(p.P > 0 && p.Q > 0, "pool2d: output would be empty");
