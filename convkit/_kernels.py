@@ -504,7 +504,7 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
                                 f"choose one of direct, im2col, 1x1, auto there")
     if x_shape[0] == 0:
         return _zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
-    if _backend.is_cuda_backend(k.name):
+    if k.name != "cpu":
         _check_cuda_index_domain(op, k.name, x_shape, args)
     if math.prod(out_shape) >= SIZE_LIMIT:  # (before ConvParams, whose own int64 check is terser)
         raise ConvkitMemoryError(f"{op}: the output of shape {tuple(out_shape)} has {math.prod(out_shape):,} "
@@ -512,7 +512,9 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
     p = _conv_params(k.mod, x_shape, w_shape, args)
     dt = dtype_name(a.dtype)
     algo = _resolve_algo(k, a, x_shape, w_shape, p, args)
-    algo, nbytes = _fitting_workspace(k, op, kind, algo, dt, p, args)
+    nbytes = k.mod.conv2d_workspace_bytes(algo, kind, dt, p, WORKSPACE_CAP_BYTES)
+    if nbytes > WORKSPACE_CAP_BYTES:
+        algo, nbytes = _fitting_workspace(k, op, kind, algo, dt, p, args)
     out = _new(a, out_shape)
     ws = _workspace(a, nbytes)
     ws_ptr, ws_bytes = _ptr(ws), (0 if ws is None else ws.nbytes)
