@@ -89,7 +89,7 @@ clean:
 # libasan because python doesn't link it, and ASan must find the real __cxa_throw when it starts.
 ASAN_BUILD     ?= build/asan
 SANITIZE_TESTS ?= tests/test_sim.py tests/test_pool.py tests/test_relu.py tests/test_cuda_kernels.py tests/test_half.py \
-                  tests/test_conv2d.py tests/test_conv_half.py tests/test_cuda_variants.py
+                  tests/test_conv2d.py tests/test_conv_half.py tests/test_cuda_variants.py tests/test_hostile.py
 
 .PHONY: test-sanitize
 test-sanitize: build
@@ -98,7 +98,7 @@ test-sanitize: build
 	  -Dpybind11_DIR="$$($(PYTHON) -m pybind11 --cmakedir)"
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(ASAN_BUILD) --target _cudasim --parallel
 	CONVKIT_CUDASIM_SO="$$(ls $(abspath $(ASAN_BUILD))/lib/_cudasim*.so)" CONVKIT_TEST_BACKENDS=cudasim \
-	  CONVKIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
+	  CONVKIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
 	  LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
 	  $(PYTHON) -m pytest $(SANITIZE_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -112,7 +112,7 @@ test-variants: build
 	@set -e; for v in $(VARIANTS); do echo "== CONVKIT_CUDA_VARIANT=$$v"; \
 	  if [ -n "$(SANITIZE)" ]; then \
 	    CONVKIT_CUDA_VARIANT=$$v CONVKIT_CUDASIM_SO="$$(ls $(abspath $(ASAN_BUILD))/lib/_cudasim*.so)" \
-	      CONVKIT_TEST_BACKENDS=cudasim CONVKIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0 \
+	      CONVKIT_TEST_BACKENDS=cudasim CONVKIT_TEST_SANITIZE=1 ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
 	      LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
 	      $(PYTHON) -m pytest $(VARIANT_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS); \
 	  else \
@@ -124,7 +124,7 @@ test-variants: build
 # CPU kernels' tests on the 'cpu' backend with the ASan runtime preloaded.
 ASAN_CPU_BUILD     ?= build/asan-cpu
 SANITIZE_CPU_TESTS ?= tests/test_blocked.py tests/test_winograd.py tests/test_conv2d.py tests/test_cpu_peak.py \
-                      tests/test_pool.py tests/test_relu.py tests/test_eager.py
+                      tests/test_pool.py tests/test_relu.py tests/test_eager.py tests/test_hostile_cpu.py tests/test_hostile.py
 
 .PHONY: test-sanitize-cpu
 test-sanitize-cpu: build
@@ -134,6 +134,6 @@ test-sanitize-cpu: build
 	  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$(abspath $(ASAN_CPU_BUILD))/lib" -DPython_EXECUTABLE="$(abspath $(PYTHON))" \
 	  -Dpybind11_DIR="$$($(PYTHON) -m pybind11 --cmakedir)"
 	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(ASAN_CPU_BUILD) --target _cpu --parallel
-	CONVKIT_CPU_SO="$$(ls $(abspath $(ASAN_CPU_BUILD))/lib/_cpu*.so)" CONVKIT_TEST_BACKENDS=cpu ASAN_OPTIONS=detect_leaks=0 \
+	CONVKIT_CPU_SO="$$(ls $(abspath $(ASAN_CPU_BUILD))/lib/_cpu*.so)" CONVKIT_TEST_BACKENDS=cpu ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
 	  LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libstdc++.so)" \
 	  $(PYTHON) -m pytest $(SANITIZE_CPU_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS)
