@@ -2,6 +2,7 @@
 // rules (torch's, ceil_mode included). Header-only; usable from host and device code.
 #pragma once
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -50,15 +51,17 @@ struct ConvParams {
   }
 };
 
-// a + b and a * b of non-negative int64 sizes, or -1 when the result does not fit (a guard for
-// sizes derived from caller-supplied parameters: padded extents, dilated kernels, planes).
-inline int64_t checked_add(int64_t a, int64_t b) {
+// Saturating int64 arithmetic for sizes derived from caller-supplied parameters (padded extents,
+// dilated kernels, planes, scratch): a sum or product that would overflow is kSizeMax, which
+// every bound and budget refuses.
+constexpr int64_t kSizeMax = INT64_MAX;
+inline int64_t sat_add(int64_t a, int64_t b) {
   int64_t r;
-  return (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r)) ? -1 : r;
+  return __builtin_add_overflow(a, b, &r) ? kSizeMax : r;
 }
-inline int64_t checked_mul(int64_t a, int64_t b) {
+inline int64_t sat_mul(int64_t a, int64_t b) {
   int64_t r;
-  return (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r)) ? -1 : r;
+  return __builtin_mul_overflow(a, b, &r) ? kSizeMax : r;
 }
 
 // The most any derived extent may be (a padded side, a dilated kernel): below 2^62, so that a
@@ -80,20 +83,21 @@ inline ConvParams make_conv_params(int64_t N, int64_t C, int64_t H, int64_t W, i
   CK_CHECK(dil_h > 0 && dil_w > 0, "conv2d: dilation must be >= 1");
   CK_CHECK(pad_t >= 0 && pad_b >= 0 && pad_l >= 0 && pad_r >= 0, "conv2d: padding must be >= 0");
   CK_CHECK(groups > 0 && C % groups == 0 && K % groups == 0, "conv2d: groups must divide C and K");
-  const int64_t hp = checked_add(checked_add(H, pad_t), pad_b), wp = checked_add(checked_add(W, pad_l), pad_r);
-  CK_CHECK(hp >= 0 && wp >= 0 && hp <= kSizeLimit && wp <= kSizeLimit,
+  // (every operand below is non-negative, checked above)
+  const int64_t hp = sat_add(sat_add(H, pad_t), pad_b), wp = sat_add(sat_add(W, pad_l), pad_r);
+  CK_CHECK(hp <= kSizeLimit && wp <= kSizeLimit,
            "conv2d: the padded input is 2^62 or more on a side (padding too large)");
-  const int64_t eh = checked_add(checked_mul(dil_h, R - 1), 1), ew = checked_add(checked_mul(dil_w, S - 1), 1);
-  CK_CHECK(eh > 0 && ew > 0 && eh <= hp && ew <= wp, "conv2d: the dilated kernel is larger than the padded input");
-  CK_CHECK(checked_mul(N, C) >= 0 && checked_mul(checked_mul(N, C), checked_mul(H, W)) >= 0 &&
-               checked_mul(checked_mul(K, C / groups), checked_mul(R, S)) >= 0,
+  const int64_t eh = sat_add(sat_mul(dil_h, R - 1), 1), ew = sat_add(sat_mul(dil_w, S - 1), 1);
+  CK_CHECK(eh <= hp && ew <= wp, "conv2d: the dilated kernel is larger than the padded input");
+  CK_CHECK(sat_mul(sat_mul(N, C), sat_mul(H, W)) < kSizeMax &&
+               sat_mul(sat_mul(K, C / groups), sat_mul(R, S)) < kSizeMax,
            "conv2d: the input or weight has 2^63 elements or more");
   ConvParams p{N, C, H, W, K, R, S, 0, 0, stride_h, stride_w, pad_t, pad_b, pad_l, pad_r, dil_h, dil_w, groups};
   p.P = (hp - eh) / stride_h + 1;
   p.Q = (wp - ew) / stride_w + 1;
   if (p.P == 1) p.stride_h = std::min(stride_h, hp);
   if (p.Q == 1) p.stride_w = std::min(stride_w, wp);
-  CK_CHECK(checked_mul(checked_mul(N, K), checked_mul(p.P, p.Q)) >= 0, "conv2d: the output has 2^63 elements or more");
+  CK_CHECK(sat_mul(sat_mul(N, K), sat_mul(p.P, p.Q)) < kSizeMax, "conv2d: the output has 2^63 elements or more");
   return p;
 }
 
@@ -116,12 +120,12 @@ inline PoolParams make_pool_params(int64_t N, int64_t C, int64_t H, int64_t W, i
            "pool2d: kernel, stride and dilation must be >= 1");
   CK_CHECK(ph >= 0 && pw >= 0 && 2 * ph <= kh && 2 * pw <= kw,
            "pool2d: padding must be between 0 and half the kernel");
-  const int64_t hp = checked_add(H, checked_mul(2, ph)), wp = checked_add(W, checked_mul(2, pw));
-  CK_CHECK(hp >= 0 && wp >= 0 && hp <= kSizeLimit && wp <= kSizeLimit,
+  const int64_t hp = sat_add(H, sat_mul(2, ph)), wp = sat_add(W, sat_mul(2, pw));
+  CK_CHECK(hp <= kSizeLimit && wp <= kSizeLimit,
            "pool2d: the padded input is 2^62 or more on a side (padding too large)");
-  const int64_t eh = checked_add(checked_mul(dh, kh - 1), 1), ew = checked_add(checked_mul(dw, kw - 1), 1);
+  const int64_t eh = sat_add(sat_mul(dh, kh - 1), 1), ew = sat_add(sat_mul(dw, kw - 1), 1);
   // (a dilated window may be larger than the padded input, as torch allows, if a window remains)
-  CK_CHECK(eh > 0 && ew > 0 && eh <= kSizeLimit && ew <= kSizeLimit, "pool2d: the dilated window is 2^62 or more");
+  CK_CHECK(eh <= kSizeLimit && ew <= kSizeLimit, "pool2d: the dilated window is 2^62 or more");
   // A stride of max(padded extent, dilated window) or more leaves at most one window along its
   // axis (ceil_mode's extra window would start past the input and is dropped), so it is capped
   // there: the same output, and pool_out_size's sums stay inside int64.

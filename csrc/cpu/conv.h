@@ -76,17 +76,7 @@ template <typename T>
 void conv2d_bwd_bias(const ConvParams& p, const T* dy, T* db);
 
 // ---- sizes from hostile parameters ------------------------------------------------------------
-// Saturating int64 arithmetic for the sizes of padded copies and scratch: a product that would
-// overflow is INT64_MAX, which every budget below refuses.
-constexpr int64_t kSizeMax = INT64_MAX;
-inline int64_t sat_add(int64_t a, int64_t b) {
-  int64_t r;
-  return __builtin_add_overflow(a, b, &r) ? kSizeMax : r;
-}
-inline int64_t sat_mul(int64_t a, int64_t b) {
-  int64_t r;
-  return __builtin_mul_overflow(a, b, &r) ? kSizeMax : r;
-}
+// (sizes from hostile parameters: sat_add / sat_mul and kSizeMax, common/params.h)
 // Whether a dense padded copy of `elems` elements per plane is worth making: at most a few times
 // the data a window pass reads anyway (the plane and the output's taps, P*Q*R*S) plus 64K. A
 // copy beyond that is mostly padding or gaps between strided windows (huge stride, padding or

@@ -71,12 +71,6 @@ inline TapRange window_range(int64_t start, int64_t k, int64_t dil, int64_t size
 // output times the taps that land in the input.
 inline bool wide_window(const PoolParams& p) { return p.kh > p.H + 64 || p.kw > p.W + 64; }
 
-// Saturating products for sizes derived from hostile parameters.
-inline int64_t sat_mul(int64_t a, int64_t b) {
-  int64_t r;
-  return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
-}
-
 // Taps of a window that can land in the input (the work per output, for parallel-or-not tests).
 inline int64_t window_taps(const PoolParams& p) {
   return (p.kh < p.H ? p.kh : p.H) * (p.kw < p.W ? p.kw : p.W);

@@ -418,7 +418,7 @@ void avg_pool2d_fwd(const PoolParams& p, bool count_include_pad, int64_t divisor
   {
     const std::vector<T> div = avg_divisors<T>(p, count_include_pad, divisor_override, plan);
     detail::PhaseGrid g;
-    if (p.P * p.Q <= 8 && detail::sat_mul(p.P * p.Q, detail::sat_mul(p.kh, p.kw)) <= detail::kPlaneMaxElems) {
+    if (p.P * p.Q <= 8 && sat_mul(p.P * p.Q, sat_mul(p.kh, p.kw)) <= detail::kPlaneMaxElems) {
       avg_pool2d_fwd_few<T>(p, div.data(), x, y);
       return;
     }

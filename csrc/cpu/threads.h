@@ -10,6 +10,7 @@
 #include <exception>
 #include <mutex>
 #include <new>
+#include <utility>
 
 #include "common/error.h"
 
@@ -90,12 +91,7 @@ class ParallelGuard {
 
   template <typename F>
   void run(F&& f) noexcept {
-    if (should_stop()) return;
-    try {
-      f();
-    } catch (...) {
-      record(std::current_exception());
-    }
+    if (!should_stop()) run_quiet(std::forward<F>(f));
   }
 
   // run() without the interrupt poll, for loops of many short iterations (pooling rows, ReLU
