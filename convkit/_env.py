@@ -64,7 +64,8 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def _flag(text: str) -> bool:
+def parse_flag(text: str) -> bool:
+    """True / False from 1/0, true/false, yes/no, on/off (any case; empty: False); ValueError else."""
     t = text.strip().lower()
     if t in _TRUE:
         return True
@@ -85,7 +86,7 @@ def _cuda_variant(text: str):
 
 
 def _cuda_sync(text: str) -> bool:
-    from . import cuda_settings
+    from . import cuda_settings  # (its own message, the one CONVKIT_CUDA_SYNC's users see)
     return cuda_settings.parse_sync(text)
 
 
@@ -100,7 +101,7 @@ def _tile(text: str) -> Tuple[int, int]:
 _RUNTIME: Dict[str, Tuple[Callable[[str], object], object, str]] = {
     "CONVKIT_WORKSPACE_CAP": (parse_size, 64 << 20,
                               "a size in bytes from 1 to 2^62, with an optional binary suffix: 4096, 512K, 64M, 1G"),
-    "CONVKIT_POISON": (_flag, False, "1/0, true/false, yes/no, on/off (or empty)"),
+    "CONVKIT_POISON": (parse_flag, False, "1/0, true/false, yes/no, on/off (or empty)"),
     "CONVKIT_BACKEND": (_backend, None, "cpu, cudasim or cuda (or empty)"),
     "CONVKIT_SIM_THREADS": (_int_in(1, 256), None, "an integer from 1 to 256"),
     "CONVKIT_SIM_SEED": (_int_in(0, (1 << 64) - 1), 0, "an integer from 0 to 2^64 - 1"),
@@ -137,7 +138,7 @@ def parse(name: str, raw: str):
     """The value of variable `name` given as `raw`; ConvkitValueError naming it and its accepted
     values when `raw` is not one of them."""
     parser, dflt, accepted = _RUNTIME[name]
-    if raw is None or (raw == "" and parser not in (_flag, _cuda_sync)):
+    if raw is None or (raw == "" and parser not in (parse_flag, _cuda_sync)):
         return dflt
     try:
         return parser(raw)

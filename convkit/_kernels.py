@@ -26,10 +26,9 @@ from typing import Optional
 import numpy as np
 
 from . import _backend, _env
-from ._errors import (ConvkitError, ConvkitMemoryError, ConvkitNotImplementedError, ConvkitTypeError,
-                      ConvkitValueError)
-from ._params import (CPU_ONLY_ALGOS, CUDA_INDEX_LIMIT, SIZE_LIMIT, ConvArgs, PoolArgs, check_float_dtype, conv_output_hw,
-                      dtype_name)
+from ._errors import ConvkitError, ConvkitMemoryError, ConvkitNotImplementedError, ConvkitValueError
+from ._params import (CPU_ONLY_ALGOS, CUDA_INDEX_LIMIT, SIZE_LIMIT, ConvArgs, PoolArgs, _int, check_float_dtype,
+                      conv_output_hw, dtype_name)
 
 try:
     import torch
@@ -57,9 +56,7 @@ _algo_cache = collections.OrderedDict()  # convkit.benchmark's timed choices, by
 
 
 def _setting(op: str, name: str, v, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not hasattr(v, "__index__"):
-        raise ConvkitTypeError(f"{op}: {name} must be an int, got {v!r}")
-    v = int(v)
+    v = _int(v, op, name)
     if not lo <= v <= hi:
         raise ConvkitValueError(f"{op}: {name} must be between {lo} and {hi}, got {v}")
     return v
@@ -475,8 +472,8 @@ def _time_algos(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs, dt: str)
     best, best_t = None, float("inf")
     for algo in _candidates(p, args, k.name):
         nbytes = k.mod.conv2d_workspace_bytes(algo, "fwd", dt, p, WORKSPACE_CAP_BYTES)
-        if nbytes > WORKSPACE_CAP_BYTES and _min_workspace(k, algo, "fwd", dt, p) > WORKSPACE_CAP_BYTES:
-            continue  # does not fit the cap
+        if not _fits(k, algo, "fwd", dt, p, nbytes):
+            continue
         ws = _workspace(like, nbytes)
         times = []
         for _ in range(3):
@@ -506,15 +503,16 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
         return _zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
     if k.name != "cpu":
         _check_cuda_index_domain(op, k.name, x_shape, args)
-    if math.prod(out_shape) >= SIZE_LIMIT:  # (before ConvParams, whose own int64 check is terser)
-        raise ConvkitMemoryError(f"{op}: the output of shape {tuple(out_shape)} has {math.prod(out_shape):,} "
-                                 f"elements ({math.prod(out_shape) * _itemsize(a):,} bytes): too large to allocate")
+    elems = math.prod(out_shape)
+    if elems >= SIZE_LIMIT:  # (before ConvParams, whose own int64 check is terser)
+        raise ConvkitMemoryError(f"{op}: the output of shape {tuple(out_shape)} has {elems:,} elements "
+                                 f"({elems * _itemsize(a):,} bytes): too large to allocate")
     p = _conv_params(k.mod, x_shape, w_shape, args)
     dt = dtype_name(a.dtype)
     algo = _resolve_algo(k, a, x_shape, w_shape, p, args)
     nbytes = k.mod.conv2d_workspace_bytes(algo, kind, dt, p, WORKSPACE_CAP_BYTES)
     if nbytes > WORKSPACE_CAP_BYTES:
-        algo, nbytes = _fitting_workspace(k, op, kind, algo, dt, p, args)
+        algo, nbytes = _fitting_workspace(k, op, kind, algo, nbytes, dt, p, args)
     out = _new(a, out_shape)
     ws = _workspace(a, nbytes)
     ws_ptr, ws_bytes = _ptr(ws), (0 if ws is None else ws.nbytes)
@@ -547,18 +545,24 @@ def _min_workspace(k: _Kernels, algo: str, kind: str, dt: str, p) -> int:
     return k.mod.conv2d_workspace_bytes(algo, kind, dt, p, 1)
 
 
-def _fitting_workspace(k: _Kernels, op: str, kind: str, algo: str, dt: str, p, args: ConvArgs):
-    """(algo, workspace bytes) under the workspace cap. The size query chunks im2col's batch to
-    the cap; a request whose smallest form (one image a chunk) is still over the cap is refused,
-    or, for algo='auto', handed to the next applicable algorithm that fits."""
-    cap = WORKSPACE_CAP_BYTES
-    nbytes = k.mod.conv2d_workspace_bytes(algo, kind, dt, p, cap)
-    if nbytes <= cap or _min_workspace(k, algo, kind, dt, p) <= cap:
+def _fits(k: _Kernels, algo: str, kind: str, dt: str, p, nbytes: int) -> bool:
+    """Whether `algo`'s workspace for `kind`, sized `nbytes` by the query under the cap, fits the
+    cap: the query chunks im2col's batch to it, so only a smallest form (one image a chunk) still
+    over the cap does not (a split-K buffer may take the chunked request a little past it)."""
+    return nbytes <= WORKSPACE_CAP_BYTES or _min_workspace(k, algo, kind, dt, p) <= WORKSPACE_CAP_BYTES
+
+
+def _fitting_workspace(k: _Kernels, op: str, kind: str, algo: str, nbytes: int, dt: str, p, args: ConvArgs):
+    """(algo, workspace bytes) under the workspace cap, for `algo` whose query asked `nbytes`: a
+    request that does not fit is refused, or, for algo='auto', handed to the next applicable
+    algorithm that fits."""
+    if _fits(k, algo, kind, dt, p, nbytes):
         return algo, nbytes
+    cap = WORKSPACE_CAP_BYTES
     if args.algo == "auto":
         for other in [a for a in ("blocked", "im2col", "direct") if a in _candidates(p, args, k.name) and a != algo]:
             other_bytes = k.mod.conv2d_workspace_bytes(other, kind, dt, p, cap)
-            if other_bytes <= cap or _min_workspace(k, other, kind, dt, p) <= cap:
+            if _fits(k, other, kind, dt, p, other_bytes):
                 return other, other_bytes
     need = _min_workspace(k, algo, kind, dt, p)
     raise ConvkitMemoryError(

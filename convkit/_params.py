@@ -51,9 +51,9 @@ def _int(v, op: str, name: str) -> int:
     return v
 
 
-def check_shape(op: str, name: str, shape, rank: int = 4) -> Tuple[int, ...]:
+def check_shape(op: str, name: str, shape) -> Tuple[int, ...]:
     """A shape argument (input_shape, weight_shape) as ints, each in [0, 2^62]."""
-    if not isinstance(shape, (list, tuple)) and not hasattr(shape, "__len__"):
+    if not hasattr(shape, "__len__"):
         raise ConvkitTypeError(f"{op}: {name} must be a sequence of ints, got {shape!r}")
     dims = tuple(_int(d, op, name) for d in shape)
     for d in dims:
@@ -183,10 +183,10 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
             f"{op}: the padded input ({hp}, {wp}) is larger than 2^62 (input ({h}, {w}), padding {pads}); "
             f"reduce padding")
     eh, ew = dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1
-    if eh > h + pads[0] + pads[1] or ew > w + pads[2] + pads[3]:
+    if eh > hp or ew > wp:
         raise ConvkitValueError(
             f"{op}: kernel size ({r}, {s}) with dilation {dilation} spans ({eh}, {ew}), larger than the "
-            f"padded input ({h + pads[0] + pads[1]}, {w + pads[2] + pads[3]})")
+            f"padded input ({hp}, {wp})")
     if bias_shape is not None:
         if tuple(bias_shape) != (k,):
             raise ConvkitValueError(f"{op}: bias must have shape ({k},) for {k} output channels, got {tuple(bias_shape)}")

@@ -34,6 +34,7 @@ import contextlib
 import os
 from typing import Dict, Iterator, Optional, Union
 
+from ._env import parse_flag
 from ._errors import ConvkitValueError
 
 VARIANT_ENV = "CONVKIT_CUDA_VARIANT"
@@ -52,8 +53,6 @@ VARIANT_CHOICES: Dict[str, tuple] = {
 #: check's racecheck) besides "auto".
 VARIANT_SWEEP = tuple(f"{k}={v}" for k, vals in VARIANT_CHOICES.items() for v in vals[1:])
 
-_TRUE = ("1", "true", "on", "yes")
-_FALSE = ("", "0", "false", "off", "no")
 
 _state: Optional[dict] = None   # {"variant": {key: value}, "sync": bool}; None: not read yet
 
@@ -113,11 +112,10 @@ def parse_sync(value: Union[str, bool, int, None], source: str = SYNC_ENV) -> bo
         if value in (0, 1):
             return bool(value)
     elif isinstance(value, str):
-        v = value.strip().lower()
-        if v in _TRUE:
-            return True
-        if v in _FALSE:
-            return False
+        try:
+            return parse_flag(value)
+        except ValueError:
+            pass
     raise ConvkitValueError(f"{source}={value!r}: accepted values are 0 or 1 (also false/true, off/on, no/yes; "
                             f"empty means 0)")
 
