@@ -320,27 +320,30 @@ def conv_expanded_weight_is_memory_error(backend):
     raise AssertionError("no error")
 
 
+def grads_like_torch(x, w, kws, *names):
+    """conv2d's output and both gradients for each of `kws` are torch's, or an error naming one
+    of `names`."""
+    for kw in kws:
+        torch_or_error(lambda: conv_grads(lambda a, b: CF.conv2d(a, b, **kw), x, w),
+                       lambda: conv_grads(lambda a, b: F.conv2d(a, b, **kw), x, w), *names, inputs=(x, w))
+    return "ok"
+
+
 @case()
 def conv_huge_stride_backward_returns(backend):
     """grad input once walked stride_h x stride_w phases: a call that never returned."""
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     w = torch.randn(16, 2, 3, 3, dtype=torch.float64)
-    for kw in (dict(stride=2 ** 20, padding=1), dict(stride=(2 ** 20, 2 ** 21), padding=(2 ** 20, 2 ** 21 - 3))):
-        torch_or_error(lambda: conv_grads(lambda a, b: CF.conv2d(a, b, **kw), x, w),
-                       lambda: conv_grads(lambda a, b: F.conv2d(a, b, **kw), x, w), "stride", "padding",
-                       inputs=(x, w))
-    return "ok"
+    return grads_like_torch(x, w, (dict(stride=2 ** 20, padding=1),
+                                   dict(stride=(2 ** 20, 2 ** 21), padding=(2 ** 20, 2 ** 21 - 3))),
+                            "stride", "padding")
 
 
 @case()
 def conv_huge_dilation(backend):
     x, w = torch.randn(1, 1, 3, 3, dtype=torch.float64), torch.randn(2, 1, 3, 3, dtype=torch.float64)
-    for d in (2 ** 20, 2 ** 31, 2 ** 40):
-        kw = dict(dilation=d, padding=d)
-        torch_or_error(lambda: conv_grads(lambda a, b: CF.conv2d(a, b, **kw), x, w),
-                       lambda: conv_grads(lambda a, b: F.conv2d(a, b, **kw), x, w), "dilation", "padding",
-                       inputs=(x, w))
-    return "ok"
+    return grads_like_torch(x, w, [dict(dilation=d, padding=d) for d in (2 ** 20, 2 ** 31, 2 ** 40)],
+                            "dilation", "padding")
 
 
 @case()
