@@ -17,10 +17,10 @@ device_count() == 0).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import importlib.util
 import os
-import threading
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from ._errors import ConvkitTypeError, ConvkitValueError
@@ -37,7 +37,11 @@ _KNOWN = {
 _modules: Dict[str, object] = {}
 _load_errors: Dict[str, str] = {}
 _device_counts: Dict[str, int] = {}
-_local = threading.local()
+# The backend use_backend() forces, per context: each thread and each asyncio task sees its own
+# (a task copies its creator's context when it is created, and what it sets stays its own). The
+# value is a plain string (immutable) and every block restores what it found by its token, so
+# interleaved blocks of different tasks cannot mis-nest.
+_forced: "contextvars.ContextVar[Optional[str]]" = contextvars.ContextVar("convkit_backend", default=None)
 
 
 def _load(name: str):
@@ -120,25 +124,43 @@ def dtypes(name: str) -> Tuple[str, ...]:
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[str]:
-    """Force a backend inside a with-block: `with convkit.use_backend("cudasim"): ...`."""
+    """Force a backend inside a with-block: `with convkit.use_backend("cudasim"): ...`.
+
+    The choice belongs to the current context (contextvars): other threads and other asyncio
+    tasks keep their own, and leaving the block restores exactly what was there when it began.
+    The backward of an op runs on the backend its forward ran on, wherever backward() is called."""
     _check_name(name)
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    stack.append(name)
+    token = _forced.set(name)
     try:
         yield name
     finally:
-        stack.pop()
+        _forced.reset(token)
+
+
+@contextlib.contextmanager
+def running_on(name: str) -> Iterator[None]:
+    """Runs a block on backend `name` (already checked): how a backward formula runs on the
+    backend its forward ran on (the autograd engine may call it from another thread, or after
+    the forward's use_backend block has ended)."""
+    token = _forced.set(name)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
 
 
 def forced_backend() -> Optional[str]:
     """The backend forced by use_backend() or CONVKIT_BACKEND, or None."""
-    stack = getattr(_local, "stack", None)
-    if stack:
-        return stack[-1]
+    name = _forced.get()
+    if name is not None:
+        return name
     env = os.environ.get("CONVKIT_BACKEND")
     return _check_name(env) if env else None
+
+
+def backend_for(device_type: str) -> str:
+    """The backend an op on `device_type` tensors runs on now: the forced one, else the device's."""
+    return forced_backend() or ("cuda" if device_type == "cuda" else "cpu")
 
 
 def is_cuda_backend(name: str) -> bool:

@@ -8,16 +8,20 @@ for the gradients; the arguments were already checked, once, by convkit.function
 
 The custom ops (convkit._ops) stay the path for everything else, so nothing a user can see
 changes: torch.compile / torch.export and jit tracing, tensor subclasses and fake or meta
-tensors, torch function and dispatch modes, functorch transforms (vmap, grad) and autocast
-(convkit::conv2d's autocast kernels) all go through the ops. A backward run with
-create_graph=True calls the differentiable backward ops, so double backward is the ops' own.
+tensors, torch function and dispatch modes, torch.func transforms (vmap, grad, jvp, ...),
+forward-mode AD dual levels and autocast (convkit::conv2d's autocast kernels) all go through
+the ops (convkit._autograd.call). A backward run with create_graph=True calls the differentiable
+backward ops, so double backward is the ops' own.
 Both paths call the same kernels with the same arguments: results are bit-identical.
 """
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as _fwad
 
 from . import _kernels as K
+from ._autograd import call
+from ._backend import backend_for, running_on
 from ._ops import (run_avg_pool2d, run_avg_pool2d_bwd, run_conv2d, run_conv2d_bwd_input, run_conv2d_bwd_weight,
                    run_max_pool2d, run_max_pool2d_bwd, run_relu, run_relu_bwd, run_relu_inplace, shape_carrier)
 from ._params import ConvArgs, PoolArgs
@@ -30,7 +34,8 @@ def eager(*tensors) -> bool:
     if torch.compiler.is_compiling():  # first: dynamo folds it, and never traces the rest
         return False
     if (_C._len_torch_dispatch_stack() or _C._len_torch_function_stack() or _C._are_functorch_transforms_active()
-            or _C._get_tracing_state() is not None or _C._is_any_autocast_enabled()):
+            or _C._get_tracing_state() is not None or _C._is_any_autocast_enabled()
+            or _fwad._current_level >= 0):  # (a forward-AD dual level: tangents need the ops' jvp rules)
         return False
     for t in tensors:
         if t is not None and (type(t) is not torch.Tensor or t.is_meta):
@@ -42,36 +47,50 @@ def needs_grad(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-# ---- conv2d ----------------------------------------------------------------------------------
+# ---- the gradients ---------------------------------------------------------------------------
+# Each Function below records the backend its forward ran on, and its backward runs there. The
+# backward calls the kernels on dy itself only in plain reverse mode; when it has to be
+# differentiable again (create_graph=True), runs under a torch.func transform, or gets a batched
+# dy (gradcheck's check_batched_grad vmaps the backward), it runs the differentiable ops of
+# convkit._autograd instead.
+
+def _kernels_may_take(dy) -> bool:
+    return not (torch.is_grad_enabled() or _C._are_functorch_transforms_active()
+                or _C._functorch.is_legacy_batchedtensor(dy))
+
 
 def _conf(args: ConvArgs):
     """The custom ops' trailing arguments for args."""
     return list(args.stride), list(args.pads), list(args.dilation), args.groups, args.algo
 
 
+# ---- conv2d ----------------------------------------------------------------------------------
+
 class Conv2d(torch.autograd.Function):
-    """conv2d with the gradients of convkit::conv2d's autograd formula (convkit._ops)."""
+    """conv2d with the gradients of convkit::conv2d's autograd formula (convkit._autograd)."""
 
     @staticmethod
     def forward(ctx, x, w, b, args: ConvArgs):
         ctx.save_for_backward(x, w)
         ctx.args, ctx.has_bias = args, b is not None
+        ctx.backend = backend_for(x.device.type)
         return run_conv2d(x, w, b, args)
 
     @staticmethod
     def backward(ctx, dy):
         x, w = ctx.saved_tensors
         need, args = ctx.needs_input_grad, ctx.args
-        if torch.is_grad_enabled():  # create_graph=True: the differentiable ops
-            ops, conf = torch.ops.convkit, _conf(args)
-            gx = ops.conv2d_backward_input(dy, w, list(x.shape), *conf) if need[0] else None
-            gw = ops.conv2d_backward_weight(dy, x, list(w.shape), *conf) if need[1] else None
-            gb = ops.conv2d_backward_bias(dy) if ctx.has_bias and need[2] else None
-            return gx, gw, gb, None
-        dy = dy.contiguous()  # (run_conv2d_bwd_* raise an allocation failure as ConvkitMemoryError)
-        gx = run_conv2d_bwd_input(dy, w, x.shape, args) if need[0] else None
-        gw = run_conv2d_bwd_weight(dy, x, w.shape, args) if need[1] else None
-        gb = K.conv2d_bwd_bias(dy) if ctx.has_bias and need[2] else None
+        with running_on(ctx.backend):
+            if not _kernels_may_take(dy):
+                conf = _conf(args)
+                gx = call("conv2d_backward_input", dy, w, list(x.shape), *conf) if need[0] else None
+                gw = call("conv2d_backward_weight", dy, x, list(w.shape), *conf) if need[1] else None
+                gb = call("conv2d_backward_bias", dy) if ctx.has_bias and need[2] else None
+                return gx, gw, gb, None
+            dy = dy.contiguous()  # (run_conv2d_bwd_* raise an allocation failure as ConvkitMemoryError)
+            gx = run_conv2d_bwd_input(dy, w, x.shape, args) if need[0] else None
+            gw = run_conv2d_bwd_weight(dy, x, w.shape, args) if need[1] else None
+            gb = K.conv2d_bwd_bias(dy) if ctx.has_bias and need[2] else None
         return gx, gw, gb, None
 
 
@@ -79,7 +98,6 @@ def conv2d(x, w, b, args: ConvArgs):
     if needs_grad(x, w, b):
         return Conv2d.apply(x, w, b, args)
     return run_conv2d(x, w, b, args)
-
 
 
 # ---- pooling ---------------------------------------------------------------------------------
@@ -97,16 +115,18 @@ class MaxPool2d(torch.autograd.Function):
         ctx.mark_non_differentiable(idx)
         ctx.save_for_backward(idx)
         ctx.a, ctx.x_shape = a, tuple(x.shape)
+        ctx.backend = backend_for(x.device.type)
         return y, idx
 
     @staticmethod
     def backward(ctx, dy, _didx):
         (idx,) = ctx.saved_tensors
         a = ctx.a
-        if torch.is_grad_enabled():
-            return torch.ops.convkit.max_pool2d_backward(dy, shape_carrier(dy, ctx.x_shape), idx, *_pool_conf(a),
-                                                         list(a.dilation), a.ceil_mode), None
-        return run_max_pool2d_bwd(dy, ctx.x_shape, idx, a), None
+        with running_on(ctx.backend):
+            if not _kernels_may_take(dy):
+                return call("max_pool2d_backward", dy, shape_carrier(dy, ctx.x_shape), idx, *_pool_conf(a),
+                            list(a.dilation), a.ceil_mode), None
+            return run_max_pool2d_bwd(dy, ctx.x_shape, idx, a), None
 
 
 def max_pool2d(x, a: PoolArgs, return_indices: bool):
@@ -116,27 +136,27 @@ def max_pool2d(x, a: PoolArgs, return_indices: bool):
     return run_max_pool2d(x, a, return_indices)
 
 
-
 class AvgPool2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, a: PoolArgs, count_include_pad: bool, div):
         ctx.a, ctx.x_shape, ctx.cip, ctx.div = a, tuple(x.shape), count_include_pad, div
+        ctx.backend = backend_for(x.device.type)
         return run_avg_pool2d(x, a, count_include_pad, div)
 
     @staticmethod
     def backward(ctx, dy):
         a = ctx.a
-        if torch.is_grad_enabled():
-            return torch.ops.convkit.avg_pool2d_backward(dy, shape_carrier(dy, ctx.x_shape), *_pool_conf(a),
-                                                         a.ceil_mode, ctx.cip, ctx.div), None, None, None
-        return run_avg_pool2d_bwd(dy, ctx.x_shape, a, ctx.cip, ctx.div), None, None, None
+        with running_on(ctx.backend):
+            if not _kernels_may_take(dy):
+                return call("avg_pool2d_backward", dy, shape_carrier(dy, ctx.x_shape), *_pool_conf(a), a.ceil_mode,
+                            ctx.cip, ctx.div), None, None, None
+            return run_avg_pool2d_bwd(dy, ctx.x_shape, a, ctx.cip, ctx.div), None, None, None
 
 
 def avg_pool2d(x, a: PoolArgs, count_include_pad: bool, div):
     if needs_grad(x):
         return AvgPool2d.apply(x, a, count_include_pad, div)
     return run_avg_pool2d(x, a, count_include_pad, div)
-
 
 
 # ---- ReLU ------------------------------------------------------------------------------------
@@ -146,21 +166,22 @@ class Relu(torch.autograd.Function):
     def forward(ctx, x):
         y = run_relu(x)
         ctx.save_for_backward(y)
+        ctx.backend = backend_for(x.device.type)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         (y,) = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            return torch.ops.convkit.relu_backward(dy, y)
-        return run_relu_bwd(dy, y)
+        with running_on(ctx.backend):
+            if not _kernels_may_take(dy):
+                return call("relu_backward", dy, y)
+            return run_relu_bwd(dy, y)
 
 
 def relu(x):
     if needs_grad(x):
         return Relu.apply(x)
     return run_relu(x)
-
 
 
 def relu_inplace(x) -> None:

@@ -1,7 +1,8 @@
 """convkit's torch.library custom ops: every forward and every backward is an op of its own, with
-a fake (meta) implementation and an autograd formula built from the other ops, so
-torch.compile(fullgraph=True) traces convkit layers, torch.export exports them, opcheck passes,
-and double backward works (each backward op is differentiable in terms of the others).
+a fake (meta) implementation, so torch.compile(fullgraph=True) traces convkit layers, torch.export
+exports them and opcheck passes. Their derivatives (reverse mode, forward mode and vmap batching
+rules, each written with the other ops, so double backward and forward-over-reverse work) are in
+convkit._autograd.
 
 The ops take 4-D tensors and explicit int parameters (padding already resolved to
 (top, bottom, left, right) for conv2d); convkit.functional does the checking and the
@@ -266,72 +267,6 @@ def _(grad_output):
     return grad_output.new_empty((grad_output.shape[1],))
 
 
-def _conv_setup(ctx, inputs, output):
-    input, weight, bias, stride, padding, dilation, groups, algo = inputs
-    ctx.save_for_backward(input, weight)
-    ctx.has_bias = bias is not None
-    ctx.conf = (stride, padding, dilation, groups, algo)
-
-
-def _conv_backward(ctx, grad):
-    input, weight = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    gx = conv2d_backward_input(grad, weight, list(input.shape), *ctx.conf) if need[0] else None
-    gw = conv2d_backward_weight(grad, input, list(weight.shape), *ctx.conf) if need[1] else None
-    gb = conv2d_backward_bias(grad) if ctx.has_bias and need[2] else None
-    return gx, gw, gb, None, None, None, None, None
-
-
-conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)
-
-
-def _bwd_input_setup(ctx, inputs, output):
-    grad_output, weight, input_size, *conf = inputs
-    ctx.save_for_backward(grad_output, weight)
-    ctx.conf = tuple(conf)
-
-
-def _bwd_input_backward(ctx, gg):
-    # dx = B(dy, w) is bilinear: d<gg, dx>/d(dy) = conv2d(gg, w), d<gg, dx>/dw = dW(dy, gg).
-    dy, weight = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    g_dy = conv2d(gg, weight, None, *ctx.conf) if need[0] else None
-    g_w = conv2d_backward_weight(dy, gg, list(weight.shape), *ctx.conf) if need[1] else None
-    return (g_dy, g_w) + (None,) * 6
-
-
-conv2d_backward_input.register_autograd(_bwd_input_backward, setup_context=_bwd_input_setup)
-
-
-def _bwd_weight_setup(ctx, inputs, output):
-    grad_output, input, weight_size, *conf = inputs
-    ctx.save_for_backward(grad_output, input)
-    ctx.conf = tuple(conf)
-
-
-def _bwd_weight_backward(ctx, gg):
-    # dw = W(dy, x) is bilinear: d<gg, dw>/d(dy) = conv2d(x, gg), d<gg, dw>/dx = B(dy, gg).
-    dy, input = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    g_dy = conv2d(input, gg, None, *ctx.conf) if need[0] else None
-    g_x = conv2d_backward_input(dy, gg, list(input.shape), *ctx.conf) if need[1] else None
-    return (g_dy, g_x) + (None,) * 6
-
-
-conv2d_backward_weight.register_autograd(_bwd_weight_backward, setup_context=_bwd_weight_setup)
-
-
-def _bwd_bias_setup(ctx, inputs, output):
-    ctx.dy_shape = tuple(inputs[0].shape)
-
-
-def _bwd_bias_backward(ctx, gg):
-    return gg.view(1, -1, 1, 1).expand(ctx.dy_shape)
-
-
-conv2d_backward_bias.register_autograd(_bwd_bias_backward, setup_context=_bwd_bias_setup)
-
-
 # ---- conv2d under torch.autocast -------------------------------------------------------------
 # torch's conv2d is a lower-precision op under autocast: its floating-point operands (float64
 # excepted) are cast to the autocast dtype of their device (torch.get_autocast_dtype: float16 or
@@ -351,6 +286,11 @@ def autocast_compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
     if not dtype.is_floating_point or dtype == torch.float64:
         return dtype
     target = torch.get_autocast_dtype(device_type)
+    if torch.compiler.is_dynamo_compiling():
+        # dynamo traces convkit.functional's dtype check (which only needs both operands to get
+        # one dtype), not the backend choice (a contextvar it cannot read); the op's autocast
+        # kernel, run when the graph is made, decides with the backend
+        return target
     try:
         backend = K._backend.module_for(device_type, "conv2d")[0]
     except ConvkitError:  # a forced backend of the wrong memory kind: the op itself raises that
@@ -404,7 +344,8 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode):
 def max_pool2d_inference(input: Tensor, kernel_size: List[int], stride: List[int], padding: List[int],
                          dilation: List[int], ceil_mode: bool) -> Tensor:
     """max_pool2d's values alone, for calls no gradient flows through (no indices to compute or
-    store). Has no autograd formula: convkit.functional routes here only when none is needed."""
+    store). When a derivative can flow, its Autograd kernel (convkit._autograd) runs max_pool2d
+    instead, whose formulas need the indices."""
     a = _checked_pool("convkit::max_pool2d_inference", input, kernel_size, stride, padding, dilation, ceil_mode)
     return run_max_pool2d(input, a, False)[0]
 
@@ -430,36 +371,6 @@ def max_pool2d_backward(grad_output: Tensor, input: Tensor, indices: Tensor, ker
 @max_pool2d_backward.register_fake
 def _(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
     return _empty(grad_output, tuple(input.shape), _is_cl(grad_output))
-
-
-def _max_pool_setup(ctx, inputs, output):
-    input, *conf = inputs
-    ctx.save_for_backward(input, output[1])
-    ctx.conf = tuple(conf)
-
-
-def _max_pool_backward(ctx, grad, _grad_indices):
-    input, indices = ctx.saved_tensors
-    if not ctx.needs_input_grad[0]:
-        return (None,) * 6
-    return (max_pool2d_backward(grad, input, indices, *ctx.conf),) + (None,) * 5
-
-
-max_pool2d.register_autograd(_max_pool_backward, setup_context=_max_pool_setup)
-
-
-def _max_pool_bwd_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[2])
-
-
-def _max_pool_bwd_backward(ctx, gg):
-    # dx is linear in dy: the adjoint gathers gg at each window's argmax.
-    (indices,) = ctx.saved_tensors
-    g_dy = gg.flatten(2).gather(2, indices.flatten(2)).view(indices.shape) if ctx.needs_input_grad[0] else None
-    return (g_dy,) + (None,) * 7
-
-
-max_pool2d_backward.register_autograd(_max_pool_bwd_backward, setup_context=_max_pool_bwd_setup)
 
 
 # ---- avg_pool2d ------------------------------------------------------------------------------
@@ -493,35 +404,6 @@ def avg_pool2d_backward(grad_output: Tensor, input: Tensor, kernel_size: List[in
 @avg_pool2d_backward.register_fake
 def _(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
     return _empty(grad_output, tuple(input.shape), _is_cl(grad_output))
-
-
-def _avg_pool_setup(ctx, inputs, output):
-    input, *conf = inputs
-    ctx.save_for_backward(input)
-    ctx.conf = tuple(conf)
-
-
-def _avg_pool_backward(ctx, grad):
-    (input,) = ctx.saved_tensors
-    if not ctx.needs_input_grad[0]:
-        return (None,) * 7
-    return (avg_pool2d_backward(grad, input, *ctx.conf),) + (None,) * 6
-
-
-avg_pool2d.register_autograd(_avg_pool_backward, setup_context=_avg_pool_setup)
-
-
-def _avg_pool_bwd_setup(ctx, inputs, output):
-    ctx.conf = tuple(inputs[2:])
-
-
-def _avg_pool_bwd_backward(ctx, gg):
-    # dx is linear in dy; its adjoint is the forward pool itself.
-    g_dy = avg_pool2d(gg, *ctx.conf) if ctx.needs_input_grad[0] else None
-    return (g_dy,) + (None,) * 7
-
-
-avg_pool2d_backward.register_autograd(_avg_pool_bwd_backward, setup_context=_avg_pool_bwd_setup)
 
 
 # ---- relu ------------------------------------------------------------------------------------
@@ -576,25 +458,5 @@ def _(grad_output, output):
     return torch.empty_like(grad_output)
 
 
-def _relu_setup(ctx, inputs, output):
-    ctx.save_for_backward(output)
-
-
-def _relu_backward(ctx, grad):
-    (output,) = ctx.saved_tensors
-    return relu_backward(grad, output) if ctx.needs_input_grad[0] else None
-
-
-relu.register_autograd(_relu_backward, setup_context=_relu_setup)
-
-
-def _relu_bwd_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[1])
-
-
-def _relu_bwd_backward(ctx, gg):
-    (output,) = ctx.saved_tensors
-    return (relu_backward(gg, output) if ctx.needs_input_grad[0] else None), None
-
-
-relu_backward.register_autograd(_relu_bwd_backward, setup_context=_relu_bwd_setup)
+# The derivatives of every op above (reverse, forward and batching rules) are in convkit._autograd.
+from . import _autograd  # noqa: E402,F401

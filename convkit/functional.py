@@ -23,7 +23,7 @@ from ._params import (CONV_WHERE, KERNEL_DTYPES, check_conv, check_divisor, chec
 try:
     import torch
     from . import _ops  # noqa: F401  (registers torch.ops.convkit.*)
-    from . import _eager
+    from . import _autograd, _eager
 except ImportError:  # NumPy-only use
     torch = None
 
@@ -137,7 +137,7 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[str, 
         if _eager.eager(x, weight, bias):
             y = _eager.conv2d(x, weight, bias, args)
             return y if batched else y[0]
-        y = torch.ops.convkit.conv2d(x, weight, bias, list(args.stride), list(args.pads),
+        y = _autograd.call("conv2d", x, weight, bias, list(args.stride), list(args.pads),
                                      list(args.dilation), args.groups, args.algo)
     return y if batched else y[0]
 
@@ -181,7 +181,7 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 
         if _eager.eager(dy, weight) and not _eager.needs_grad(dy, weight):
             dx = _ops.run_conv2d_bwd_input(dy, weight, x4, args)
             return dx if batched else dx[0]
-        dx = torch.ops.convkit.conv2d_backward_input(dy, weight, list(x4), list(args.stride), list(args.pads),
+        dx = _autograd.call("conv2d_backward_input", dy, weight, list(x4), list(args.stride), list(args.pads),
                                                      list(args.dilation), args.groups, args.algo)
     return dx if batched else dx[0]
 
@@ -209,7 +209,7 @@ def conv2d_backward_weight(grad_output, input, weight_shape, stride: IntOrPair =
     x = input if batched else input.unsqueeze(0)
     if _eager.eager(dy, x) and not _eager.needs_grad(dy, x):
         return _ops.run_conv2d_bwd_weight(dy, x, w_shape, args)
-    return torch.ops.convkit.conv2d_backward_weight(dy, x, list(w_shape), list(args.stride), list(args.pads),
+    return _autograd.call("conv2d_backward_weight", dy, x, list(w_shape), list(args.stride), list(args.pads),
                                                     list(args.dilation), args.groups, args.algo)
 
 
@@ -225,7 +225,7 @@ def conv2d_backward_bias(grad_output):
     dy = grad_output if batched else grad_output.unsqueeze(0)
     if _eager.eager(dy) and not _eager.needs_grad(dy):
         return K.conv2d_bwd_bias(dy.contiguous())
-    return torch.ops.convkit.conv2d_backward_bias(dy)
+    return _autograd.call("conv2d_backward_bias", dy)
 
 
 # ---- pooling -----------------------------------------------------------------------------------
@@ -247,9 +247,9 @@ def max_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None
         if _eager.eager(x):
             y, idx = _eager.max_pool2d(x, a, bool(return_indices))
         elif return_indices or (torch.is_grad_enabled() and input.requires_grad):
-            y, idx = torch.ops.convkit.max_pool2d(x, *conf)
+            y, idx = _autograd.call("max_pool2d", x, *conf)
         else:  # no gradient and no indices wanted: skip computing them
-            y, idx = torch.ops.convkit.max_pool2d_inference(x, *conf), None
+            y, idx = _autograd.call("max_pool2d_inference", x, *conf), None
     if not batched:
         y, idx = y[0], (None if idx is None else idx[0])
     return (y, idx) if return_indices else y
@@ -278,7 +278,7 @@ def max_pool2d_backward(grad_output, input_shape, indices, kernel_size: IntOrPai
         if _eager.eager(dy, idx) and not _eager.needs_grad(dy):
             dx = _ops.run_max_pool2d_bwd(dy, x4, idx, a)
             return dx if batched else dx[0]
-        dx = torch.ops.convkit.max_pool2d_backward(dy, _ops.shape_carrier(dy, x4), idx, list(a.kernel),
+        dx = _autograd.call("max_pool2d_backward", dy, _ops.shape_carrier(dy, x4), idx, list(a.kernel),
                                                    list(a.stride), list(a.padding), list(a.dilation), a.ceil_mode)
     return dx if batched else dx[0]
 
@@ -299,7 +299,7 @@ def avg_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None
         if _eager.eager(x):
             y = _eager.avg_pool2d(x, a, bool(count_include_pad), div)
             return y if batched else y[0]
-        y = torch.ops.convkit.avg_pool2d(x, list(a.kernel), list(a.stride), list(a.padding), a.ceil_mode,
+        y = _autograd.call("avg_pool2d", x, list(a.kernel), list(a.stride), list(a.padding), a.ceil_mode,
                                          bool(count_include_pad), div)
     return y if batched else y[0]
 
@@ -324,7 +324,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair, stride
         if _eager.eager(dy) and not _eager.needs_grad(dy):
             dx = _ops.run_avg_pool2d_bwd(dy, x4, a, bool(count_include_pad), div)
             return dx if batched else dx[0]
-        dx = torch.ops.convkit.avg_pool2d_backward(dy, _ops.shape_carrier(dy, x4), list(a.kernel), list(a.stride),
+        dx = _autograd.call("avg_pool2d_backward", dy, _ops.shape_carrier(dy, x4), list(a.kernel), list(a.stride),
                                                    list(a.padding), a.ceil_mode, bool(count_include_pad), div)
     return dx if batched else dx[0]
 
@@ -353,14 +353,16 @@ def relu(input, inplace: bool = False):
     _check_devices(op, input)
     fast = _eager.eager(input)
     if not inplace:
-        return _eager.relu(input) if fast else torch.ops.convkit.relu(input)
+        return _eager.relu(input) if fast else _autograd.call("relu", input)
     if torch.is_grad_enabled() and input.requires_grad:
         base = input if input._base is None else input._base
         if base.is_leaf:
             raise ConvkitValueError(
                 f"{op}: in-place ReLU on {'a view of ' if base is not input else ''}a leaf tensor that requires "
                 "grad (torch forbids it too); use inplace=False")
-        return input.copy_(_eager.relu(input) if fast else torch.ops.convkit.relu(input))
+        return input.copy_(_eager.relu(input) if fast else _autograd.call("relu", input))
+    if not fast and _autograd.transforms_active():  # a tangent or a vmapped dimension: torch's copy_ carries it
+        return input.copy_(_autograd.call("relu", input))
     if fast:
         _eager.relu_inplace(input)
     else:
@@ -402,4 +404,4 @@ def relu_backward(grad_output, output):
     _check_devices(op, grad_output, output)
     if _eager.eager(grad_output, output) and not _eager.needs_grad(grad_output, output):
         return _ops.run_relu_bwd(grad_output, output)
-    return torch.ops.convkit.relu_backward(grad_output, output)
+    return _autograd.call("relu_backward", grad_output, output)
