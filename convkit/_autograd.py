@@ -117,26 +117,42 @@ def _function(name: str, n_args: int, save: Callable, backward: Callable, jvp: C
 _lib = torch.library.Library("convkit", "IMPL")  # kept alive: it owns the Autograd kernels
 
 
+def _only_vmap_layers() -> bool:
+    """Whether every active torch.func transform is a vmap (no grad or jvp level to record on)."""
+    return all(i.key() == _C._functorch.TransformType.Vmap for i in _C._functorch.get_interpreter_stack() or ())
+
+
 def _register_autograd_kernel(name: str, op, cls) -> None:
     def kernel(keyset, *args):
         if (_C.is_grad_enabled() and _C._any_requires_grad(*args)) or forward_ad_active():
-            if _C._are_functorch_transforms_active():
-                raise ConvkitNotImplementedError(
-                    f"convkit::{name}: torch.func transforms (grad, vjp, jacrev, jacfwd, jvp, hessian) cannot "
-                    f"differentiate through a torch.library custom op called directly; call "
-                    f"convkit.functional (or the convkit.nn layers), which carry convkit's own rules into them")
-            return cls.apply(*args, keyset)
+            if not _C._are_functorch_transforms_active():
+                return cls.apply(*args, keyset)
+            if _only_vmap_layers():
+                # Inside a vmap batching rule (the op's own, or torch's), on tensors that plain
+                # autograd tracks: record the Function as plain autograd would, without
+                # torch.func's custom_function_call (which has no kernel at this level).
+                return super(torch.autograd.Function, cls).apply(*args, keyset)
+            raise ConvkitNotImplementedError(
+                f"convkit::{name}: torch.func transforms (grad, vjp, jacrev, jacfwd, jvp, hessian) cannot "
+                f"differentiate through a torch.library custom op called directly; call "
+                f"convkit.functional (or the convkit.nn layers), which carry convkit's own rules into them")
         with _C._AutoDispatchBelowAutograd():
             return op.redispatch(keyset & _C._after_autograd_keyset, *args)
 
     _lib.impl(name, kernel, "Autograd", with_keyset=True)
 
 
+_BATCHED = _C.DispatchKey.FuncTorchBatched
+
+
 def call(name: str, *args):
     """Runs op `name` differentiably in every mode: through its Function while a torch.func
     transform is active, else through the op (whose Autograd kernel applies the Function when
-    a gradient or tangent can flow). Compiled and exported graphs see the op."""
-    if not torch.compiler.is_compiling() and _C._are_functorch_transforms_active():
+    a gradient or tangent can flow). Compiled and exported graphs see the op. Inside an op's
+    registered vmap rule (torch.func's batching key excluded, its vmap level still on the
+    stack) the op itself runs, as torch.func expects there."""
+    if (not torch.compiler.is_compiling() and _C._are_functorch_transforms_active()
+            and not _C._dispatch_tls_is_dispatch_key_excluded(_BATCHED)):
         if name == "max_pool2d_inference":  # (the values of max_pool2d, whose rules need the indices)
             return _FUNCTIONS["max_pool2d"].apply(*args, None)[0]
         return _FUNCTIONS[name].apply(*args, None)
@@ -219,7 +235,7 @@ def _conv_vmap(info, in_dims, x, w, b, stride, padding, dilation, groups, algo):
     if wd is None and bd is None:  # one filter bank for every entry: the entries are more images
         y = call("conv2d", _fold(x, xd, size), w, b, stride, padding, dilation, groups, algo)
         return _out_of_batch(y, size), 0
-    k = w.shape[1 if wd is not None else 0]
+    k = _logical(w, wd)[0]
     if xd is None:
         # Filters per entry, one input: the entries' filters are more output channels. Ordered
         # (group, entry, channel) so each group's output channels stay contiguous.
