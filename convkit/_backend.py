@@ -137,16 +137,21 @@ def use_backend(name: str) -> Iterator[str]:
         _forced.reset(token)
 
 
-@contextlib.contextmanager
-def running_on(name: str) -> Iterator[None]:
-    """Runs a block on backend `name` (already checked): how a backward formula runs on the
-    backend its forward ran on (the autograd engine may call it from another thread, or after
-    the forward's use_backend block has ended)."""
-    token = _forced.set(name)
-    try:
-        yield
-    finally:
-        _forced.reset(token)
+class running_on:
+    """`with running_on(name):` runs a block on backend `name` (already checked): how a backward
+    formula runs on the backend its forward ran on (the autograd engine may call it from another
+    thread, or after the forward's use_backend block has ended). A class, not a generator: it
+    wraps every backward call."""
+    __slots__ = ("name", "token")
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.token = _forced.set(self.name)
+
+    def __exit__(self, *exc) -> None:
+        _forced.reset(self.token)
 
 
 def forced_backend() -> Optional[str]:
