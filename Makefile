@@ -89,7 +89,8 @@ clean:
 # libasan because python doesn't link it, and ASan must find the real __cxa_throw when it starts.
 ASAN_BUILD     ?= build/asan
 SANITIZE_TESTS ?= tests/test_sim.py tests/test_pool.py tests/test_relu.py tests/test_cuda_kernels.py tests/test_half.py \
-                  tests/test_conv2d.py tests/test_conv_half.py tests/test_cuda_variants.py tests/test_hostile.py
+                  tests/test_conv2d.py tests/test_conv_half.py tests/test_cuda_variants.py tests/test_hostile.py \
+                  tests/test_transforms.py
 
 .PHONY: test-sanitize
 test-sanitize: build
@@ -124,7 +125,8 @@ test-variants: build
 # CPU kernels' tests on the 'cpu' backend with the ASan runtime preloaded.
 ASAN_CPU_BUILD     ?= build/asan-cpu
 SANITIZE_CPU_TESTS ?= tests/test_blocked.py tests/test_winograd.py tests/test_conv2d.py tests/test_cpu_peak.py \
-                      tests/test_pool.py tests/test_relu.py tests/test_eager.py tests/test_hostile_cpu.py tests/test_hostile.py
+                      tests/test_pool.py tests/test_relu.py tests/test_eager.py tests/test_hostile_cpu.py tests/test_hostile.py \
+                      tests/test_transforms.py
 
 .PHONY: test-sanitize-cpu
 test-sanitize-cpu: build

@@ -198,6 +198,13 @@ def _out_of_channels(t: Tensor, size: int) -> Tensor:
     return t.view(t.shape[0], size, t.shape[1] // size, *t.shape[2:])
 
 
+def _folded_carrier(like: Tensor, x: Tensor, dim: Optional[int], size: int) -> Tensor:
+    """A pooling backward's shape-only input argument with the vmapped dimension folded into
+    its batch (it costs no memory: see shape_carrier)."""
+    n, c, h, w = _logical(x, dim)
+    return shape_carrier(like, (size * n, c, h, w))
+
+
 def _out_of_batch(t: Tensor, size: int) -> Tensor:
     """[B*N, ...] -> [B, N, ...]."""
     return t.view(size, t.shape[0] // size, *t.shape[1:])
@@ -422,9 +429,8 @@ def _max_pool_bwd_jvp(ctx, tdy, *_):
 
 def _max_pool_bwd_vmap(info, in_dims, dy, x, idx, *pconf):
     size = info.batch_size
-    n, c, h, w = _logical(x, in_dims[1])
-    carrier = shape_carrier(dy, (size * n, c, h, w))
-    dx = call("max_pool2d_backward", _fold(dy, in_dims[0], size), carrier, _fold(idx, in_dims[2], size), *pconf)
+    dx = call("max_pool2d_backward", _fold(dy, in_dims[0], size), _folded_carrier(dy, x, in_dims[1], size),
+              _fold(idx, in_dims[2], size), *pconf)
     return _out_of_batch(dx, size), 0
 
 
@@ -469,9 +475,8 @@ def _avg_pool_bwd_jvp(ctx, tdy, *_):
 
 def _avg_pool_bwd_vmap(info, in_dims, dy, x, *aconf):
     size = info.batch_size
-    n, c, h, w = _logical(x, in_dims[1])
-    carrier = shape_carrier(dy, (size * n, c, h, w))
-    return _out_of_batch(call("avg_pool2d_backward", _fold(dy, in_dims[0], size), carrier, *aconf), size), 0
+    dx = call("avg_pool2d_backward", _fold(dy, in_dims[0], size), _folded_carrier(dy, x, in_dims[1], size), *aconf)
+    return _out_of_batch(dx, size), 0
 
 
 _function("avg_pool2d_backward", 8, _avg_pool_save, _avg_pool_bwd_backward, _avg_pool_bwd_jvp, _avg_pool_bwd_vmap)
