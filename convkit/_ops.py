@@ -76,9 +76,28 @@ def _checked_pool(op, input, kernel_size, stride, padding, dilation, ceil_mode, 
 
 
 def _pool_args(input_hw, kernel_size, stride, padding, dilation, ceil_mode) -> PoolArgs:
+    """The fake implementations' PoolArgs: input_hw may hold torch.SymInts (dimensions traced as
+    dynamic); the output size is then symbolic, computed without a guard (pool_output_size)."""
     out = tuple(pool_output_size(s, k, st, p, d, ceil_mode)
                 for s, k, st, p, d in zip(input_hw, kernel_size, stride, padding, dilation))
     return PoolArgs(tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation), bool(ceil_mode), out)
+
+
+def _example(shape) -> Optional[Tuple[int, ...]]:
+    """A traced tensor's sizes as ints: a dimension traced as dynamic (a torch.SymInt) gives the
+    traced example's value, read without a guard on it; None if a size has none (unbacked).
+    The fake implementations check their arguments on these, as the op checks its own when it
+    runs: an example the op would refuse raises the op's error while tracing, instead of torch's
+    on a negative output size, and a shape traced as dynamic is neither guarded on nor
+    specialized (checking the symbolic sizes themselves would do both)."""
+    sizes = []
+    for s in shape:
+        if type(s) is not int:
+            s = getattr(getattr(s, "node", None), "hint", None)
+            if type(s) is not int:
+                return None
+        sizes.append(s)
+    return tuple(sizes)
 
 
 def shape_carrier(like: Tensor, shape) -> Tensor:
@@ -220,6 +239,10 @@ def conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor], stride: List[i
 
 @conv2d.register_fake
 def _(input, weight, bias, stride, padding, dilation, groups, algo):
+    x, w, b = _example(input.shape), _example(weight.shape), None if bias is None else _example(bias.shape)
+    if x is not None and w is not None:
+        check_conv("convkit::conv2d", x, w, input.dtype, weight.dtype, b, None if bias is None else bias.dtype,
+                   stride, padding, dilation, groups, algo)
     p, q = conv_output_hw(input.shape[2], input.shape[3], weight.shape[2], weight.shape[3],
                           _conv_args(stride, padding, dilation, groups, algo))
     return _empty(input, (input.shape[0], weight.shape[0], p, q), _is_cl(input, weight))
@@ -331,8 +354,15 @@ def max_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding
     return run_max_pool2d(input, a, True)
 
 
+def _check_pool_example(op, input, kernel_size, stride, padding, dilation, ceil_mode) -> None:
+    x = _example(input.shape)
+    if x is not None:
+        check_pool(op, x, input.dtype, kernel_size, stride, padding, dilation, ceil_mode)
+
+
 @max_pool2d.register_fake
 def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+    _check_pool_example("convkit::max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
     a = _pool_args(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     shape, cl = tuple(input.shape[:2]) + a.out_hw, _is_cl(input)
     idx = torch.empty(shape, dtype=torch.int64, device=input.device,
@@ -352,6 +382,7 @@ def max_pool2d_inference(input: Tensor, kernel_size: List[int], stride: List[int
 
 @max_pool2d_inference.register_fake
 def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+    _check_pool_example("convkit::max_pool2d_inference", input, kernel_size, stride, padding, dilation, ceil_mode)
     a = _pool_args(input.shape[2:], kernel_size, stride, padding, dilation, ceil_mode)
     return _empty(input, tuple(input.shape[:2]) + a.out_hw, _is_cl(input))
 
@@ -386,6 +417,8 @@ def avg_pool2d(input: Tensor, kernel_size: List[int], stride: List[int], padding
 
 @avg_pool2d.register_fake
 def _(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    _check_pool_example("convkit::avg_pool2d", input, kernel_size, stride, padding, (1, 1), ceil_mode)
+    check_divisor("convkit::avg_pool2d", divisor_override)
     a = _pool_args(input.shape[2:], kernel_size, stride, padding, (1, 1), ceil_mode)
     return _empty(input, tuple(input.shape[:2]) + a.out_hw, _is_cl(input))
 

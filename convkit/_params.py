@@ -11,6 +11,15 @@ from typing import Optional, Sequence, Tuple
 
 from ._errors import ConvkitTypeError, ConvkitValueError
 
+try:
+    import torch
+    _compiling = torch.compiler.is_compiling
+except ImportError:  # NumPy-only use
+    torch = None
+
+    def _compiling() -> bool:
+        return False
+
 CONV_ALGOS = ("auto", "direct", "im2col", "1x1", "winograd", "blocked")
 #: algos only the CPU backend runs (the CUDA modules have none of them)
 CPU_ONLY_ALGOS = ("winograd", "blocked")
@@ -49,6 +58,20 @@ def _int(v, op: str, name: str) -> int:
     if not -INT64_MAX - 1 <= v <= INT64_MAX:
         raise ConvkitValueError(f"{op}: {name}={v} does not fit in 64 bits (|{name}| must be below 2^63)")
     return v
+
+
+def static(v) -> bool:
+    """Whether a size is a concrete int, not a dimension that torch.compile / torch.export trace
+    as dynamic (a torch.SymInt; under torch.compile's bytecode tracer it even looks like an int,
+    so torch is asked). The checks below skip what needs the value of a dynamic size: comparing
+    it would guard on it (specializing the dimension, or failing an export that declared it
+    dynamic). Nothing goes unchecked: the custom op checks the concrete sizes every time the
+    compiled graph or exported program runs."""
+    if torch is None:
+        return True
+    if isinstance(v, torch.SymInt) or (type(v) is int and _compiling()):
+        return torch.fx.experimental.symbolic_shapes.has_static_value(v)
+    return True
 
 
 def check_shape(op: str, name: str, shape) -> Tuple[int, ...]:
@@ -174,16 +197,20 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
         raise ConvkitValueError(
             f"{op}: input has {c} channels but weight {weight_shape} with groups={groups} expects "
             f"{cg * groups} (weight.shape[1] * groups)")
-    if h < 1 or w < 1:
+    if type(h) is int and type(w) is int and not _compiling():  # (the common case, eager, first)
+        ch = cw = True
+    else:  # an H or W traced as dynamic is checked when the op runs (see static())
+        ch, cw = static(h), static(w)
+    if (ch and h < 1) or (cw and w < 1):
         raise ConvkitValueError(f"{op}: input has an empty spatial dimension, shape {input_shape}")
     pads = conv_padding(padding, (r, s), dilation, stride, op)
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
-    if max(hp, wp) > SIZE_LIMIT:
+    if (ch and hp > SIZE_LIMIT) or (cw and wp > SIZE_LIMIT):
         raise ConvkitValueError(
             f"{op}: the padded input ({hp}, {wp}) is larger than 2^62 (input ({h}, {w}), padding {pads}); "
             f"reduce padding")
     eh, ew = dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1
-    if eh > hp or ew > wp:
+    if (ch and eh > hp) or (cw and ew > wp):
         raise ConvkitValueError(
             f"{op}: kernel size ({r}, {s}) with dilation {dilation} spans ({eh}, {ew}), larger than the "
             f"padded input ({hp}, {wp})")
@@ -220,11 +247,28 @@ class PoolArgs:
 
 
 def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
-    """torch's pooling output size: with ceil_mode a last window starting in the right padding is dropped."""
+    """torch's pooling output size: with ceil_mode a last window starting in the right padding is
+    dropped. `size` may be a torch.SymInt (a dynamic dimension being traced): the result is then
+    a symbolic expression, computed without a branch on `size` (which would guard on it)."""
+    return _pool_out(size, k, s, p, d, ceil_mode, None)
+
+
+def _pool_out(size, k: int, s: int, p: int, d: int, ceil_mode: bool, known: Optional[bool]):
+    """pool_output_size; `known`: whether `size` is static (None: find out, if it matters)."""
     span = size + 2 * p - d * (k - 1) - 1
     out = (span + (s - 1 if ceil_mode else 0)) // s + 1
-    if ceil_mode and (out - 1) * s >= size + p:
-        out -= 1
+    if ceil_mode:
+        if known is None:
+            known = (type(size) is int and not _compiling()) or static(size)
+        if known:
+            if (out - 1) * s >= size + p:
+                out -= 1
+        else:
+            # The windows kept are those that start inside the input or its left padding,
+            # (out - 1) * s < size + p, i.e. out <= (size + p - 1) // s + 1; the ceil exceeds that
+            # by one window at most (a padding of at most half the kernel, as check_pool requires,
+            # keeps span <= size), so this min is the branch above, without a guard on `size`.
+            out = torch.sym_min(out, (size + p - 1) // s + 1)
     return out
 
 
@@ -244,20 +288,24 @@ def check_pool(op: str, input_shape, dtype, kernel_size, stride=None, padding=0,
         raise ConvkitValueError(
             f"{op}: padding must be between 0 and half the kernel size, got padding={padding} for kernel_size={kernel}")
     n, c, h, w = input_shape
-    if c < 1 or h < 1 or w < 1:
+    if type(c) is int and type(h) is int and type(w) is int and not _compiling():  # (the common case first)
+        cc = ch = cw = True
+    else:  # a C, H or W traced as dynamic is checked when the op runs (see static())
+        cc, ch, cw = static(c), static(h), static(w)
+    if (cc and c < 1) or (ch and h < 1) or (cw and w < 1):
         raise ConvkitValueError(f"{op}: input has an empty non-batch dimension, shape {input_shape}")
     hp, wp = h + 2 * padding[0], w + 2 * padding[1]
     spans = (dilation[0] * (kernel[0] - 1) + 1, dilation[1] * (kernel[1] - 1) + 1)
     if max(spans) > SIZE_LIMIT:
         raise ConvkitValueError(f"{op}: kernel_size={kernel} with dilation={dilation} spans {spans}, 2^62 or more")
-    if hp * wp > SIZE_LIMIT:  # (an average pool's divisor is a window's area, clipped to the padded input)
+    if ch and cw and hp * wp > SIZE_LIMIT:  # (an average pool's divisor is a window's area, clipped to the padded input)
         raise ConvkitValueError(
             f"{op}: kernel_size={kernel} with padding={padding} on input ({h}, {w}) spans a padded area of "
             f"{hp} x {wp}, larger than 2^62")
     ceil_mode = bool(ceil_mode)
-    out = (pool_output_size(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode),
-           pool_output_size(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode))
-    if min(out) < 1:
+    out = (_pool_out(h, kernel[0], stride[0], padding[0], dilation[0], ceil_mode, ch),
+           _pool_out(w, kernel[1], stride[1], padding[1], dilation[1], ceil_mode, cw))
+    if (ch and out[0] < 1) or (cw and out[1] < 1):
         raise ConvkitValueError(
             f"{op}: output would be empty: input ({h}, {w}), kernel_size={kernel}, stride={stride}, "
             f"padding={padding}, dilation={dilation} give output size {out}")

@@ -99,7 +99,9 @@ def _np(a):
 
 
 def _shape4(shape) -> tuple:
-    shape = tuple(int(s) for s in shape)
+    """shape as 4 dims (N, C, H, W). Its entries stay as they are: ints, or torch.SymInts while
+    torch.compile / torch.export trace with dynamic shapes (int() would specialize them)."""
+    shape = tuple(shape)
     return shape if len(shape) == 4 else (1,) + shape
 
 

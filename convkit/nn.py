@@ -2,6 +2,13 @@
 
 Conv2d, MaxPool2d, AvgPool2d and ReLU subclass their torch.nn counterparts: same constructor
 arguments (padding_mode included), same parameters and state_dict; only forward differs.
+
+TorchScript: torch.jit.script compiles each forward's `torch.jit.is_scripting()` branch, which
+calls the torch.ops.convkit ops directly (TorchScript cannot compile convkit.functional: NumPy,
+keyword-only arguments, ...); eager code runs `_eager_forward`, the convkit.functional path,
+which TorchScript leaves out (@torch.jit.unused). The ops check their own arguments, and
+autograd goes through them, so a scripted model trains; a saved one loads where convkit is
+imported (that registers the ops).
 """
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.modules.utils import _pair
 
 from . import functional as CF
 from ._errors import ConvkitValueError
@@ -32,13 +41,41 @@ class Conv2d(torch.nn.Conv2d):
         super().__init__(*args, **kwargs)
         self.algo = _check_algo(algo)
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self._script_forward(input)
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: Tensor) -> Tensor:
         if self.padding_mode != "zeros":
             padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return CF.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups,
                              algo=self.algo)
         return CF.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                          algo=self.algo)
+
+    def _script_forward(self, input: Tensor) -> Tensor:
+        """forward under TorchScript: torch.ops.convkit.conv2d with the padding resolved to four
+        pads (top, bottom, left, right), as convkit.functional resolves it."""
+        x = input.unsqueeze(0) if input.dim() == 3 else input
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            pads = [0, 0, 0, 0]
+        elif isinstance(self.padding, str):  # (a constant: TorchScript compiles one branch)
+            if self.padding == "same":
+                if self.stride[0] != 1 or self.stride[1] != 1:
+                    raise ValueError("convkit::conv2d: padding='same' is not supported for strided convolutions")
+                th = self.dilation[0] * (self.kernel_size[0] - 1)
+                tw = self.dilation[1] * (self.kernel_size[1] - 1)
+                pads = [th // 2, th - th // 2, tw // 2, tw - tw // 2]  # (torch's: the extra pad bottom/right)
+            else:  # 'valid' (torch.nn.Conv2d refuses any other string)
+                pads = [0, 0, 0, 0]
+        else:
+            pads = [self.padding[0], self.padding[0], self.padding[1], self.padding[1]]
+        y = torch.ops.convkit.conv2d(x, self.weight, self.bias, _pair(self.stride), pads, _pair(self.dilation),
+                                     self.groups, self.algo)
+        return y.squeeze(0) if input.dim() == 3 else y
 
     def extra_repr(self):
         return super().extra_repr() + f", algo={self.algo!r}"
@@ -47,7 +84,24 @@ class Conv2d(torch.nn.Conv2d):
 class MaxPool2d(torch.nn.MaxPool2d):
     """torch.nn.MaxPool2d on convkit's kernels."""
 
-    def forward(self, input):
+    # No return annotation, as torch.nn.MaxPool2d: TorchScript infers Tensor, or (Tensor, Tensor)
+    # with return_indices (a constant, so only its branch is compiled).
+    def forward(self, input: Tensor):
+        if torch.jit.is_scripting():
+            x = input.unsqueeze(0) if input.dim() == 3 else input
+            conf = (_pair(self.kernel_size), _pair(self.stride), _pair(self.padding), _pair(self.dilation))
+            if self.return_indices:
+                y, idx = torch.ops.convkit.max_pool2d(x, conf[0], conf[1], conf[2], conf[3], self.ceil_mode)
+                return (y.squeeze(0), idx.squeeze(0)) if input.dim() == 3 else (y, idx)
+            if torch.is_grad_enabled() and input.requires_grad:
+                y = torch.ops.convkit.max_pool2d(x, conf[0], conf[1], conf[2], conf[3], self.ceil_mode)[0]
+            else:  # no gradient and no indices wanted: skip computing them
+                y = torch.ops.convkit.max_pool2d_inference(x, conf[0], conf[1], conf[2], conf[3], self.ceil_mode)
+            return y.squeeze(0) if input.dim() == 3 else y
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input):
         return CF.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                              ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
@@ -55,7 +109,16 @@ class MaxPool2d(torch.nn.MaxPool2d):
 class AvgPool2d(torch.nn.AvgPool2d):
     """torch.nn.AvgPool2d on convkit's kernels."""
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            x = input.unsqueeze(0) if input.dim() == 3 else input
+            y = torch.ops.convkit.avg_pool2d(x, _pair(self.kernel_size), _pair(self.stride), _pair(self.padding),
+                                             self.ceil_mode, self.count_include_pad, self.divisor_override)
+            return y.squeeze(0) if input.dim() == 3 else y
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: Tensor) -> Tensor:
         return CF.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                              self.count_include_pad, self.divisor_override)
 
@@ -63,7 +126,18 @@ class AvgPool2d(torch.nn.AvgPool2d):
 class ReLU(torch.nn.ReLU):
     """torch.nn.ReLU on convkit's kernels (inplace supported)."""
 
-    def forward(self, input):
+    def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            if not self.inplace:
+                return torch.ops.convkit.relu(input)
+            if torch.is_grad_enabled() and input.requires_grad:  # (autograd through the functional op)
+                return input.copy_(torch.ops.convkit.relu(input))
+            torch.ops.convkit.relu_(input)
+            return input
+        return self._eager_forward(input)
+
+    @torch.jit.unused
+    def _eager_forward(self, input: Tensor) -> Tensor:
         return CF.relu(input, inplace=self.inplace)
 
 
