@@ -74,13 +74,19 @@ def static(v) -> bool:
     return True
 
 
+def _dynamic(v) -> bool:
+    """Whether v is a size torch.compile / torch.export trace as dynamic (see static())."""
+    return not (type(v) is int and not _compiling()) and not static(v)
+
+
 def check_shape(op: str, name: str, shape) -> Tuple[int, ...]:
-    """A shape argument (input_shape, weight_shape) as ints, each in [0, 2^62]."""
+    """A shape argument (input_shape, weight_shape) as ints, each in [0, 2^62]. A dimension traced
+    as dynamic stays symbolic, unchecked here (the op checks it when it runs; see static())."""
     if not hasattr(shape, "__len__"):
         raise ConvkitTypeError(f"{op}: {name} must be a sequence of ints, got {shape!r}")
-    dims = tuple(_int(d, op, name) for d in shape)
+    dims = tuple(d if _dynamic(d) else _int(d, op, name) for d in shape)
     for d in dims:
-        if not 0 <= d <= SIZE_LIMIT:
+        if not _dynamic(d) and not 0 <= d <= SIZE_LIMIT:
             raise ConvkitValueError(f"{op}: {name} {dims} has a dimension outside [0, 2^62]")
     return dims
 
