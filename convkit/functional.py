@@ -248,9 +248,9 @@ def max_pool2d(input, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None
         conf = (list(a.kernel), list(a.stride), list(a.padding), list(a.dilation), a.ceil_mode)
         if _eager.eager(x):
             y, idx = _eager.max_pool2d(x, a, bool(return_indices))
-        elif return_indices or (torch.is_grad_enabled() and input.requires_grad):
+        elif return_indices:
             y, idx = _autograd.call("max_pool2d", x, *conf)
-        else:  # no gradient and no indices wanted: skip computing them
+        else:  # the values alone (the op computes indices only when a derivative can flow)
             y, idx = _autograd.call("max_pool2d_inference", x, *conf), None
     if not batched:
         y, idx = y[0], (None if idx is None else idx[0])

@@ -93,10 +93,8 @@ class MaxPool2d(torch.nn.MaxPool2d):
             if self.return_indices:
                 y, idx = torch.ops.convkit.max_pool2d(x, conf[0], conf[1], conf[2], conf[3], self.ceil_mode)
                 return (y.squeeze(0), idx.squeeze(0)) if input.dim() == 3 else (y, idx)
-            if torch.is_grad_enabled() and input.requires_grad:
-                y = torch.ops.convkit.max_pool2d(x, conf[0], conf[1], conf[2], conf[3], self.ceil_mode)[0]
-            else:  # no gradient and no indices wanted: skip computing them
-                y = torch.ops.convkit.max_pool2d_inference(x, conf[0], conf[1], conf[2], conf[3], self.ceil_mode)
+            # the values alone (the op computes indices only when a gradient can flow)
+            y = torch.ops.convkit.max_pool2d_inference(x, conf[0], conf[1], conf[2], conf[3], self.ceil_mode)
             return y.squeeze(0) if input.dim() == 3 else y
         return self._eager_forward(input)
 

@@ -105,9 +105,9 @@ def test_export_dynamic_nn(backend, which):
     ours, ref = _models(backend, conv=which == "conv")
     dev = device_of(backend)
     with convkit.use_backend(backend):
-        # (an example that requires grad: a graph traced without any gradient, as this parameterless
-        # pool_relu model's would be, holds max_pool2d_inference, which has no backward)
-        x = rand(EXAMPLE, F64, dev).requires_grad_(True)
+        # (an example that needs no gradient: the parameterless pool_relu model's graph then holds
+        # max_pool2d_inference, whose Autograd kernel runs max_pool2d when a gradient is wanted)
+        x = rand(EXAMPLE, F64, dev)
         ep = torch.export.export(ours, (x,), dynamic_shapes={"input": DIMS})
         _assert_dynamic(ep, mins={2: 26, 3: 30})
         names = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
@@ -151,7 +151,7 @@ def test_export_dynamic_functional(backend, which):
     dev = device_of(backend)
     ours = _Functional(CF, which == "conv").to(dev)
     ref = _Functional(torch.nn.functional, which == "conv").to(dev)
-    x = rand((2, 3, 17, 14), F64, dev).requires_grad_(True)  # (see test_export_dynamic_nn)
+    x = rand((2, 3, 17, 14), F64, dev).requires_grad_(True)  # (an example that requires grad, this time)
     dims = {0: Dim("b", max=16), 2: Dim("h", min=12, max=256), 3: Dim("w", min=12, max=256)}
     with convkit.use_backend(backend):
         ep = torch.export.export(ours, (x,), dynamic_shapes={"x": dims})
