@@ -213,8 +213,19 @@ def _out_of_batch(t: Tensor, size: int) -> Tensor:
 # ---- conv2d and its backward ops -------------------------------------------------------------
 # conf = (stride, padding, dilation, groups, algo), the ops' trailing arguments.
 
-def _conv_save(ctx, args, output):
+def _save_two(ctx, args, output):
+    """The two tensors of a conv op (x and w, dy and w, dy and x): what its formulas need."""
     return args[0], args[1]
+
+
+def _bilinear_jvp(name: str):
+    """The jvp of a backward op bilinear in its two tensors: op(ta, b) + op(a, tb)."""
+    def jvp(ctx, ta, tb, *_):
+        a, b = ctx.saved_tensors
+        rest = ctx.args[2:]
+        return _sum(None if ta is None else call(name, ta, b, *rest),
+                    None if tb is None else call(name, a, tb, *rest))
+    return jvp
 
 
 def _conv_backward(ctx, grad):
@@ -262,11 +273,7 @@ def _conv_vmap(info, in_dims, x, w, b, stride, padding, dilation, groups, algo):
     return _out_of_channels(y, size), 1
 
 
-_function("conv2d", 8, _conv_save, _conv_backward, _conv_jvp, _conv_vmap)
-
-
-def _bwd_input_save(ctx, args, output):
-    return args[0], args[1]
+_function("conv2d", 8, _save_two, _conv_backward, _conv_jvp, _conv_vmap)
 
 
 def _bwd_input_backward(ctx, gg):
@@ -277,13 +284,6 @@ def _bwd_input_backward(ctx, gg):
     g_dy = call("conv2d", gg, w, None, *conf) if need[0] else None
     g_w = call("conv2d_backward_weight", dy, gg, list(w.shape), *conf) if need[1] else None
     return g_dy, g_w
-
-
-def _bwd_input_jvp(ctx, tdy, tw, *_):
-    dy, w = ctx.saved_tensors
-    size, conf = ctx.args[2], ctx.args[3:]
-    return _sum(None if tdy is None else call("conv2d_backward_input", tdy, w, size, *conf),
-                None if tw is None else call("conv2d_backward_input", dy, tw, size, *conf))
 
 
 def _bwd_input_vmap(info, in_dims, dy, w, input_size, stride, padding, dilation, groups, algo):
@@ -300,11 +300,8 @@ def _bwd_input_vmap(info, in_dims, dy, w, input_size, stride, padding, dilation,
     return _out_of_channels(dx, size), 1
 
 
-_function("conv2d_backward_input", 8, _bwd_input_save, _bwd_input_backward, _bwd_input_jvp, _bwd_input_vmap)
-
-
-def _bwd_weight_save(ctx, args, output):
-    return args[0], args[1]
+_function("conv2d_backward_input", 8, _save_two, _bwd_input_backward, _bilinear_jvp("conv2d_backward_input"),
+          _bwd_input_vmap)
 
 
 def _bwd_weight_backward(ctx, gg):
@@ -315,13 +312,6 @@ def _bwd_weight_backward(ctx, gg):
     g_dy = call("conv2d", x, gg, None, *conf) if need[0] else None
     g_x = call("conv2d_backward_input", dy, gg, list(x.shape), *conf) if need[1] else None
     return g_dy, g_x
-
-
-def _bwd_weight_jvp(ctx, tdy, tx, *_):
-    dy, x = ctx.saved_tensors
-    size, conf = ctx.args[2], ctx.args[3:]
-    return _sum(None if tdy is None else call("conv2d_backward_weight", tdy, x, size, *conf),
-                None if tx is None else call("conv2d_backward_weight", dy, tx, size, *conf))
 
 
 def _bwd_weight_vmap(info, in_dims, dy, x, weight_size, stride, padding, dilation, groups, algo):
@@ -335,7 +325,8 @@ def _bwd_weight_vmap(info, in_dims, dy, x, weight_size, stride, padding, dilatio
     return dw.view(size, k, cg, r, s), 0
 
 
-_function("conv2d_backward_weight", 8, _bwd_weight_save, _bwd_weight_backward, _bwd_weight_jvp, _bwd_weight_vmap)
+_function("conv2d_backward_weight", 8, _save_two, _bwd_weight_backward, _bilinear_jvp("conv2d_backward_weight"),
+          _bwd_weight_vmap)
 
 
 def _bwd_bias_save(ctx, args, output):

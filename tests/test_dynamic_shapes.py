@@ -194,16 +194,22 @@ def test_export_dynamic_channels_last(backend):
             assert y.stride() == yr.stride(), f"{shape}: strides {y.stride()}, torch's {yr.stride()}"
 
 
+def _unbatched_pair(dev):
+    """convkit's and torch's layers, the same weights, for the unbatched (C, H, W) tests."""
+    def layers(M):
+        return tnn.Sequential(M.Conv2d(3, 4, 3, padding=1), M.ReLU(), M.MaxPool2d(3, 2, 1, ceil_mode=True),
+                              M.AvgPool2d(3, 1, 1), M.Conv2d(4, 2, 3, stride=2)).to(F64).to(dev)
+    ours, ref = layers(cnn), layers(tnn)
+    ref.load_state_dict(ours.state_dict())
+    return ours, ref
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_export_dynamic_unbatched(backend):
     """An unbatched (C, H, W) input exports with H and W dynamic."""
     skip_without_conv(backend)
     dev = device_of(backend)
-    layers = lambda M: tnn.Sequential(M.Conv2d(3, 4, 3, padding=1), M.ReLU(),  # noqa: E731
-                                      M.MaxPool2d(3, 2, 1, ceil_mode=True), M.AvgPool2d(3, 1, 1),
-                                      M.Conv2d(4, 2, 3, stride=2)).to(F64).to(dev)
-    ours, ref = layers(cnn), layers(tnn)
-    ref.load_state_dict(ours.state_dict())
+    ours, ref = _unbatched_pair(dev)
     with convkit.use_backend(backend):
         ep = torch.export.export(ours, (rand((3, 19, 20), F64, dev),),
                                  dynamic_shapes={"input": {1: Dim("h", min=10), 2: Dim("w", min=10)}})
@@ -353,11 +359,7 @@ def test_compile_mark_dynamic_batch(backend):
 def test_compile_dynamic_unbatched(backend):
     skip_without_conv(backend)
     dev = device_of(backend)
-    layers = lambda M: tnn.Sequential(M.Conv2d(3, 4, 3, padding=1), M.ReLU(),  # noqa: E731
-                                      M.MaxPool2d(3, 2, 1, ceil_mode=True), M.AvgPool2d(3, 1, 1),
-                                      M.Conv2d(4, 2, 3, stride=2)).to(F64).to(dev)
-    ours, ref = layers(cnn), layers(tnn)
-    ref.load_state_dict(ours.state_dict())
+    ours, ref = _unbatched_pair(dev)
     torch._dynamo.reset()
     counter = _Counting()
     with convkit.use_backend(backend):
