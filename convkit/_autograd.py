@@ -26,21 +26,20 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-import torch.autograd.forward_ad as _fwad
 from torch import Tensor
 
 from . import _backend
+from . import _compat as C
 from ._errors import ConvkitNotImplementedError
 from ._ops import shape_carrier
 
-_C = torch._C
 ops = torch.ops.convkit
 
 
 def forward_ad_active() -> bool:
     """True inside a forward-mode AD dual level (torch.autograd.forward_ad.dual_level), where a
     dual tensor's tangent must be carried through."""
-    return _fwad._current_level >= 0 and _C._is_fwd_grad_enabled()
+    return C.forward_ad_level_open() and C.fwd_grad_enabled()
 
 
 def transforms_active() -> bool:
@@ -49,7 +48,7 @@ def transforms_active() -> bool:
     through pointers must not be used."""
     if torch.compiler.is_compiling():
         return False
-    return _C._are_functorch_transforms_active() or forward_ad_active()
+    return C.functorch_active() or forward_ad_active()
 
 
 def _device(*tensors) -> str:
@@ -78,8 +77,8 @@ def _function(name: str, n_args: int, save: Callable, backward: Callable, jvp: C
         keyset = args[-1]
         if keyset is None:
             return op(*args[:-1])
-        with _C._AutoDispatchBelowAutograd():
-            return op.redispatch(keyset & _C._after_autograd_keyset, *args[:-1])
+        with C.BelowAutograd():
+            return op.redispatch(keyset & C.AFTER_AUTOGRAD, *args[:-1])
 
     def setup_context(ctx, inputs, output):
         args = inputs[:-1]
@@ -117,17 +116,12 @@ def _function(name: str, n_args: int, save: Callable, backward: Callable, jvp: C
 _lib = torch.library.Library("convkit", "IMPL")  # kept alive: it owns the Autograd kernels
 
 
-def _only_vmap_layers() -> bool:
-    """Whether every active torch.func transform is a vmap (no grad or jvp level to record on)."""
-    return all(i.key() == _C._functorch.TransformType.Vmap for i in _C._functorch.get_interpreter_stack() or ())
-
-
 def _register_autograd_kernel(name: str, op, cls) -> None:
     def kernel(keyset, *args):
-        if (_C.is_grad_enabled() and _C._any_requires_grad(*args)) or forward_ad_active():
-            if not _C._are_functorch_transforms_active():
+        if (torch.is_grad_enabled() and C.any_requires_grad(*args)) or forward_ad_active():
+            if not C.functorch_active():
                 return cls.apply(*args, keyset)
-            if _only_vmap_layers():
+            if C.only_vmap_layers():
                 # Inside a vmap batching rule (the op's own, or torch's), on tensors that plain
                 # autograd tracks: record the Function as plain autograd would, without
                 # torch.func's custom_function_call (which has no kernel at this level).
@@ -136,13 +130,10 @@ def _register_autograd_kernel(name: str, op, cls) -> None:
                 f"convkit::{name}: torch.func transforms (grad, vjp, jacrev, jacfwd, jvp, hessian) cannot "
                 f"differentiate through a torch.library custom op called directly; call "
                 f"convkit.functional (or the convkit.nn layers), which carry convkit's own rules into them")
-        with _C._AutoDispatchBelowAutograd():
-            return op.redispatch(keyset & _C._after_autograd_keyset, *args)
+        with C.BelowAutograd():
+            return op.redispatch(keyset & C.AFTER_AUTOGRAD, *args)
 
     _lib.impl(name, kernel, "Autograd", with_keyset=True)
-
-
-_BATCHED = _C.DispatchKey.FuncTorchBatched
 
 
 def call(name: str, *args):
@@ -151,8 +142,7 @@ def call(name: str, *args):
     a gradient or tangent can flow). Compiled and exported graphs see the op. Inside an op's
     registered vmap rule (torch.func's batching key excluded, its vmap level still on the
     stack) the op itself runs, as torch.func expects there."""
-    if (not torch.compiler.is_compiling() and _C._are_functorch_transforms_active()
-            and not _C._dispatch_tls_is_dispatch_key_excluded(_BATCHED)):
+    if not torch.compiler.is_compiling() and C.functorch_active() and not C.batching_key_excluded():
         if name == "max_pool2d_inference":  # (the values of max_pool2d, whose rules need the indices)
             return _FUNCTIONS["max_pool2d"].apply(*args, None)[0]
         return _FUNCTIONS[name].apply(*args, None)
@@ -393,10 +383,10 @@ def _max_pool_inference_vmap(info, in_dims, x, *pconf):
 def _max_pool_inference_autograd(keyset, *args):
     # Values without indices, for calls no derivative flows through; when one can, it is
     # max_pool2d's values (the derivatives need the indices).
-    if (_C.is_grad_enabled() and _C._any_requires_grad(*args)) or forward_ad_active():
+    if (torch.is_grad_enabled() and C.any_requires_grad(*args)) or forward_ad_active():
         return ops.max_pool2d(*args)[0]
-    with _C._AutoDispatchBelowAutograd():
-        return ops.max_pool2d_inference.default.redispatch(keyset & _C._after_autograd_keyset, *args)
+    with C.BelowAutograd():
+        return ops.max_pool2d_inference.default.redispatch(keyset & C.AFTER_AUTOGRAD, *args)
 
 
 torch.library.register_vmap(ops.max_pool2d_inference.default, _max_pool_inference_vmap)

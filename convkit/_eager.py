@@ -17,8 +17,8 @@ Both paths call the same kernels with the same arguments: results are bit-identi
 from __future__ import annotations
 
 import torch
-import torch.autograd.forward_ad as _fwad
 
+from . import _compat as C
 from . import _kernels as K
 from ._autograd import call
 from ._backend import backend_for, running_on
@@ -26,16 +26,14 @@ from ._ops import (run_avg_pool2d, run_avg_pool2d_bwd, run_conv2d, run_conv2d_bw
                    run_max_pool2d, run_max_pool2d_bwd, run_relu, run_relu_bwd, run_relu_inplace, shape_carrier)
 from ._params import ConvArgs, PoolArgs
 
-_C = torch._C
-
 
 def eager(*tensors) -> bool:
     """Whether convkit.functional may run an op on these tensors straight through the kernels."""
     if torch.compiler.is_compiling():  # first: dynamo folds it, and never traces the rest
         return False
-    if (_C._len_torch_dispatch_stack() or _C._len_torch_function_stack() or _C._are_functorch_transforms_active()
-            or _C._get_tracing_state() is not None or _C._is_any_autocast_enabled()
-            or _fwad._current_level >= 0):  # (a forward-AD dual level: tangents need the ops' jvp rules)
+    if (C.torch_dispatch_modes() or C.torch_function_modes() or C.functorch_active()
+            or C.jit_tracing_state() is not None or C.any_autocast_enabled()
+            or C.forward_ad_level_open()):  # (a forward-AD dual level: tangents need the ops' jvp rules)
         return False
     for t in tensors:
         if t is not None and (type(t) is not torch.Tensor or t.is_meta):
@@ -55,8 +53,7 @@ def needs_grad(*tensors) -> bool:
 # convkit._autograd instead.
 
 def _kernels_may_take(dy) -> bool:
-    return not (torch.is_grad_enabled() or _C._are_functorch_transforms_active()
-                or _C._functorch.is_legacy_batchedtensor(dy))
+    return not (torch.is_grad_enabled() or C.functorch_active() or C.is_legacy_batched(dy))
 
 
 def _conf(args: ConvArgs):

@@ -14,9 +14,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torch._prims_common import suggest_memory_format
 
 from . import _kernels as K
+from ._compat import ExcludeKeys, autocast_available, autocast_key, example_value, suggest_memory_format
 from ._errors import ConvkitError, ConvkitValueError
 from ._params import (CONV_WHERE, KERNEL_DTYPES, ConvArgs, PoolArgs, check_conv, check_divisor, check_float_dtype,
                       check_pool, check_rank, conv_output_hw, dtype_name, pool_output_size)
@@ -93,8 +93,8 @@ def _example(shape) -> Optional[Tuple[int, ...]]:
     sizes = []
     for s in shape:
         if type(s) is not int:
-            s = getattr(getattr(s, "node", None), "hint", None)
-            if type(s) is not int:
+            s = example_value(s)
+            if s is None:
                 return None
         sizes.append(s)
     return tuple(sizes)
@@ -322,8 +322,7 @@ def autocast_compute_dtype(device_type: str, dtype: torch.dtype) -> torch.dtype:
 
 
 def _autocast_conv2d_kernel(device_type: str):
-    key = "Autocast" + torch._C._dispatch_key_for_device(device_type)
-    exclude = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+    key, exclude = autocast_key(device_type)
 
     def kernel(_keyset, input, weight, bias, stride, padding, dilation, groups, algo):
         def cast(t):
@@ -331,7 +330,7 @@ def _autocast_conv2d_kernel(device_type: str):
                 return t
             return t.to(autocast_compute_dtype(device_type, t.dtype))
 
-        with torch._C._ExcludeDispatchKeyGuard(exclude):
+        with ExcludeKeys(exclude):
             return conv2d(cast(input), cast(weight), cast(bias), stride, padding, dilation, groups, algo)
 
     return key, kernel
@@ -339,7 +338,7 @@ def _autocast_conv2d_kernel(device_type: str):
 
 _autocast_lib = torch.library.Library("convkit", "IMPL")  # kept alive: it owns the registrations
 for _device_type in ("cuda", "cpu"):
-    if torch._C._is_autocast_available(_device_type):
+    if autocast_available(_device_type):
         _key, _kernel = _autocast_conv2d_kernel(_device_type)
         _autocast_lib.impl("conv2d", _kernel, _key, with_keyset=True)
 

@@ -23,7 +23,7 @@ from ._params import (CONV_WHERE, KERNEL_DTYPES, check_conv, check_divisor, chec
 try:
     import torch
     from . import _ops  # noqa: F401  (registers torch.ops.convkit.*)
-    from . import _autograd, _eager
+    from . import _autograd, _compat, _eager
 except ImportError:  # NumPy-only use
     torch = None
 
@@ -148,7 +148,7 @@ def _autocast_dtypes(*tensors):
     """The dtypes torch.ops.convkit.conv2d computes these tensors in: under torch.autocast, the
     ones on an autocast-enabled device type become what its autocast rule casts them to (so
     float32 weights meet a bfloat16 activation, as with torch's conv2d); else their own."""
-    if not torch._C._is_any_autocast_enabled():
+    if not _compat.any_autocast_enabled():
         return [None if t is None else t.dtype for t in tensors]
     out = []
     for t in tensors:
