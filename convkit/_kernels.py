@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _backend, _env
 from ._errors import ConvkitError, ConvkitMemoryError, ConvkitNotImplementedError, ConvkitValueError
-from ._params import (CPU_ONLY_ALGOS, CUDA_INDEX_LIMIT, SIZE_LIMIT, ConvArgs, PoolArgs, _int, check_float_dtype,
+from ._params import (CUDA_INDEX_LIMIT, SIZE_LIMIT, ConvArgs, PoolArgs, _int, check_float_dtype,
                       conv_output_hw, dtype_name)
 
 try:
@@ -355,11 +355,6 @@ def _is_pointwise(p, args: ConvArgs) -> bool:
     return p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0)
 
 
-def _is_winograd_shape(p, args: ConvArgs) -> bool:
-    """A 3x3 kernel with stride 1 and dilation 1: what algo='winograd' takes (any padding, groups)."""
-    return (p.R, p.S) == (3, 3) and args.stride == (1, 1) and args.dilation == (1, 1)
-
-
 def _heuristic_algo_cpu(p, args: ConvArgs) -> str:
     """algo='auto' without timing on the 'cpu' backend. A pointwise layer is a GEMM ("1x1").
     Any other layer with 16 or more output channels per group runs "blocked": on a 2-core
@@ -406,14 +401,10 @@ def _heuristic_algo(p, args: ConvArgs, backend: str = "cpu") -> str:
 
 
 def _candidates(p, args: ConvArgs, backend: str = "cpu"):
-    algos = ["direct", "im2col"]
-    if _is_pointwise(p, args):
-        algos.append("1x1")
-    if not _backend.is_cuda_backend(backend):
-        algos.append("blocked")
-        if _is_winograd_shape(p, args):
-            algos.append("winograd")
-    return algos
+    """The algorithms `backend`'s module builds that compute p, in the registry's order
+    (csrc/common/conv_algo.h: the module's conv_algos() and its one applicability rule)."""
+    mod = _backend.module(backend)
+    return [a for a in mod.conv_algos() if not mod.conv_algo_refusal(a, p)]
 
 
 def _capturing(like) -> bool:
@@ -488,6 +479,16 @@ def _time_algos(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs, dt: str)
     return best
 
 
+_algos_of = {}  # backend name -> its module's conv_algos() (the registry's names it builds)
+
+
+def _conv_algos(k) -> tuple:
+    algos = _algos_of.get(k.name)
+    if algos is None:
+        algos = _algos_of[k.name] = tuple(k.mod.conv_algos())
+    return algos
+
+
 _CONV_KERNELS = {"fwd": "conv2d_fwd", "bwd_input": "conv2d_bwd_input", "bwd_weight": "conv2d_bwd_weight"}
 
 
@@ -496,9 +497,9 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
     op = {"fwd": "conv2d", "bwd_input": "conv2d_backward_input", "bwd_weight": "conv2d_backward_weight"}[kind]
     k = _module(a, op, "input" if kind == "fwd" else "grad_output")
     k.require(_CONV_KERNELS[kind], op)
-    if args.algo in CPU_ONLY_ALGOS and _backend.is_cuda_backend(k.name):
-        raise ConvkitValueError(f"{op}: algo={args.algo!r} runs only on the 'cpu' backend, not on {k.name!r}; "
-                                f"choose one of direct, im2col, 1x1, auto there")
+    if args.algo != "auto" and args.algo not in _conv_algos(k):
+        raise ConvkitValueError(f"{op}: algo={args.algo!r} is not built for the {k.name!r} backend; "
+                                f"choose one of {', '.join(_conv_algos(k))}, auto there")
     if x_shape[0] == 0:
         return _zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
     if k.name != "cpu":

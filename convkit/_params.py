@@ -20,9 +20,10 @@ except ImportError:  # NumPy-only use
     def _compiling() -> bool:
         return False
 
-CONV_ALGOS = ("auto", "direct", "im2col", "1x1", "winograd", "blocked")
-#: algos only the CPU backend runs (the CUDA modules have none of them)
-CPU_ONLY_ALGOS = ("winograd", "blocked")
+#: the algo names (algo=...): "auto" and csrc/common/conv_algo.h's registry, which each compiled
+#: module reports as conv_algos() (the ones it builds). _params imports nothing of convkit, so the
+#: name check here uses this copy; tests/test_layering.py checks it against the modules.
+CONV_ALGOS = ("auto", "direct", "im2col", "1x1", "blocked", "winograd")
 FLOAT_DTYPES = ("float32", "float64")
 HALF_DTYPES = ("float16", "bfloat16")
 #: the dtypes some backend's kernels take (convolutions, pooling and ReLU alike); each backend

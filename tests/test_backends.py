@@ -242,3 +242,55 @@ def test_half_conv_fakes_on_every_backend(dtype):
     with torch.device("meta"):
         ym = CF.conv2d(torch.empty(2, 4, 9, 8, dtype=dtype), torch.empty(6, 2, 3, 3, dtype=dtype), padding=1, groups=2)
     assert ym.dtype == dtype and ym.shape == (2, 6, 9, 8)
+
+
+# ---- the convolution-algorithm registry (csrc/common/conv_algo.h) ----------------------------------
+
+def test_conv_algo_names_are_the_registry():
+    """_params.CONV_ALGOS (the name check, in a module that imports nothing of convkit) is "auto"
+    plus the registry's names in its order, as the compiled modules report them."""
+    import convkit._params as P
+    seen = []
+    for name in convkit.available_backends():
+        for a in B.module(name).conv_algos():
+            if a not in seen:
+                seen.append(a)
+    assert "cpu" in convkit.available_backends()
+    assert B.module("cpu").conv_algos() == list(P.CONV_ALGOS[1:])
+    assert tuple(seen) == P.CONV_ALGOS[1:]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv_algo_refusal_is_the_python_check(backend):
+    """The registry's applicability rule (conv_algo_refusal) and convkit._params.check_conv agree
+    on which algorithm takes which convolution."""
+    import convkit._params as P
+    mod = B.module(backend)
+    cases = [((2, 4, 9, 9), (8, 4, 1, 1), 1, 0, 1), ((2, 4, 9, 9), (8, 4, 1, 1), 2, 0, 1),
+             ((2, 4, 9, 9), (8, 4, 1, 1), 1, 1, 1), ((2, 4, 9, 9), (8, 4, 3, 3), 1, 1, 1),
+             ((2, 4, 9, 9), (8, 4, 3, 3), 2, 1, 1), ((2, 4, 9, 9), (8, 4, 3, 3), 1, 2, 2),
+             ((2, 4, 9, 9), (8, 2, 3, 3), 1, 0, 1), ((2, 4, 9, 9), (8, 4, 5, 5), 1, 2, 1)]
+    for xs, ws, stride, pad, dil in cases:
+        groups = xs[1] // ws[1]
+        base = P.check_conv("t", xs, ws, "float32", "float32", stride=stride, padding=pad, dilation=dil,
+                            groups=groups)
+        p = mod.ConvParams(*xs, ws[0], ws[2], ws[3], stride, stride, pad, pad, pad, pad, dil, dil, groups)
+        for algo in mod.conv_algos():
+            try:
+                P.check_conv("t", xs, ws, "float32", "float32", stride=base.stride, padding=pad, dilation=dil,
+                             groups=groups, algo=algo)
+                python_takes = True
+            except ValueError:
+                python_takes = False
+            assert (mod.conv_algo_refusal(algo, p) == "") == python_takes, (backend, algo, xs, ws, stride, pad, dil)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_algo_not_built_for_a_backend_names_the_ones_it_has(backend):
+    mod = B.module(backend)
+    missing = [a for a in convkit.CONV_ALGOS[1:] if a not in mod.conv_algos()]
+    if not missing:
+        pytest.skip(f"{backend!r} builds every algorithm")
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(2, 2, 3, 3)
+    with convkit.use_backend(backend), pytest.raises(ValueError, match="not built for the"):
+        convkit.functional.conv2d(x.to(device_of(backend)), w.to(device_of(backend)), algo=missing[0])

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/conv_algo.h"
 #include "common/error.h"
 
 namespace convkit::bind {
@@ -44,6 +45,9 @@ inline void dispatch_float(const std::string& dtype, const char* op, Fn&& fn) {
 // The ConvParams and PoolParams classes (csrc/bindings/common_params.cpp), module-local so
 // that _cpu, _cuda and _cudasim can each register them in one process.
 void register_params(pybind11::module_& m);
+// conv_algos(): the names of the convolution algorithms a module of `backend` builds, in
+// common/conv_algo.h's order (common_params.cpp).
+void register_conv_algos(pybind11::module_& m, ConvBackend backend);
 
 void register_cpu_conv(pybind11::module_& m);
 void register_cpu_pool(pybind11::module_& m);

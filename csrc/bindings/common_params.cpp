@@ -30,4 +30,23 @@ void register_params(pybind11::module_& m) {
       .def_readonly("P", &PoolParams::P).def_readonly("Q", &PoolParams::Q);
 }
 
+void register_conv_algos(pybind11::module_& m, ConvBackend backend) {
+  m.def(
+      "conv_algos",
+      [backend]() {
+        py::list names;
+        for (const ConvAlgoEntry& e : kConvAlgos)
+          if (e.backends & backend) names.append(e.name);
+        return names;
+      },
+      "The convolution algorithms this module builds (csrc/common/conv_algo.h's names, in its order)");
+  m.def(
+      "conv_algo_refusal",
+      [backend](const std::string& algo, const ConvParams& p) {
+        return conv_algo_refusal(parse_conv_algo(algo, backend, "conv_algo_refusal", "this"), p);
+      },
+      py::arg("algo"), py::arg("p"),
+      "'' when algo computes the convolution p, else why not (common/conv_algo.h's one rule)");
+}
+
 }  // namespace convkit::bind

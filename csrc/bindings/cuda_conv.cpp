@@ -7,6 +7,7 @@
 
 #include "bindings/bind_util.h"
 #include "bindings/cuda_bind_util.h"
+#include "common/conv_algo.h"
 #include "common/params.h"
 #include "cuda/ops.h"
 
@@ -15,18 +16,8 @@ namespace py = pybind11;
 namespace convkit::bind {
 namespace {
 
-cuda::ConvAlgo parse_conv_algo(const std::string& algo, const char* op, const char* backend) {
-  if (algo == "direct") return cuda::ConvAlgo::Direct;
-  if (algo == "im2col") return cuda::ConvAlgo::Im2col;
-  if (algo == "1x1") return cuda::ConvAlgo::OneByOne;
-  throw Error(std::string(op) + ": unknown algo '" + algo + "' on the " + backend + " backend (direct, im2col, 1x1)");
-}
-
-cuda::ConvPass parse_conv_pass(const std::string& pass) {
-  if (pass == "fwd") return cuda::ConvPass::Fwd;
-  if (pass == "bwd_input") return cuda::ConvPass::BwdInput;
-  if (pass == "bwd_weight") return cuda::ConvPass::BwdWeight;
-  throw Error("conv2d_workspace_bytes: unknown pass_ '" + pass + "' (fwd, bwd_input, bwd_weight)");
+ConvAlgo cuda_algo(const std::string& algo, const char* op, const char* backend) {
+  return parse_conv_algo(algo, kConvCuda, op, backend);
 }
 
 std::string conv_shapes(const std::string& algo, const std::string& dtype, const ConvParams& p) {
@@ -41,6 +32,7 @@ std::string conv_shapes(const std::string& algo, const std::string& dtype, const
 }  // namespace
 
 void register_cuda_conv(pybind11::module_& m, const char* backend) {
+  register_conv_algos(m, kConvCuda);
   m.def(
       "conv2d_workspace_bytes",
       [backend](const std::string& algo, const std::string& pass_, const std::string& dtype, const ConvParams& p,
@@ -48,7 +40,7 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
         constexpr const char* op = "conv2d_workspace_bytes";
         int64_t bytes = 0;
         run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
-          bytes = cuda::conv2d_workspace_bytes(parse_conv_algo(algo, op, backend), parse_conv_pass(pass_),
+          bytes = cuda::conv2d_workspace_bytes(cuda_algo(algo, op, backend), parse_conv_pass(pass_, op),
                                                cuda_dtype(dtype, op, backend), p, cap_bytes);
         });
         return bytes;
@@ -64,7 +56,7 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
                 std::uintptr_t stream) {
         constexpr const char* op = "conv2d_fwd";
         run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
-          const cuda::ConvAlgo a = parse_conv_algo(algo, op, backend);
+          const cuda::ConvAlgo a = cuda_algo(algo, op, backend);
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
           if (p.N == 0) return;
           check_ptr(x, op, "x");
@@ -85,7 +77,7 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
                 std::uintptr_t stream) {
         constexpr const char* op = "conv2d_bwd_input";
         run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
-          const cuda::ConvAlgo a = parse_conv_algo(algo, op, backend);
+          const cuda::ConvAlgo a = cuda_algo(algo, op, backend);
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
           if (p.N == 0) return;
           check_ptr(dy, op, "dy");
@@ -106,7 +98,7 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
                 std::uintptr_t stream) {
         constexpr const char* op = "conv2d_bwd_weight";
         run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
-          const cuda::ConvAlgo a = parse_conv_algo(algo, op, backend);
+          const cuda::ConvAlgo a = cuda_algo(algo, op, backend);
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
           check_ptr(dw, op, "dw");
           if (p.N > 0) {

@@ -6,9 +6,27 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "common/conv_algo.h"
 #include "common/params.h"
 
 namespace convkit::cpu {
+
+// ---- the launcher (conv.cpp): the entry points, one per pass ---------------------------------
+// Checks algo's applicability (common/conv_algo.h), handles the empty batch, and runs the
+// algorithm's kernels below. ws: the caller's workspace of ws_bytes bytes, at least
+// conv2d_workspace_bytes(algo, pass, sizeof(T), p, some cap). b may be nullptr (no bias).
+int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, int64_t elem_size, const ConvParams& p,
+                               int64_t cap_bytes);
+template <typename T>
+void conv2d_fwd(ConvAlgo algo, const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws,
+                int64_t ws_bytes);
+template <typename T>
+void conv2d_bwd_input(ConvAlgo algo, const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes);
+template <typename T>
+void conv2d_bwd_weight(ConvAlgo algo, const ConvParams& p, const T* dy, const T* x, T* dw, T* ws,
+                       int64_t ws_bytes);
+
+// ---- the kernels, one file per algorithm (conv_<algo>.cpp) --------------------------------
 
 // ---- direct: no workspace (per-thread scratch holds a zero-padded input patch) -------------
 template <typename T>

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "common/conv_algo.h"
 #include "cuda/conv_algos.h"
 #include "cuda/dtype.cuh"
 #include "cuda/fill.cuh"
@@ -46,18 +47,6 @@ __global__ void __launch_bounds__(kBiasThreads)
 // ---------------------------------------------------------------------------------------------
 // kernel launcher
 
-const char* algo_name(ConvAlgo a) {
-  switch (a) {
-    case ConvAlgo::Direct:
-      return "direct";
-    case ConvAlgo::Im2col:
-      return "im2col";
-    case ConvAlgo::OneByOne:
-      return "1x1";
-  }
-  return "?";
-}
-
 void check_params(ConvAlgo algo, const ConvParams& p, const char* op) {
   if (p.N < 0 || p.C <= 0 || p.H <= 0 || p.W <= 0 || p.K <= 0 || p.R <= 0 || p.S <= 0 || p.P <= 0 || p.Q <= 0 ||
       p.groups <= 0 || p.C % p.groups != 0 || p.K % p.groups != 0)
@@ -69,16 +58,17 @@ void check_params(ConvAlgo algo, const ConvParams& p, const char* op) {
   if (hp > INT32_MAX || wp > INT32_MAX || p.stride_h > hp || p.stride_w > wp)
     throw Error(std::string(op) + ": the padded input (" + std::to_string(hp) + ", " + std::to_string(wp) +
                 ") or a stride past it is outside the CUDA kernels' 32-bit plane indexing");
-  if (algo == ConvAlgo::OneByOne && !p.is_1x1())
-    throw Error(std::string(op) + ": algo '1x1' needs a 1x1 kernel with zero padding, got kernel " +
-                std::to_string(p.R) + "x" + std::to_string(p.S));
+  if (!conv_algo_on(algo, kConvCuda))
+    throw Error(std::string(op) + ": algo '" + conv_algo_name(algo) + "' is not built for CUDA (" +
+                conv_algo_names(kConvCuda) + ")");
+  check_conv_algo(algo, p, op);
 }
 
 void check_workspace(ConvAlgo algo, ConvPass pass, DType dt, const ConvParams& p, const void* ws, int64_t ws_bytes,
                      const char* op) {
   const int64_t need = conv2d_workspace_bytes(algo, pass, dt, p, 0);  // the least any cap allows
   if (need > 0 && (ws == nullptr || ws_bytes < need))
-    throw Error(std::string(op) + ": algo '" + algo_name(algo) + "' needs a workspace of at least " +
+    throw Error(std::string(op) + ": algo '" + conv_algo_name(algo) + "' needs a workspace of at least " +
                 std::to_string(need) + " bytes, got " + std::to_string(ws == nullptr ? 0 : ws_bytes));
 }
 
@@ -94,6 +84,9 @@ int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, DType dt, const Con
       return im2col::workspace_bytes(pass, dt, p, cap_bytes);
     case ConvAlgo::OneByOne:
       return onebyone::workspace_bytes(pass, dt, p, cap_bytes);
+    case ConvAlgo::Blocked:
+    case ConvAlgo::Winograd:
+      break;  // (CPU only: check_params refused them)
   }
   return 0;
 }
@@ -111,6 +104,9 @@ void conv2d_fwd(ConvAlgo algo, DType dt, const ConvParams& p, const void* x, con
       return im2col::fwd(dt, p, x, w, b, y, ws, ws_bytes, stream);
     case ConvAlgo::OneByOne:
       return onebyone::fwd(dt, p, x, w, b, y, ws, ws_bytes, stream);
+    case ConvAlgo::Blocked:
+    case ConvAlgo::Winograd:
+      break;  // (CPU only: check_params refused them)
   }
 }
 
@@ -127,6 +123,9 @@ void conv2d_bwd_input(ConvAlgo algo, DType dt, const ConvParams& p, const void* 
       return im2col::bwd_input(dt, p, dy, w, dx, ws, ws_bytes, stream);
     case ConvAlgo::OneByOne:
       return onebyone::bwd_input(dt, p, dy, w, dx, ws, ws_bytes, stream);
+    case ConvAlgo::Blocked:
+    case ConvAlgo::Winograd:
+      break;  // (CPU only: check_params refused them)
   }
 }
 
@@ -150,6 +149,9 @@ void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void*
       return im2col::bwd_weight(dt, p, dy, x, dw, ws, ws_bytes, stream);
     case ConvAlgo::OneByOne:
       return onebyone::bwd_weight(dt, p, dy, x, dw, ws, ws_bytes, stream);
+    case ConvAlgo::Blocked:
+    case ConvAlgo::Winograd:
+      break;  // (CPU only: check_params refused them)
   }
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "common/conv_algo.h"
 #include "common/params.h"
 
 namespace convkit::cuda {
@@ -55,8 +56,9 @@ void relu_bwd(DType dt, int64_t n, const void* dy, const void* y, void* dx, int 
 // x [N, C, H, W], w [K, C/groups, R, S], y [N, K, P, Q], all NCHW / KCRS contiguous, in dtype
 // dt (half types accumulate in float32). Every output element is overwritten; ws is the
 // caller's workspace of ws_bytes bytes (at least conv2d_workspace_bytes(...) with some cap).
-enum class ConvAlgo { Direct, Im2col, OneByOne };
-enum class ConvPass { Fwd, BwdInput, BwdWeight };
+// The algorithms are common/conv_algo.h's (the CUDA modules build those marked kConvCuda).
+using convkit::ConvAlgo;
+using convkit::ConvPass;
 
 // Workspace bytes (algo, pass) needs: 0 when none. im2col sizes its column buffer to whole
 // images, at most cap_bytes but at least one image; split-K partials come on top. A pure size
