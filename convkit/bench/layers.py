@@ -2,9 +2,9 @@
 lecture's inception example, a few ReLUs and MobileNet's depthwise 3x3 layers, with op counts,
 input set-up and the calls to convkit and torch for each pass.
 
-One source for `convkit bench` (convkit/bench/runner.py) and the pytest-benchmark suites
-(benchmarks/). Layer names are fixed by DESIGN.md "Benchmark rows"; the layers DESIGN.md does not
-name are
+One source for `convkit bench` (convkit/bench/cli.py and the modules it imports) and the
+pytest-benchmark suites (benchmarks/). Layer names are fixed by DESIGN.md "Benchmark rows"; the
+layers DESIGN.md does not name are
 - `<conv layer>.relu`: a ReLU on that convolution's output, as GoogLeNet has after every
   convolution; `relu.large`: one [1, 64, 1024, 1024] tensor, 256 MiB in float32, whatever --batch
   says (the bandwidth figure);
