@@ -129,14 +129,17 @@ def _bench_imports(name):
 
 
 def test_bench_modules_import_one_way():
-    """Every module of convkit/bench imports, imports its siblings at module level only (no import
-    inside a function to get around a cycle), and the siblings form a DAG."""
+    """Every module of convkit/bench imports, has one job (400 lines at most), imports its
+    siblings at module level only (no import inside a function to get around a cycle), and the
+    siblings form a DAG."""
     import importlib
     names = sorted(m[:-3] for m in os.listdir(BENCH_DIR) if m.endswith(".py") and m != "__init__.py")
     assert {"cli", "config", "cpu_run", "gpu_run", "report", "timing"} <= set(names)
     graph = {}
     for name in names:
         importlib.import_module(f"convkit.bench.{name}")
+        with open(os.path.join(BENCH_DIR, name + ".py")) as f:
+            assert len(f.readlines()) <= 400, f"convkit/bench/{name}.py is over 400 lines"
         top, nested = _bench_imports(name)
         assert not nested, f"convkit/bench/{name}.py imports {sorted(nested)} inside a function"
         graph[name] = top - {name}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Dict, Tuple
 
-from convkit.bench.layers import Layer, LayerInputs
+from convkit.bench.layer import Layer, LayerInputs
 
 __all__ = ["TOLERANCE", "check_layer"]
 

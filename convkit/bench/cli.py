@@ -4,7 +4,7 @@
 `convkit bench` times convkit's kernels against torch on GoogLeNet's layers in one run; the
 modules beside this one, in the order they import each other:
 
-    layers, cupy_ref            the layer table; CuPy's im2col + cuBLAS reference
+    layer, layers, cupy_ref     one layer and its passes; the layer table; CuPy's im2col + cuBLAS
     config                      BenchConfig, defaults, config_from_args
     env, tf32, timing, tables   machine description; TF32 switches; timers; text helpers
     checks, ceilings            results against float64; the machine's ceilings

@@ -15,7 +15,8 @@ from convkit.bench.ceilings import GEMM_KEYS, call_overhead, measure_ceilings
 from convkit.bench.checks import check_layer
 from convkit.bench.config import ITEMSIZE, BenchConfig, config_batches
 from convkit.bench.env import cpu_model_name, git_commit, set_threads
-from convkit.bench.layers import LAYERS, Layer, LayerInputs, select_layers
+from convkit.bench.layer import Layer, LayerInputs
+from convkit.bench.layers import LAYERS, select_layers
 from convkit.bench.plan import _Case, plan_cases
 from convkit.bench.summary import summarize, totals
 from convkit.bench.tables import _plural

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
 from convkit.bench.config import ITEMSIZE, BenchConfig, config_batches
-from convkit.bench.layers import Layer, select_layers
+from convkit.bench.layer import Layer
+from convkit.bench.layers import select_layers
 from convkit.bench.tables import _pipe_table
 from convkit.bench.timing import MIN_SAMPLE_S
 
