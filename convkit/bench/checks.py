@@ -7,7 +7,7 @@ from typing import Dict, Tuple
 
 from convkit.bench.layer import Layer, LayerInputs
 
-__all__ = ["TOLERANCE", "check_layer"]
+__all__ = ["TOLERANCE", "tensor_errors", "check_layer"]
 
 
 # A layer's result passes when its error relative to the largest reference magnitude is within
@@ -15,7 +15,7 @@ __all__ = ["TOLERANCE", "check_layer"]
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10, "float16": 2e-3, "bfloat16": 1.6e-2}
 
 
-def _errors(got: Dict[str, object], ref: Dict[str, object]) -> Tuple[float, float, str]:
+def tensor_errors(got: Dict[str, object], ref: Dict[str, object]) -> Tuple[float, float, str]:
     """(max abs error, max error relative to the largest |ref|, worst tensor's name) over the
     tensors of a pass; inf when a tensor is missing, has the wrong shape, or is not finite."""
     import torch
@@ -45,8 +45,8 @@ def check_layer(layer: Layer, inputs: LayerInputs, pass_: str, algo: str,
     ref64 = layer.results(inputs.to(torch.float64), pass_, "torch")
     ours = layer.results(inputs, pass_, "convkit", algo)
     ref_same = layer.results(inputs, pass_, "torch")
-    abs_err, rel_err, worst = _errors(ours, ref64)
-    _, ref_rel, _ = _errors(ref_same, ref64)
+    abs_err, rel_err, worst = tensor_errors(ours, ref64)
+    _, ref_rel, _ = tensor_errors(ref_same, ref64)
     tol = max(TOLERANCE[dtype], 10 * ref_rel)
     return {"ok": bool(rel_err <= tol), "max_abs_err": abs_err, "max_rel_err": rel_err,
             "worst": worst, "ref_rel_err": ref_rel, "tol": tol}

@@ -27,7 +27,7 @@ from convkit.bench.gpu_run import run_bench_cuda
 from convkit.bench.layers import CONV_BENCH_ALGOS, select_layers
 from convkit.bench.plan import plan_run, plan_text
 from convkit.bench.report import write_outputs
-from convkit.bench.tables import _pipe_table, _plural, n_failed
+from convkit.bench.tables import n_failed, pipe_table, plural
 
 __all__ = ["add_bench_arguments", "run_bench", "bench_main", "list_layers_main"]
 
@@ -120,7 +120,7 @@ def bench_main(args: argparse.Namespace) -> int:
     n_bad, n_bad_ref = n_failed(report)
     n_ref = sum(r["status"] == "ref-only" for r in report["rows"])
     budget_stop = bool(report.get("interrupted")) and "budget" in str(report.get("interrupted"))
-    print(f"convkit bench: {_plural(len(report['rows']), 'row')} in {report['wall_s']} s"
+    print(f"convkit bench: {plural(len(report['rows']), 'row')} in {report['wall_s']} s"
           + (f" ({n_ref} reference-only)" if n_ref else "")
           + (f", {n_bad} case(s) FAILED" if n_bad else "")
           + (f", {n_bad_ref} reference case(s) FAILED" if n_bad_ref else "")
@@ -154,7 +154,7 @@ def list_layers_main(args: argparse.Namespace) -> int:
             work = f"{lay.bytes(args.batch) / 1e6:,.2f} MB"
         body.append([lay.name, lay.op, f"{c}x{h}x{w}", params, f"{out[1]}x{out[2]}x{out[3]}",
                      work, ",".join(lay.algos())])
-    lines = _pipe_table(["layer", "op", "input CxHxW", "params", "output", f"fwd at N={args.batch}",
+    lines = pipe_table(["layer", "op", "input CxHxW", "params", "output", f"fwd at N={args.batch}",
                          "algos"], body, [False, False, True, False, True, True, False])
     print("\n".join(lines))
     return 0

@@ -1,7 +1,8 @@
 """`convkit bench` on the CPU: for each (layer, pass, algo), check convkit's result once against
 torch in float64, then time convkit and torch.nn.functional on the same inputs, interleaved
 (ours, ref, ours, ref, ...), median of --repeat samples after --warmup, both at the same thread
-count. The hardware ceilings are measured in the same run. Rows follow DESIGN.md "Benchmark rows"."""
+count. The hardware ceilings are measured in the same run. Rows follow DESIGN.md "Benchmark
+rows"."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -17,9 +18,9 @@ from convkit.bench.config import ITEMSIZE, BenchConfig, config_batches
 from convkit.bench.env import cpu_model_name, git_commit, set_threads
 from convkit.bench.layer import Layer, LayerInputs
 from convkit.bench.layers import LAYERS, select_layers
-from convkit.bench.plan import _Case, plan_cases
+from convkit.bench.plan import Case, plan_cases
 from convkit.bench.summary import summarize, totals
-from convkit.bench.tables import _plural
+from convkit.bench.tables import plural
 from convkit.bench.timing import time_interleaved
 
 __all__ = ["run_case", "run_bench_cpu"]
@@ -33,7 +34,7 @@ def _rate(layer: Layer, work: int, ms: Optional[float]) -> Optional[float]:
     return 2 * per_s if layer.is_conv else per_s
 
 
-def run_case(case: _Case, inputs: LayerInputs, cfg: BenchConfig, ceilings: Dict[str, float],
+def run_case(case: Case, inputs: LayerInputs, cfg: BenchConfig, ceilings: Dict[str, float],
              ref_name: str = "torch-cpu", batch: Optional[int] = None) -> Dict[str, object]:
     """Check, then time one (layer, pass, algo) against torch at `batch` [cfg.batch]. Returns
     one benchmark row."""
@@ -121,7 +122,7 @@ def run_bench_cpu(cfg: BenchConfig, log=sys.stderr) -> Dict[str, object]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     report["loadavg_start"] = load
     print(f"convkit bench: {len(cases) * len(batches)} cases on {report['cpu']}, "
-          f"{_plural(threads, 'thread')}, batch {','.join(map(str, batches))}, {cfg.dtype}; "
+          f"{plural(threads, 'thread')}, batch {','.join(map(str, batches))}, {cfg.dtype}; "
           f"measuring ceilings...", file=log, flush=True)
     if load is not None and load > 0.5 * (os.cpu_count() or 1):
         print(f"convkit bench: warning: load average {load:.1f} on {os.cpu_count()} CPUs before "

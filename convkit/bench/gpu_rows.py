@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-from convkit.bench.checks import TOLERANCE, _errors
+from convkit.bench.checks import TOLERANCE, tensor_errors
 from convkit.bench.config import HALF_DTYPES, ITEMSIZE
 from convkit.bench.cupy_ref import DTYPES as CUPY_DTYPES, ConvCase
 from convkit.bench.tf32 import cudnn_benchmark, tf32
@@ -134,7 +134,7 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
         ref_err = {}
         for s in settings:
             with tf32(s, "conv", torch):
-                ref_err[s] = _errors(layer.results(inputs, pass_, "torch"), ref64)[1]
+                ref_err[s] = tensor_errors(layer.results(inputs, pass_, "torch"), ref64)[1]
     tol = max(TOLERANCE[dtype], 10 * ref_err[settings[0]])
 
     ours: Dict[str, Callable[[], object]] = {}
@@ -153,7 +153,7 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
             else:
                 outcome[algo] = {"status": "ERROR", "error": f"{type(e).__name__}: {e}"}
             continue
-        abs_err, rel_err, worst = _errors(got, ref64)
+        abs_err, rel_err, worst = tensor_errors(got, ref64)
         o = {"max_abs_err": abs_err, "max_rel_err": rel_err}
         if rel_err <= tol:
             o["status"] = "ok"
@@ -176,7 +176,7 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
             cup = _Ref(REF_CUPY, bool(getattr(cupy_backend, "tf32", False)) if dtype == "float32" else None)
             try:
                 case = ConvCase(cupy_backend, layer, inputs, torch)
-                _, cup.rel_err, worst = _errors(case.results(pass_), ref64)
+                _, cup.rel_err, worst = tensor_errors(case.results(pass_), ref64)
                 if cup.rel_err <= tol:
                     cup.fn = case.fn(pass_)
                 else:

@@ -8,20 +8,20 @@ from typing import Dict, List, Sequence
 from convkit.bench.config import ITEMSIZE, BenchConfig, config_batches
 from convkit.bench.layer import Layer
 from convkit.bench.layers import select_layers
-from convkit.bench.tables import _pipe_table
+from convkit.bench.tables import pipe_table
 from convkit.bench.timing import MIN_SAMPLE_S
 
-__all__ = ["plan_cases", "PLAN_ASSUMPTIONS", "plan_run", "plan_text"]
+__all__ = ["Case", "plan_cases", "PLAN_ASSUMPTIONS", "plan_run", "plan_text"]
 
 
 @dataclass
-class _Case:
+class Case:
     layer: Layer
     pass_: str
     algo: str
 
 
-def plan_cases(layers: Sequence[Layer], algos: Sequence[str], passes: Sequence[str]) -> List[_Case]:
+def plan_cases(layers: Sequence[Layer], algos: Sequence[str], passes: Sequence[str]) -> List[Case]:
     """(layer, pass, algo) in table order. Convolutions run each requested algo that applies
     ("auto" applies everywhere); pools run their one implementation whatever --algos says."""
     cases = []
@@ -34,7 +34,7 @@ def plan_cases(layers: Sequence[Layer], algos: Sequence[str], passes: Sequence[s
                 run = [a for a in algos if a in applicable]
             else:
                 run = layer.algos()   # pools and ReLU: their one kernel
-            cases += [_Case(layer, pass_, a) for a in run]
+            cases += [Case(layer, pass_, a) for a in run]
     return cases
 
 
@@ -117,9 +117,9 @@ def plan_text(plan: Dict[str, object], cfg: BenchConfig) -> str:
     a = plan["assumptions"]
     lines = [f"convkit bench --device {cfg.device} plan: batches {','.join(map(str, plan['batches']))}, "
              f"passes {','.join(plan['passes'])}, {cfg.dtype}, algos {','.join(cfg.algos)}", ""]
-    lines += _pipe_table(["op", "groups (layer x pass x batch)", "timed callables"],
-                         [[op, str(e["groups"]), str(e["callables"])] for op, e in plan["by_op"].items()]
-                         + [["all", str(plan["groups"]), str(plan["callables"])]], [False, True, True])
+    lines += pipe_table(["op", "groups (layer x pass x batch)", "timed callables"],
+                        [[op, str(e["groups"]), str(e["callables"])] for op, e in plan["by_op"].items()]
+                        + [["all", str(plan["groups"]), str(plan["callables"])]], [False, True, True])
     parts = plan["estimate_parts_s"]
     lines += ["", f"{plan['callables']} callables x {plan['samples_per_callable']} samples "
               f"({cfg.warmup} warm-up + {cfg.repeat}) = {plan['samples']:,} samples; estimate "

@@ -7,9 +7,9 @@ import math
 import os
 from typing import Dict, Optional
 
-from convkit.bench.report_gpu import _markdown_gpu, readme_report
-from convkit.bench.tables import (_batches, _batches_text, _failure_lines, _fmt, _fmt_work,
-                                  _overhead_lines, _pipe_table, _plural)
+from convkit.bench.report_gpu import markdown_gpu, readme_report
+from convkit.bench.tables import (batches_text, failure_lines, fmt, fmt_work, overhead_lines, pipe_table,
+                                  plural, report_batches)
 
 __all__ = ["markdown_report", "readme_report", "write_outputs"]
 
@@ -33,12 +33,12 @@ def markdown_report(report: Dict[str, object]) -> str:
     (layer, pass, algo[, reference setting]), then the geometric-mean summary. Aligned, so it
     reads on a terminal."""
     if report["device"] != "cpu":
-        return _markdown_gpu(report)
+        return markdown_gpu(report)
     c = report["ceilings"]
     commit = (report.get("commit") or "no git")[:10] + (" (dirty)" if report.get("dirty") else "")
     out = [
-        f"convkit bench on {report['device']} ({report['cpu']}), {_plural(report['threads'], 'thread')}, "
-        f"batch {_batches_text(report)}, {report['dtype']}, torch {report['torch']}, commit {commit}, "
+        f"convkit bench on {report['device']} ({report['cpu']}), {plural(report['threads'], 'thread')}, "
+        f"batch {batches_text(report)}, {report['dtype']}, torch {report['torch']}, commit {commit}, "
         f"{report['date']}.",
         "",
         f"Ceilings measured in the same run: torch.mm {c['matmul_n']}x{c['matmul_n']} "
@@ -52,7 +52,7 @@ def markdown_report(report: Dict[str, object]) -> str:
         f"rel err: convkit's largest error against torch in float64, over the largest value.",
         "",
     ]
-    several = len(_batches(report)) > 1
+    several = len(report_batches(report)) > 1
     header = ["layer"] + (["batch"] if several else []) + [
         "pass", "algo", "work", "ours ms", "torch ms", "ours/torch", "ours rate", "% ceiling",
         "spread", "rel err"]
@@ -61,28 +61,28 @@ def markdown_report(report: Dict[str, object]) -> str:
     for r in report["rows"]:
         first = [r["layer"]] + ([str(r["batch"])] if several else []) + [r["pass"], r["algo"]]
         if r["status"] != "ok":
-            body.append(first + [_fmt_work(r), f"**{r['status']}**", _fmt(r["ref_ms"], ".3f"),
-                                 "—", "—", "—", "—", _fmt(r.get("max_rel_err"), ".1e")])
+            body.append(first + [fmt_work(r), f"**{r['status']}**", fmt(r["ref_ms"], ".3f"),
+                                 "—", "—", "—", "—", fmt(r.get("max_rel_err"), ".1e")])
             continue
         rate = (f"{r['gflops']:.1f} GFLOP/s" if "gflops" in r else f"{r['gbps']:.1f} GB/s")
-        body.append(first + [_fmt_work(r), f"{r['ours_ms']:.3f}", f"{r['ref_ms']:.3f}",
+        body.append(first + [fmt_work(r), f"{r['ours_ms']:.3f}", f"{r['ref_ms']:.3f}",
                              f"{r['ratio']:.2f}", rate, f"{r['pct_of_ceiling']:.0f}%",
-                             f"{100 * r['spread']:.0f}%", _fmt(r.get("max_rel_err"), ".1e")])
-    out += _pipe_table(header, body, right)
+                             f"{100 * r['spread']:.0f}%", fmt(r.get("max_rel_err"), ".1e")])
+    out += pipe_table(header, body, right)
     if report.get("summary"):
         out += ["", "Geometric mean of ours/torch:", ""]
-        out += _pipe_table(["group", "rows", "geomean ours/torch"],
-                           [[s["group"], str(s["n"]), f"{s['geomean_ratio']:.2f}"]
-                            for s in report["summary"]], [False, True, True])
+        out += pipe_table(["group", "rows", "geomean ours/torch"],
+                          [[s["group"], str(s["n"]), f"{s['geomean_ratio']:.2f}"]
+                           for s in report["summary"]], [False, True, True])
     if report.get("totals"):
         out += ["", "GoogLeNet's layers added up (each at its fastest convkit algorithm; the "
                 "lecture's and MobileNet's layers excluded):", ""]
-        out += _pipe_table(["pass", "batch", "layers", "ours ms", "torch ms", "ours/torch"],
-                           [[t["pass"], str(t.get("batch")), str(t["layers"]), f"{t['ours_ms']:.2f}",
-                             f"{t['ref_ms']:.2f}", f"{t['ratio']:.2f}"] for t in report["totals"]],
-                           [False, True, True, True, True, True])
-    out += _overhead_lines(report)
-    out += _failure_lines(report)
+        out += pipe_table(["pass", "batch", "layers", "ours ms", "torch ms", "ours/torch"],
+                          [[t["pass"], str(t.get("batch")), str(t["layers"]), f"{t['ours_ms']:.2f}",
+                            f"{t['ref_ms']:.2f}", f"{t['ratio']:.2f}"] for t in report["totals"]],
+                          [False, True, True, True, True, True])
+    out += overhead_lines(report)
+    out += failure_lines(report)
     noisy = [r for r in report["rows"] if r["status"] == "ok" and r["spread"] > 0.25]
     if noisy:
         out += ["", f"{len(noisy)} of {len(report['rows'])} cases spread over 25% between "

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
 
-from convkit.bench.summary import _ref_key
-from convkit.bench.tables import (_batches_text, _failure_lines, _fmt, _fmt_work, _overhead_lines,
-                                  _pipe_table, _plural, ref_label)
+from convkit.bench.summary import ref_key
+from convkit.bench.tables import (batches_text, failure_lines, fmt, fmt_work, overhead_lines,
+                                  pipe_table, plural, ref_label)
 
-__all__ = ["readme_report"]
+__all__ = ["markdown_gpu", "readme_report"]
 
 
 def _ref_cell(r) -> str:
@@ -64,19 +64,19 @@ def _reference_lines(report: Dict[str, object]) -> List[str]:
             f"The CuPy im2col + cuBLAS reference was skipped: {cup.get('reason')}."]
 
 
-def _markdown_gpu(report: Dict[str, object]) -> str:
+def markdown_gpu(report: Dict[str, object]) -> str:
     """markdown_report for a CUDA run: one row per (layer, batch, pass, algo, reference) with
     both sides' times, rates (TFLOP/s, GB/s) and fractions of the ceiling, reference-only rows,
     then the summary, the totals, failures."""
     commit = (report.get("commit") or "no git")[:10] + (" (dirty)" if report.get("dirty") else "")
     out = [
-        f"convkit bench on {report['device']} ({report['gpu']}), batch {_batches_text(report)}, "
+        f"convkit bench on {report['device']} ({report['gpu']}), batch {batches_text(report)}, "
         f"{report['dtype']}, torch {report['torch']}, CUDA {report.get('cuda')}, cuDNN "
         f"{report.get('cudnn')}, commit {commit}, {report['date']}.",
         "",
         _ceiling_line(report) + " "
         f"Times: CUDA events, median of up to {report['repeat']} samples per side after "
-        f"{_plural(report['warmup'], 'warm-up call')} (`samples` in the JSON; fewer under --budget), sides "
+        f"{plural(report['warmup'], 'warm-up call')} (`samples` in the JSON; fewer under --budget), sides "
         f"interleaved. ratio < 1: convkit faster. Rate: TFLOP/s for convolutions (2 flops a "
         f"MAC; bwd_input and bwd_weight as many MACs as fwd, fwd+bwd 3x), GB/s for pools and "
         f"ReLU (bytes read + written); % ceil: of the copy bandwidth (pools, ReLU) or of torch.mm "
@@ -86,7 +86,7 @@ def _markdown_gpu(report: Dict[str, object]) -> str:
         f"largest value (ref err: the reference's).",
     ]
     out += _reference_lines(report)
-    out += _overhead_lines(report)
+    out += overhead_lines(report)
     out.append("")
     header = ["layer", "batch", "pass", "algo", "ref", "work", "ours ms", "ref ms", "ours/ref",
               "ours rate", "ref rate", "ours % ceil", "ref % ceil", "spread", "err", "ref err"]
@@ -95,17 +95,17 @@ def _markdown_gpu(report: Dict[str, object]) -> str:
     for r in report["rows"]:
         status = r["status"]
         spread = r.get("spread") if r.get("spread") is not None else r.get("ref_spread")
-        ref_ms = (_fmt(r.get("ref_ms"), ".4f") if r.get("ref_status", "ok") == "ok"
+        ref_ms = (fmt(r.get("ref_ms"), ".4f") if r.get("ref_status", "ok") == "ok"
                   else f"**{r['ref_status']}**")
         body.append([
-            r["layer"], str(r.get("batch")), r["pass"], r["algo"], _ref_cell(r), _fmt_work(r),
+            r["layer"], str(r.get("batch")), r["pass"], r["algo"], _ref_cell(r), fmt_work(r),
             f"{r['ours_ms']:.4f}" if status == "ok" else ("—" if status == "ref-only" else f"**{status}**"),
-            ref_ms, _fmt(r.get("ratio"), ".2f"), _rate_cell(r, ""), _rate_cell(r, "ref_"),
+            ref_ms, fmt(r.get("ratio"), ".2f"), _rate_cell(r, ""), _rate_cell(r, "ref_"),
             _pct(r.get("pct_of_ceiling")), _pct(r.get("ref_pct_of_ceiling")),
             _pct(None if spread is None else 100 * spread),
-            _fmt(r.get("max_rel_err"), ".1e"), _fmt(r.get("ref_rel_err"), ".1e"),
+            fmt(r.get("max_rel_err"), ".1e"), fmt(r.get("ref_rel_err"), ".1e"),
         ])
-    out += _pipe_table(header, body, right)
+    out += pipe_table(header, body, right)
     if report.get("summary"):
         out += ["", "Geometric means (ours/ref < 1: convkit faster; % of ceiling as above):", ""]
         out += _summary_table(report["summary"])
@@ -113,18 +113,18 @@ def _markdown_gpu(report: Dict[str, object]) -> str:
         out += ["", "GoogLeNet's layers that have a convkit kernel, added up (each at its fastest "
                 "convkit algorithm; reference: cuDNN with TF32 off; lecture's and MobileNet's layers "
                 "and ReLUs excluded):", ""]
-        out += _pipe_table(["pass", "batch", "layers", "ours ms", "ref ms", "ours/ref"],
-                           [[t["pass"], str(t.get("batch")), str(t["layers"]), f"{t['ours_ms']:.3f}",
-                             f"{t['ref_ms']:.3f}", f"{t['ratio']:.2f}"] for t in report["totals"]],
-                           [False, True, True, True, True, True])
+        out += pipe_table(["pass", "batch", "layers", "ours ms", "ref ms", "ours/ref"],
+                          [[t["pass"], str(t.get("batch")), str(t["layers"]), f"{t['ours_ms']:.3f}",
+                            f"{t['ref_ms']:.3f}", f"{t['ratio']:.2f}"] for t in report["totals"]],
+                          [False, True, True, True, True, True])
     if report.get("ref_totals"):
         out += ["", "GoogLeNet's convolutions and pools as the references run them on this GPU, added up:", ""]
-        out += _pipe_table(["pass", "batch", "reference", "layers", "ref ms"],
-                           [[t["pass"], str(t.get("batch")), ref_label(t.get("ref", "cudnn"), t["ref_tf32"])
-                             if t.get("ref") != "torch-cuda" else "torch-cuda",
-                             str(t["layers"]), f"{t['ref_ms']:.3f}"] for t in report["ref_totals"]],
-                           [False, True, False, True, True])
-    out += _failure_lines(report)
+        out += pipe_table(["pass", "batch", "reference", "layers", "ref ms"],
+                          [[t["pass"], str(t.get("batch")), ref_label(t.get("ref", "cudnn"), t["ref_tf32"])
+                            if t.get("ref") != "torch-cuda" else "torch-cuda",
+                            str(t["layers"]), f"{t['ref_ms']:.3f}"] for t in report["ref_totals"]],
+                          [False, True, False, True, True])
+    out += failure_lines(report)
     hb = [r for r in report["rows"] if r.get("ours_host_bound") or r.get("ref_host_bound")]
     if hb:
         out += ["", f"{len(hb)} rows had samples where the GPU waited for the host inside the "
@@ -138,10 +138,10 @@ def _markdown_gpu(report: Dict[str, object]) -> str:
 
 
 def _summary_table(summary: Sequence[Dict[str, object]]) -> List[str]:
-    return _pipe_table(
+    return pipe_table(
         ["group", "rows", "geomean ours/ref", "ours % ceil", "ref % ceil"],
-        [[s["group"], str(s["n"]), _fmt(s.get("geomean_ratio"), ".2f"),
-          _fmt(s.get("ours_pct_of_ceiling"), ".0f"), _fmt(s.get("ref_pct_of_ceiling"), ".0f")]
+        [[s["group"], str(s["n"]), fmt(s.get("geomean_ratio"), ".2f"),
+          fmt(s.get("ours_pct_of_ceiling"), ".0f"), fmt(s.get("ref_pct_of_ceiling"), ".0f")]
          for s in summary], [False, True, True, True, True])
 
 
@@ -154,7 +154,7 @@ def readme_report(report: Dict[str, object]) -> str:
     c = report["ceilings"]
     out = [f"Measured {str(report['date'])[:10]} on {report['gpu']} ({report['device']}, CUDA "
            f"{report.get('cuda')}, cuDNN {report.get('cudnn')}, torch {report['torch']}), {report['dtype']}, "
-           f"batch {_batches_text(report)}, convkit commit {commit}. Command: `convkit bench --device cuda "
+           f"batch {batches_text(report)}, convkit commit {commit}. Command: `convkit bench --device cuda "
            f"--json ...` (benchmarks/gpu_check.sh). FP32 ceiling: torch.mm {c['matmul_n']}^3 with TF32 off at "
            f"{c['matmul_gflops'] / 1e3:.1f} TFLOP/s"
            + (f" (TF32 on: {c['matmul_tf32_gflops'] / 1e3:.1f})" if c.get("matmul_tf32_gflops") else "")
@@ -177,8 +177,8 @@ def readme_report(report: Dict[str, object]) -> str:
             body.append([a if a != "best" else "best per layer"] + cells)
         if body:
             out += ["", f"Batch {b}: geomean ours/ref (layers):", ""]
-            out += _pipe_table(["algo"] + [f"{p} vs {ref_label(*ref)}" for p, ref in cols], body,
-                               [False] + [True] * len(cols))
+            out += pipe_table(["algo"] + [f"{p} vs {ref_label(*ref)}" for p, ref in cols], body,
+                              [False] + [True] * len(cols))
         vs = [s for s in summ if s["batch"] == b and s.get("kind") == "ref-vs-ref"]
         if vs:
             out += ["", f"Batch {b}, the classic alternative: CuPy im2col + cuBLAS time / cuDNN time: "
@@ -192,7 +192,7 @@ def readme_report(report: Dict[str, object]) -> str:
     # per layer: the best convkit algorithm and each reference's rate
     conv = [r for r in report["rows"] if r["op"] == "conv2d"]
     keys = list(dict.fromkeys((r["layer"], r.get("batch"), r["pass"]) for r in conv))
-    rcols = list(dict.fromkeys(_ref_key(r) for r in conv))
+    rcols = list(dict.fromkeys(ref_key(r) for r in conv))
     body = []
     for layer, b, p in keys:
         rs = [r for r in conv if (r["layer"], r.get("batch"), r["pass"]) == (layer, b, p)]
@@ -202,16 +202,16 @@ def readme_report(report: Dict[str, object]) -> str:
                  _tflops(best["gflops"]) if best else "—",
                  _pct(best.get("pct_of_ceiling")) if best else "—"]
         for key in rcols:
-            rr = [r for r in rs if _ref_key(r) == key and r.get("ref_gflops")]
+            rr = [r for r in rs if ref_key(r) == key and r.get("ref_gflops")]
             cells.append(_tflops(rr[0]["ref_gflops"]) if rr else "—")
-        cudnn = [r for r in rs if _ref_key(r) == ("cudnn", False) and r.get("ref_ms")]
+        cudnn = [r for r in rs if ref_key(r) == ("cudnn", False) and r.get("ref_ms")]
         cells.append(f"{best['ours_ms'] / cudnn[0]['ref_ms']:.2f}" if best and cudnn else "—")
         body.append(cells)
     if body:
         out += ["", "<details><summary>Per layer: convkit's fastest algorithm and every side's TFLOP/s"
                 "</summary>", ""]
-        out += _pipe_table(["layer", "batch", "pass", "best algo", "ours TFLOP/s", "ours % fp32 ceil"]
-                           + [f"{ref_label(*k)} TFLOP/s" for k in rcols] + ["ours/cudnn fp32"],
-                           body, [False, True, False, False, True, True] + [True] * (len(rcols) + 1))
+        out += pipe_table(["layer", "batch", "pass", "best algo", "ours TFLOP/s", "ours % fp32 ceil"]
+                          + [f"{ref_label(*k)} TFLOP/s" for k in rcols] + ["ours/cudnn fp32"],
+                          body, [False, True, False, False, True, True] + [True] * (len(rcols) + 1))
         out += ["", "</details>"]
     return "\n".join(out) + "\n"

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import convkit.bench.layers as L
 from convkit.bench.tables import ref_label
 
-__all__ = ["summarize", "totals", "ref_totals"]
+__all__ = ["ref_key", "summarize", "totals", "ref_totals"]
 
 
 def _geomean(xs: Sequence[Optional[float]]) -> Optional[float]:
@@ -22,7 +22,7 @@ def _timed(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
     return [r for r in rows if r.get("status") == "ok" and r.get("ours_ms") and r.get("ref_ms")]
 
 
-def _ref_key(r: Dict[str, object]) -> Tuple[Optional[str], Optional[bool]]:
+def ref_key(r: Dict[str, object]) -> Tuple[Optional[str], Optional[bool]]:
     return (r.get("ref"), r.get("ref_tf32"))
 
 
@@ -33,7 +33,7 @@ def _best_per_layer(rows: Sequence[Dict[str, object]]) -> Dict[Tuple, Dict[str, 
     against one of the reference's would flatter us."""
     groups: Dict[Tuple, List[Dict[str, object]]] = {}
     for r in _timed(rows):
-        groups.setdefault((r["layer"], r["pass"], r.get("batch")) + _ref_key(r), []).append(r)
+        groups.setdefault((r["layer"], r["pass"], r.get("batch")) + ref_key(r), []).append(r)
     best = {}
     for k, rs in groups.items():
         fastest = min(rs, key=lambda r: r["ours_ms"])
@@ -84,14 +84,14 @@ def summarize(rows: Sequence[Dict[str, object]], gpu: bool = False) -> List[Dict
         return name in by_name and getattr(by_name[name], attr)
 
     passes = list(dict.fromkeys(r["pass"] for r in rows))
-    refs = list(dict.fromkeys(_ref_key(r) for r in rows if r["op"] == "conv2d")) or [(None, None)]
+    refs = list(dict.fromkeys(ref_key(r) for r in rows if r["op"] == "conv2d")) or [(None, None)]
     for p in passes:
         for b in batches:
             at = f", batch {b}" if several else ""
             base = {"pass": p, "batch": b}
             for ref, s in refs:
                 cp = [r for r in ok if r["op"] == "conv2d" and r["pass"] == p and r.get("batch") == b
-                      and _ref_key(r) == (ref, s)]
+                      and ref_key(r) == (ref, s)]
                 suffix = _ref_suffix(ref, s)
                 fields = dict(base, op="conv2d", ref=ref, ref_tf32=s)
                 for a in dict.fromkeys(r["algo"] for r in cp):
@@ -107,7 +107,7 @@ def summarize(rows: Sequence[Dict[str, object]], gpu: bool = False) -> List[Dict
                     kind="depthwise", algo="best", **fields)
                 if gpu:
                     only = [r for r in rows if r["op"] == "conv2d" and r["pass"] == p
-                            and r.get("batch") == b and _ref_key(r) == (ref, s)
+                            and r.get("batch") == b and ref_key(r) == (ref, s)
                             and r.get("status") == "ref-only" and r.get("ref_ms")]
                     if only:
                         out.append(dict(fields, group=f"{ref_label(ref, s)} conv {p}{at} (no convkit kernel)",
@@ -119,7 +119,7 @@ def summarize(rows: Sequence[Dict[str, object]], gpu: bool = False) -> List[Dict
                 per: Dict[Tuple, Dict[str, float]] = {}
                 for r in rows:
                     if r["op"] == "conv2d" and r["pass"] == p and r.get("batch") == b and r.get("ref_ms"):
-                        d = per.setdefault(_ref_key(r), {})
+                        d = per.setdefault(ref_key(r), {})
                         d[r["layer"]] = min(d.get(r["layer"], math.inf), r["ref_ms"])
                 cupy = per.get(("cupy-im2col-cublas", False)) or per.get(("cupy-im2col-cublas", None))
                 for key in (("cudnn", False), ("cudnn", True), ("cudnn", None)):
@@ -175,12 +175,12 @@ def ref_totals(rows: Sequence[Dict[str, object]]) -> List[Dict[str, object]]:
             rs = [r for r in rows if r["pass"] == p and r.get("batch") == b and r["op"] != "relu"
                   and fam.get(r["layer"], "googlenet") == "googlenet"]
             conv_layers = {r["layer"] for r in rs if r["op"] == "conv2d"}
-            conv_refs = list(dict.fromkeys(_ref_key(r) for r in rs if r["op"] == "conv2d"))
+            conv_refs = list(dict.fromkeys(ref_key(r) for r in rs if r["op"] == "conv2d"))
             pool_rows = [r for r in rs if r["op"] != "conv2d" and r.get("ref_ms") is not None]
             for ref, s in conv_refs or [(None, None)]:
                 per_layer: Dict[str, float] = {}
                 for r in rs:
-                    if r["op"] == "conv2d" and _ref_key(r) == (ref, s) and r.get("ref_ms") is not None:
+                    if r["op"] == "conv2d" and ref_key(r) == (ref, s) and r.get("ref_ms") is not None:
                         per_layer[r["layer"]] = min(per_layer.get(r["layer"], math.inf), r["ref_ms"])
                 if ref is not None and len(per_layer) < len(conv_layers):
                     continue

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["REF_LABELS", "ref_label", "n_failed"]
+__all__ = ["REF_LABELS", "ref_label", "plural", "fmt_work", "fmt", "pipe_table", "report_batches",
+           "batches_text", "overhead_lines", "failure_lines", "n_failed"]
 
 
 # How the tables and the summary name a reference (ref, ref_tf32).
@@ -19,22 +20,22 @@ def ref_label(ref: Optional[str], tf32: Optional[bool] = None) -> str:
     return REF_LABELS.get((ref, tf32), ref or "")
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _fmt_work(row) -> str:
+def fmt_work(row) -> str:
     if "macs" in row:
         return f"{row['macs'] / 1e6:,.1f} M MACs"
     return f"{row['bytes'] / 1e6:,.2f} MB"
 
 
-def _fmt(x, spec) -> str:
+def fmt(x, spec) -> str:
     return "—" if x is None else format(x, spec)
 
 
-def _pipe_table(header: Sequence[str], body: Sequence[Sequence[str]],
-                right: Sequence[bool]) -> List[str]:
+def pipe_table(header: Sequence[str], body: Sequence[Sequence[str]],
+               right: Sequence[bool]) -> List[str]:
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
               for i, h in enumerate(header)]
 
@@ -46,16 +47,16 @@ def _pipe_table(header: Sequence[str], body: Sequence[Sequence[str]],
     return [line(header), rule] + [line(r) for r in body]
 
 
-def _batches(report: Dict[str, object]) -> List[int]:
+def report_batches(report: Dict[str, object]) -> List[int]:
     b = report.get("batches") or report.get("batch")
     return list(b) if isinstance(b, (list, tuple)) else [b]
 
 
-def _batches_text(report: Dict[str, object]) -> str:
-    return ",".join(str(b) for b in _batches(report))
+def batches_text(report: Dict[str, object]) -> str:
+    return ",".join(str(b) for b in report_batches(report))
 
 
-def _overhead_lines(report: Dict[str, object]) -> List[str]:
+def overhead_lines(report: Dict[str, object]) -> List[str]:
     o = report.get("call_overhead_us")
     if not o:
         return []
@@ -69,7 +70,7 @@ def _overhead_lines(report: Dict[str, object]) -> List[str]:
             + "; ".join(parts) + "."]
 
 
-def _failure_lines(report: Dict[str, object]) -> List[str]:
+def failure_lines(report: Dict[str, object]) -> List[str]:
     """Interruption, failed cases (once per layer, pass, batch, algorithm: a GPU case has a row
     per reference) and references that failed their own check."""
     out = []
@@ -99,7 +100,7 @@ def _failure_lines(report: Dict[str, object]) -> List[str]:
 
 
 def n_failed(report: Dict[str, object]) -> Tuple[int, int]:
-    """(failed convkit cases, failed reference cases), each counted once (see _failure_lines)."""
+    """(failed convkit cases, failed reference cases), each counted once (see failure_lines)."""
     cases = {(r["layer"], r["pass"], r.get("batch"), r["algo"]) for r in report["rows"]
              if r["status"] not in ("ok", "ref-only")}
     refs = {(r["layer"], r["pass"], r.get("batch"), r.get("ref"), r.get("ref_tf32")) for r in report["rows"]
