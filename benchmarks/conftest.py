@@ -61,10 +61,10 @@ def bench_device() -> str:
 
 @pytest.fixture(scope="session")
 def cuda_timer(bench_device):
-    """The CUDA-event timer `convkit bench --device cuda` uses (convkit/bench/gpu.py), with
+    """The CUDA-event timer `convkit bench --device cuda` uses (convkit/bench/timing.py), with
     cudnn.benchmark on for the session, as there."""
     torch = pytest.importorskip("torch")
-    from convkit.bench.gpu import CudaTimer
+    from convkit.bench.timing import CudaTimer
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     yield CudaTimer(bench_device)
@@ -86,7 +86,7 @@ def bench_threads():
     """torch and convkit run at the same thread count for the whole session."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("convkit.functional", reason="convkit's compiled kernels are not built")
-    from convkit.bench.runner import set_threads
+    from convkit.bench.env import set_threads
     before = torch.get_num_threads()
     n = set_threads(_env_int("CONVKIT_BENCH_THREADS", before))
     yield n
@@ -97,13 +97,13 @@ def bench_threads():
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Record what the numbers depend on beside the CPU pytest-benchmark already names."""
     import torch
-    from convkit.bench.runner import cpu_model_name
+    from convkit.bench.env import cpu_model_name
     machine_info["cpu_model"] = cpu_model_name()
     machine_info["torch"] = torch.__version__
     machine_info["convkit_bench_device"] = DEVICE
     machine_info["convkit_bench_batch"] = _env_int("CONVKIT_BENCH_BATCH", _default_batch())
     if DEVICE.startswith("cuda") and torch.cuda.is_available():
-        from convkit.bench.gpu import gpu_info
+        from convkit.bench.env import gpu_info
         machine_info.update({f"gpu_{k}" if k != "gpu" else k: v
                              for k, v in gpu_info(torch.device(DEVICE)).items()})
     machine_info["threads"] = _env_int("CONVKIT_BENCH_THREADS", torch.get_num_threads())

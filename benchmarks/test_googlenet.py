@@ -7,7 +7,7 @@ test and is not timed), then times torch's op on the same inputs (median of a fe
 in extra_info as ref_ms), then times convkit with pytest-benchmark.
 
 GPU: the check and the timing of both sides are `convkit bench --device cuda`'s own
-(convkit.bench.gpu.run_layer_pass: CUDA events, L2 flushed before each sample, median; cuDNN
+(convkit.bench.gpu_rows.run_layer_pass: CUDA events, L2 flushed before each sample, median; cuDNN
 with TF32 off and on), so extra_info's ours_ms / ref_ms / ref_tf32_ms / ratio are the numbers
 the CLI would print. pytest-benchmark's own statistics, the ones --benchmark-compare tracks
 between commits, time convkit's call from the host: each round is one call followed by
@@ -28,7 +28,8 @@ import pytest
 pytest.importorskip("pytest_benchmark", reason="the benchmark suites need pytest-benchmark")
 
 from convkit.bench.layers import GPU_PASSES, LAYERS, PASSES, select_layers  # noqa: E402
-from convkit.bench.runner import check_layer, time_interleaved  # noqa: E402
+from convkit.bench.checks import check_layer  # noqa: E402
+from convkit.bench.timing import time_interleaved  # noqa: E402
 
 DEVICE = os.environ.get("CONVKIT_BENCH_DEVICE", "") or "cpu"   # as conftest.py reads it
 CASES = [
@@ -85,7 +86,8 @@ def test_googlenet_layer(benchmark, bench_device, bench_batch, bench_rounds, lay
 
 def _bench_cuda(benchmark, timer, device, batch, rounds, layer, pass_, algo, seed):
     import torch
-    from convkit.bench.gpu import convkit_cuda_has_conv, run_layer_pass
+    from convkit.bench.env import convkit_cuda_has_conv
+    from convkit.bench.gpu_rows import run_layer_pass
 
     if layer.is_conv and not convkit_cuda_has_conv():
         pytest.skip("convkit's CUDA module has no convolutions yet (no conv2d_fwd)")

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from convkit.bench.runner import add_bench_arguments
+    from convkit.bench.cli import add_bench_arguments
     p = argparse.ArgumentParser(prog="convkit", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", metavar="command")
     sub.required = True
@@ -61,10 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
-        from convkit.bench.runner import bench_main
+        from convkit.bench.cli import bench_main
         return bench_main(args)
     if args.command == "layers":
-        from convkit.bench.runner import list_layers_main
+        from convkit.bench.cli import list_layers_main
         return list_layers_main(args)
     if args.command == "train-digits":
         from convkit.train import train_digits_main

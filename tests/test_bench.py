@@ -8,6 +8,7 @@ its CuPy glue on a NumPy stand-in for cupy, its kernels compiled by nvcc), the T
 choice of API, the GPU check's summary and shell script (dry run, no-GPU exit, a flow with a
 faked GPU), the sanitizer script's cases, and the ptxas report parser. What only a GPU can tell
 (real event times, cuDNN, CuPy on the device, compute-sanitizer) runs in benchmarks/gpu_check.sh."""
+import ast
 import json
 import os
 import re
@@ -21,7 +22,8 @@ import types
 import pytest
 import torch
 
-from convkit.bench import gpu, layers as L, runner
+from convkit.bench import (ceilings, checks, cli, config, cpu_run, env, gpu_rows, gpu_run, layers as L, plan,
+                           report, summary, tables, tf32, timing)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -71,8 +73,8 @@ class FakeCuda:
         self.sleeps.append(cycles)
 
 
-_CudaTimer = gpu.CudaTimer   # the class, whatever a test has patched gpu.CudaTimer to
-_REAL = {"measure_ceilings_cuda": gpu.measure_ceilings_cuda, "call_overhead": gpu.call_overhead}
+_CudaTimer = timing.CudaTimer   # the class, whatever a test has patched gpu_run.CudaTimer to
+_REAL = {"measure_ceilings_cuda": ceilings.measure_ceilings_cuda, "call_overhead": ceilings.call_overhead}
 
 
 def fake_timer(**kw):
@@ -87,9 +89,73 @@ def one_thread():
     """One thread for torch and convkit: torch's CPU grouped convolutions in float64 (the
     depthwise layers' reference) run a parallel region per group, slow on a busy machine."""
     before = torch.get_num_threads()
-    runner.set_threads(1)
+    env.set_threads(1)
     yield
-    runner.set_threads(before)
+    env.set_threads(before)
+
+
+# ---- the package's shape: one job a module, imports one way ---------------------------------------
+BENCH_DIR = os.path.join(ROOT, "convkit", "bench")
+
+
+def _bench_imports(name):
+    """(bench modules `name` imports at module level, bench modules it imports inside a function
+    or class) as its source says: `from convkit.bench.x import ...`, `from convkit.bench import
+    x`, `import convkit.bench.x`, and the relative forms."""
+    with open(os.path.join(BENCH_DIR, name + ".py")) as f:
+        tree = ast.parse(f.read())
+    modules = {m[:-3] for m in os.listdir(BENCH_DIR) if m.endswith(".py")} - {"__init__"}
+    top, nested = set(), set()
+    nested_nodes = {id(n) for d in ast.walk(tree) if isinstance(d, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                    ast.ClassDef))
+                    for n in ast.walk(d) if n is not d}
+    for node in ast.walk(tree):
+        found = set()
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                parts = a.name.split(".")
+                if parts[:2] == ["convkit", "bench"] and len(parts) > 2:
+                    found.add(parts[2])
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = "convkit.bench" + ("." + base if base else "")
+            parts = base.split(".")
+            if parts[:2] == ["convkit", "bench"]:
+                found |= {parts[2]} if len(parts) > 2 else {a.name for a in node.names}
+        found &= modules
+        (nested if id(node) in nested_nodes else top).update(found)
+    return top, nested
+
+
+def test_bench_modules_import_one_way():
+    """Every module of convkit/bench imports, has one job (400 lines at most), imports its
+    siblings at module level only (no import inside a function to get around a cycle), and the
+    siblings form a DAG."""
+    import importlib
+    names = sorted(m[:-3] for m in os.listdir(BENCH_DIR) if m.endswith(".py") and m != "__init__.py")
+    assert {"cli", "config", "cpu_run", "gpu_run", "report", "timing"} <= set(names)
+    graph = {}
+    for name in names:
+        importlib.import_module(f"convkit.bench.{name}")
+        with open(os.path.join(BENCH_DIR, name + ".py")) as f:
+            assert len(f.readlines()) <= 400, f"convkit/bench/{name}.py is over 400 lines"
+        top, nested = _bench_imports(name)
+        assert not nested, f"convkit/bench/{name}.py imports {sorted(nested)} inside a function"
+        graph[name] = top - {name}
+    done, order = set(), []
+
+    def visit(name, path):
+        assert name not in path, f"import cycle in convkit/bench: {' -> '.join(path + [name])}"
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            visit(dep, path + [name])
+        done.add(name)
+        order.append(name)
+    for name in names:
+        visit(name, [])
+    assert order.index("cli") > order.index("cpu_run") > order.index("config")
 
 
 # ---- the layer table ------------------------------------------------------------------------------
@@ -121,7 +187,7 @@ def test_default_layers_depend_on_the_device():
 def test_relu_layer_runs_both_implementations():
     lay = L.layers_by_name()["5b.3x3.relu"]
     inputs = lay.make_inputs(2, torch.float32, requires_grad=True)
-    check = runner.check_layer(lay, inputs, "fwd+bwd", "direct", "float32")
+    check = checks.check_layer(lay, inputs, "fwd+bwd", "direct", "float32")
     assert check["ok"], check
 
 
@@ -145,8 +211,8 @@ def test_mobilenet_depthwise_layers():
     assert set(names) <= {lay.name for lay in L.select_layers(None, device="cuda")}
     assert "mobilenet.dw128_56" in L.QUICK_LAYERS_CUDA and "mobilenet.dw128_56" not in L.QUICK_LAYERS
     assert [lay.name for lay in L.select_layers("mobilenet.*")] == names
-    assert runner.config_from_args(_args("--device", "cuda", "--quick")).layers.endswith("mobilenet.dw128_56")
-    assert "mobilenet" not in runner.config_from_args(_args("--quick")).layers
+    assert config.config_from_args(_args("--device", "cuda", "--quick")).layers.endswith("mobilenet.dw128_56")
+    assert "mobilenet" not in config.config_from_args(_args("--quick")).layers
     assert not by["3a.3x3"].is_depthwise and by["3a.3x3"].family == "googlenet"
     assert by["lecture.3x3"].family == "lecture"
 
@@ -185,7 +251,7 @@ def test_backward_passes_match_torch(name):
         if pass_ == "bwd_weight":
             assert torch.allclose(ref["dbias"], inputs.grad.double().sum((0, 2, 3)))
         for algo in lay.algos():
-            check = runner.check_layer(lay, inputs, pass_, algo, "float32")
+            check = checks.check_layer(lay, inputs, pass_, algo, "float32")
             assert check["ok"], (pass_, algo, check)
 
 
@@ -193,40 +259,40 @@ def test_backward_passes_match_torch(name):
 def _args(*argv):
     import argparse
     p = argparse.ArgumentParser()
-    runner.add_bench_arguments(p)
+    cli.add_bench_arguments(p)
     return p.parse_args(list(argv))
 
 
 def test_cuda_defaults_and_dtype_rules():
-    cfg = runner.config_from_args(_args("--device", "cuda"))
+    cfg = config.config_from_args(_args("--device", "cuda"))
     assert (cfg.batches, cfg.repeat, cfg.warmup, cfg.budget_s) == ([1, 32], 15, 2, None)
     assert tuple(cfg.passes) == L.GPU_PASSES == ("fwd", "bwd_input", "bwd_weight")
-    cfg = runner.config_from_args(_args("--device", "cuda:1", "--quick", "--dtype", "float16"))
+    cfg = config.config_from_args(_args("--device", "cuda:1", "--quick", "--dtype", "float16"))
     assert (cfg.batches, cfg.repeat, cfg.warmup, cfg.dtype) == ([32], 7, 1, "float16")
-    cfg = runner.config_from_args(_args())
+    cfg = config.config_from_args(_args())
     assert (cfg.batch, cfg.batches, cfg.repeat, cfg.warmup) == (8, [8], 7, 2)
     assert tuple(cfg.passes) == L.PASSES == ("fwd", "fwd+bwd")
     with pytest.raises(SystemExit, match="cuda only"):
-        runner.config_from_args(_args("--dtype", "bfloat16"))
+        config.config_from_args(_args("--dtype", "bfloat16"))
     with pytest.raises(SystemExit, match="cuda"):
-        runner.config_from_args(_args("--device", "gpu"))
+        config.config_from_args(_args("--device", "gpu"))
 
 
 def test_cli_batches_passes_budget():
-    cfg = runner.config_from_args(_args("--device", "cuda", "--batch", "1,8,32", "--passes",
+    cfg = config.config_from_args(_args("--device", "cuda", "--batch", "1,8,32", "--passes",
                                         "bwd_weight,fwd+bwd", "--budget", "200"))
     assert (cfg.batches, cfg.batch, list(cfg.passes), cfg.budget_s) == ([1, 8, 32], 1, ["bwd_weight", "fwd+bwd"], 200)
-    assert runner.config_batches(cfg) == [1, 8, 32]
-    assert runner.config_batches(runner.BenchConfig(batch=4)) == [4]
-    cfg = runner.config_from_args(_args("--batch", "3", "--passes", "bwd_input"))
+    assert config.config_batches(cfg) == [1, 8, 32]
+    assert config.config_batches(config.BenchConfig(batch=4)) == [4]
+    cfg = config.config_from_args(_args("--batch", "3", "--passes", "bwd_input"))
     assert (cfg.batches, list(cfg.passes)) == ([3], ["bwd_input"])
     for bad, msg in ((("--passes", "bwd"), "unknown --passes"), (("--batch", "0"), "--batch"),
                      (("--budget", "-1"), "--budget"), (("--algos", "fft"), "unknown --algos")):
         with pytest.raises(SystemExit, match=msg):
-            runner.config_from_args(_args(*bad))
+            config.config_from_args(_args(*bad))
     with pytest.raises(SystemExit, match="unknown --algos"):   # winograd is the CPU backend's alone
-        runner.config_from_args(_args("--device", "cuda", "--algos", "winograd"))
-    assert runner.config_from_args(_args("--algos", "im2col,winograd")).algos == ["im2col", "winograd"]
+        config.config_from_args(_args("--device", "cuda", "--algos", "winograd"))
+    assert config.config_from_args(_args("--algos", "im2col,winograd")).algos == ["im2col", "winograd"]
     with pytest.raises(SystemExit):   # argparse: not a list of integers
         _args("--batch", "1,x")
 
@@ -249,23 +315,23 @@ def _plan_by_hand(batches, dtype="float32"):
 
 
 def test_plan_counts_the_gpu_run(capsys):
-    cfg = runner.config_from_args(_args("--device", "cuda"))
-    plan = runner.plan_run(cfg, "cuda")
+    cfg = config.config_from_args(_args("--device", "cuda"))
+    planned = plan.plan_run(cfg, "cuda")
     n_conv = sum(lay.is_conv for lay in L.select_layers(None, device="cuda"))
     assert n_conv == 57 + 8 + 5       # GoogLeNet, the lecture's module, MobileNet
-    assert plan["by_op"]["conv2d"]["groups"] == n_conv * 3 * 2
-    assert (plan["groups"], plan["callables"]) == _plan_by_hand([1, 32])
-    assert plan["samples_per_callable"] == 17 and plan["samples"] == 17 * plan["callables"]
+    assert planned["by_op"]["conv2d"]["groups"] == n_conv * 3 * 2
+    assert (planned["groups"], planned["callables"]) == _plan_by_hand([1, 32])
+    assert planned["samples_per_callable"] == 17 and planned["samples"] == 17 * planned["callables"]
     # what the GPU check budgets for: the default run stays well inside the bench's slot
-    assert 2000 < plan["callables"] < 3000 and plan["estimate_s"] < 200
-    half = runner.plan_run(runner.config_from_args(_args("--device", "cuda", "--dtype", "float16",
-                                                         "--batch", "32")), "cuda")
+    assert 2000 < planned["callables"] < 3000 and planned["estimate_s"] < 200
+    half = plan.plan_run(config.config_from_args(_args("--device", "cuda", "--dtype", "float16",
+                                                       "--batch", "32")), "cuda")
     assert (half["groups"], half["callables"]) == _plan_by_hand([32], "float16")
-    tight = runner.plan_run(runner.config_from_args(_args("--device", "cuda", "--budget", "60")), "cuda")
+    tight = plan.plan_run(config.config_from_args(_args("--device", "cuda", "--budget", "60")), "cuda")
     assert tight["repeat_within_budget"] == 5
-    assert runner.bench_main(_args("--device", "cuda", "--plan")) == 0   # no GPU needed
+    assert cli.bench_main(_args("--device", "cuda", "--plan")) == 0   # no GPU needed
     out = capsys.readouterr().out
-    assert f"{plan['callables']} callables x 17 samples" in out and "| conv2d" in out
+    assert f"{planned['callables']} callables x 17 samples" in out and "| conv2d" in out
 
 
 # ---- TF32: one API per torch version ------------------------------------------------------------------
@@ -294,7 +360,7 @@ class _Guarded:
 
 
 def _fake_torch(version):
-    new = gpu.torch_version(version) >= (2, 9)
+    new = tf32.torch_version(version) >= (2, 9)
     if new:
         conv = _Guarded(fp32_precision="none")
         cudnn = _Guarded(forbidden=("allow_tf32",), conv=conv, benchmark=False)
@@ -310,35 +376,35 @@ def _fake_torch(version):
 @pytest.mark.parametrize("version", ["2.11.0+cu130", "2.9.0", "2.8.1+cu128", "2.4.0"])
 def test_tf32_switch_uses_one_api_and_restores(version):
     fake, conv, cudnn, matmul = _fake_torch(version)
-    if gpu.torch_version(version) >= (2, 9):
-        assert gpu.tf32_api(fake) == "fp32_precision"
-        with gpu.tf32(False, "conv", fake):
+    if tf32.torch_version(version) >= (2, 9):
+        assert tf32.tf32_api(fake) == "fp32_precision"
+        with tf32.tf32(False, "conv", fake):
             assert conv.fp32_precision == "ieee"
-            with gpu.tf32(True, "conv", fake):
+            with tf32.tf32(True, "conv", fake):
                 assert conv.fp32_precision == "tf32"
             assert conv.fp32_precision == "ieee"
         assert conv.fp32_precision == "none"
-        with gpu.tf32(True, "matmul", fake):
+        with tf32.tf32(True, "matmul", fake):
             assert matmul.fp32_precision == "tf32"
         assert matmul.fp32_precision == "none"
     else:
-        assert gpu.tf32_api(fake) == "allow_tf32"
-        with gpu.tf32(False, "conv", fake):
+        assert tf32.tf32_api(fake) == "allow_tf32"
+        with tf32.tf32(False, "conv", fake):
             assert cudnn.allow_tf32 is False
         assert cudnn.allow_tf32 is True
-        with gpu.tf32(True, "matmul", fake):
+        with tf32.tf32(True, "matmul", fake):
             assert matmul.allow_tf32 is True
         assert matmul.allow_tf32 is False
-    with gpu.tf32(None, "conv", fake):   # None: nothing touched
+    with tf32.tf32(None, "conv", fake):   # None: nothing touched
         pass
     with pytest.raises(ValueError):
-        with gpu.tf32(True, "rnn", fake):
+        with tf32.tf32(True, "rnn", fake):
             pass
 
 
 def test_tf32_switch_on_this_torch():
     before = torch.backends.cudnn.conv.fp32_precision
-    with gpu.tf32(False, "conv"):
+    with tf32.tf32(False, "conv"):
         assert torch.backends.cudnn.conv.fp32_precision == "ieee"
     assert torch.backends.cudnn.conv.fp32_precision == before
 
@@ -367,14 +433,14 @@ def test_timer_retakes_host_bound_samples_with_longer_spin():
 
 
 def test_timer_flush_reads_the_buffer():
-    timer = gpu.CudaTimer("cpu", flush_bytes=1 << 16, cuda=FakeCuda())
+    timer = timing.CudaTimer("cpu", flush_bytes=1 << 16, cuda=FakeCuda())
     timer.flush()
     assert timer.flush_bytes == 1 << 16
     assert float(timer._flush_sink) == pytest.approx(float(timer._flush_buf.sum()))
 
 
 def test_ceilings_on_the_stand_in():
-    c = gpu.measure_ceilings_cuda(fake_timer(), "float32", quick=True, copy_mib=1, mm_n=32)
+    c = ceilings.measure_ceilings_cuda(fake_timer(), "float32", quick=True, copy_mib=1, mm_n=32)
     for key in ("copy_gbps", "copy_gbps_median", "matmul_gflops", "matmul_tf32_gflops",
                 "matmul_fp16_gflops", "matmul_bf16_gflops"):
         assert c[key] > 0, key
@@ -382,7 +448,7 @@ def test_ceilings_on_the_stand_in():
 
 
 def test_call_overhead_on_the_cpu():
-    o = gpu.call_overhead("cpu", calls=5, reps=2)
+    o = ceilings.call_overhead("cpu", calls=5, reps=2)
     assert set(o["relu"]) == {"convkit", "torch"} and o["max_pool2d"]["torch"] > 0
 
 
@@ -576,13 +642,13 @@ def test_cupy_reference_geometry_and_status():
     assert (g.stride, g.pads, g.dilation, g.groups) == ((2, 2), (3, 3, 3, 3), (1, 1), 4)
     assert cupy_ref.Geometry.of((1, 2), (0, 1)).pads == (0, 0, 1, 1)
     assert g.output_hw(224, 224, 7, 7) == (112, 112)
-    assert cupy_ref.NAME == gpu.REF_CUPY == "cupy-im2col-cublas"
+    assert cupy_ref.NAME == gpu_rows.REF_CUPY == "cupy-im2col-cublas"
     mod, info = cupy_ref.cupy_status()
     if mod is None:   # CuPy missing here, or no GPU: a clear reason, no rows
         assert info["status"] == "skipped" and info["reason"]
-    be, info = gpu.cupy_reference("cuda:0", "bfloat16", True)
+    be, info = gpu_run.cupy_reference("cuda:0", "bfloat16", True)
     assert be is None and "bfloat16" in info["reason"]
-    assert gpu.cupy_reference("cuda:0", "float32", False)[1]["reason"] == "no convolution selected"
+    assert gpu_run.cupy_reference("cuda:0", "float32", False)[1]["reason"] == "no convolution selected"
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
@@ -605,8 +671,8 @@ def _rows(name, pass_, algos, has_conv=True, batch=1, cupy=None, dtype="float32"
     lay = L.layers_by_name()[name]
     inputs = lay.make_inputs(batch, getattr(torch, dtype), seed=L.LAYERS.index(lay),
                              requires_grad=(pass_ == "fwd+bwd"))
-    return gpu.run_layer_pass(lay, pass_, algos, inputs, dtype, batch, fake_timer(), CEILINGS,
-                              warmup=1, repeat=3, has_conv=has_conv, cupy_backend=cupy)
+    return gpu_rows.run_layer_pass(lay, pass_, algos, inputs, dtype, batch, fake_timer(), CEILINGS,
+                                   warmup=1, repeat=3, has_conv=has_conv, cupy_backend=cupy)
 
 
 def test_conv_rows_one_per_algo_and_tf32_setting():
@@ -658,9 +724,9 @@ def test_a_wrong_cupy_reference_is_not_timed(host_ref, monkeypatch):
     assert "relative error" in bad["ref_error"] and bad["ratio"] is None
     assert bad["status"] == "ok" and bad["ours_ms"] == ok["ours_ms"]     # ours still timed
     assert ok["ref_status"] == "ok" and ok["ratio"] > 0
-    md = runner.markdown_report(dict(_gpu_report(), rows=rows, summary=runner.summarize(rows, gpu=True)))
+    md = report.markdown_report(dict(_gpu_report(), rows=rows, summary=summary.summarize(rows, gpu=True)))
     assert "1 reference case(s) failed" in md and "**FAIL**" in md
-    assert runner.n_failed({"rows": rows}) == (0, 1)
+    assert tables.n_failed({"rows": rows}) == (0, 1)
 
 
 def test_backward_rows_on_the_gpu_path():
@@ -713,9 +779,9 @@ def _gpu_report():
            "call_overhead_us": {"shape": [1, 16, 9, 9], "calls": 5, "relu": {"convkit": 9.0, "torch": 4.0},
                                 "max_pool2d": {"convkit": 11.0, "torch": 5.0}},
            "rows": rows, "ref_tf32_api": "fp32_precision"}
-    rep["summary"] = runner.summarize(rows, gpu=True)
-    rep["totals"] = runner.totals(rows)
-    rep["ref_totals"] = gpu.ref_totals(rows)
+    rep["summary"] = summary.summarize(rows, gpu=True)
+    rep["totals"] = summary.totals(rows)
+    rep["ref_totals"] = summary.ref_totals(rows)
     return rep
 
 
@@ -730,13 +796,13 @@ def test_gpu_summary_markdown_and_strict_json(tmp_path):
     (tot,) = rep["totals"]
     assert tot["layers"] == 2 and tot["skipped_layers"] == ["5a.3x3", "avgpool"]   # 5a.5x5_reduce, pool4
     assert {(t["ref_tf32"], t["layers"]) for t in rep["ref_totals"]} == {(False, 4), (True, 4)}
-    md = runner.markdown_report(rep)
+    md = report.markdown_report(rep)
     for text in ("cudnn tf32", "torch-cuda", "Fake H100", "(no convkit kernel)", "relu convkit 9.0 µs",
                  "**FAIL**", "1 case(s) failed", "cudnn fp32"):
         assert text in md, text
     path = tmp_path / "r.json"
     rep["rows"][0]["max_rel_err"] = float("inf")
-    runner.write_outputs(rep, str(path), str(tmp_path / "r.md"))
+    report.write_outputs(rep, str(path), str(tmp_path / "r.md"))
     back = json.loads(path.read_text())
     assert back["rows"][0]["max_rel_err"] is None and back["rows"][4]["ours_ms"] is None
     text = gpu_check_summary.bench_lines(str(path))
@@ -746,26 +812,26 @@ def test_gpu_summary_markdown_and_strict_json(tmp_path):
 def _cuda_run_on_the_stand_in(monkeypatch, has_conv=False, cupy=None, **cfg_kw):
     """run_bench_cuda's orchestration on CPU tensors: torch.cuda replaced where it is touched.
     cupy: a backend for the CuPy reference (HostBackend), or None (CuPy missing, as here)."""
-    monkeypatch.setattr(gpu, "_normalize_device", lambda device: "cpu")
-    monkeypatch.setattr(gpu, "_check_convkit_cuda", lambda: None)
-    monkeypatch.setattr(gpu, "gpu_info", lambda device, cuda=None: {"gpu": "Fake H100", "cuda": "13.0",
+    monkeypatch.setattr(gpu_run, "_normalize_device", lambda device: "cpu")
+    monkeypatch.setattr(gpu_run, "_check_convkit_cuda", lambda: None)
+    monkeypatch.setattr(gpu_run, "gpu_info", lambda device, cuda=None: {"gpu": "Fake H100", "cuda": "13.0",
                                                                      "cudnn": 91000, "sm_count": 132})
-    monkeypatch.setattr(gpu, "convkit_cuda_has_conv", lambda: has_conv)
+    monkeypatch.setattr(gpu_run, "convkit_cuda_has_conv", lambda: has_conv)
     if cupy is not None:
-        monkeypatch.setattr(gpu, "cupy_reference",
+        monkeypatch.setattr(gpu_run, "cupy_reference",
                             lambda device, dtype, any_conv: (cupy, {"status": "ok", "version": "host", "tf32": False}))
     timer = fake_timer()
-    monkeypatch.setattr(gpu, "CudaTimer", lambda device: timer)
+    monkeypatch.setattr(gpu_run, "CudaTimer", lambda device: timer)
     real_ceilings = _REAL["measure_ceilings_cuda"]
-    monkeypatch.setattr(gpu, "measure_ceilings_cuda",
+    monkeypatch.setattr(gpu_run, "measure_ceilings_cuda",
                         lambda timer, dtype, quick: real_ceilings(timer, dtype, quick, copy_mib=1, mm_n=32))
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     real_overhead = _REAL["call_overhead"]
-    monkeypatch.setattr(gpu, "call_overhead", lambda device, calls: real_overhead(device, calls=3, reps=1))
+    monkeypatch.setattr(gpu_run, "call_overhead", lambda device, calls: real_overhead(device, calls=3, reps=1))
     for k, v in (("passes", ("fwd",)), ("repeat", 2), ("warmup", 1)):
         cfg_kw.setdefault(k, v)
-    cfg = runner.BenchConfig(device="cuda", batch=1, progress=False, **cfg_kw)
-    return runner.run_bench(cfg, log=open(os.devnull, "w"))
+    cfg = config.BenchConfig(device="cuda", batch=1, progress=False, **cfg_kw)
+    return cli.run_bench(cfg, log=open(os.devnull, "w"))
 
 
 def test_cuda_run_orchestration_on_the_stand_in(monkeypatch, tmp_path):
@@ -778,7 +844,7 @@ def test_cuda_run_orchestration_on_the_stand_in(monkeypatch, tmp_path):
                    ("5a.5x5_reduce", "none", True, "ref-only"), ("5b.3x3.relu", "direct", None, "ok")]
     assert torch.backends.cudnn.benchmark is False   # restored
     rep["device"] = "cuda:0"   # what _normalize_device gives on a GPU; the tensors here are on the CPU
-    md = runner.write_outputs(rep, str(tmp_path / "r.json"), None)
+    md = report.write_outputs(rep, str(tmp_path / "r.json"), None)
     assert "cudnn tf32" in md and json.loads((tmp_path / "r.json").read_text())["rows"][1]["ours_ms"] is None
 
 
@@ -786,7 +852,7 @@ def test_cuda_run_in_half_times_the_convolutions_references(monkeypatch):
     """float16: a convolution convkit does not take in half yet gets cuDNN's row (reference-only,
     ref_tf32 null, no CuPy row: it runs float32 and float64); a pool that refuses the dtype is an
     ERROR (the pools have half kernels on CUDA)."""
-    monkeypatch.setattr(gpu, "convkit_cuda_has_conv", lambda: True)
+    monkeypatch.setattr(gpu_run, "convkit_cuda_has_conv", lambda: True)
     rep = _cuda_run_on_the_stand_in(monkeypatch, layers="5a.5x5_reduce,pool4", dtype="float16",
                                     has_conv=True)
     got = [(r["layer"], r["algo"], r["ref"], r["ref_tf32"], r["status"]) for r in rep["rows"]]
@@ -837,7 +903,7 @@ def test_cuda_run_two_batches_three_passes_and_the_cupy_reference(monkeypatch, t
     refs = {(t["pass"], t["batch"], t["ref"], t["ref_tf32"]) for t in rep["ref_totals"]}
     assert ("fwd", 2, "cupy-im2col-cublas", False) in refs and ("bwd_weight", 1, "cudnn", True) in refs
     rep["device"] = "cuda:0"
-    md = runner.write_outputs(rep, str(tmp_path / "r.json"), str(tmp_path / "r.md"), str(tmp_path / "readme.md"))
+    md = report.write_outputs(rep, str(tmp_path / "r.json"), str(tmp_path / "r.md"), str(tmp_path / "readme.md"))
     assert "cupy im2col+cublas" in md and "TFLOP/s" in md and "| mobilenet.dw1024_7" in md
     readme = (tmp_path / "readme.md").read_text()
     for text in ("Fake H100", "FP32 ceiling", "Batch 2: geomean ours/ref", "bwd_weight vs cupy im2col+cublas",
@@ -901,12 +967,12 @@ def test_cuda_run_without_cupy_says_why(monkeypatch):
     assert cup["status"] == "skipped" and "not importable" in cup["reason"]
     assert {r["ref"] for r in rep["rows"]} == {"cudnn"}
     rep["device"] = "cuda:0"
-    assert "The CuPy im2col + cuBLAS reference was skipped: CuPy is not importable" in runner.markdown_report(rep)
+    assert "The CuPy im2col + cuBLAS reference was skipped: CuPy is not importable" in report.markdown_report(rep)
 
 
 # ---- the CPU run: unchanged, and interruptible ---------------------------------------------------------
 def test_cpu_run_stops_cleanly_on_interrupt(monkeypatch):
-    real = runner.run_case
+    real = cpu_run.run_case
     seen = []
 
     def run_case(case, *a, **k):
@@ -914,13 +980,13 @@ def test_cpu_run_stops_cleanly_on_interrupt(monkeypatch):
             raise KeyboardInterrupt
         seen.append(case)
         return real(case, *a, **k)
-    monkeypatch.setattr(runner, "run_case", run_case)
-    monkeypatch.setattr(runner, "measure_ceilings", lambda dtype, quick: dict(CEILINGS, matmul_n=1, copy_bytes=1))
-    cfg = runner.BenchConfig(layers="5b.3x3.relu,pool4", passes=("fwd",), batch=1, repeat=1,
+    monkeypatch.setattr(cpu_run, "run_case", run_case)
+    monkeypatch.setattr(cpu_run, "measure_ceilings", lambda dtype, quick: dict(CEILINGS, matmul_n=1, copy_bytes=1))
+    cfg = config.BenchConfig(layers="5b.3x3.relu,pool4", passes=("fwd",), batch=1, repeat=1,
                              warmup=0, progress=False, quick=True)
-    rep = runner.run_bench(cfg, log=open(os.devnull, "w"))
+    rep = cli.run_bench(cfg, log=open(os.devnull, "w"))
     assert len(rep["rows"]) == 1 and "stopped after 1 rows" in rep["interrupted"]
-    assert "call_overhead_us" in rep and "**Interrupted**" in runner.markdown_report(rep)
+    assert "call_overhead_us" in rep and "**Interrupted**" in report.markdown_report(rep)
 
 
 def test_cpu_cli_writes_the_same_schema(tmp_path):

@@ -84,13 +84,13 @@ def test_gemm_rejects_bad_arguments(cpu):
 
 
 def test_bench_reports_peak_and_gemm_fraction():
-    from convkit.bench import runner
-    c = runner.measure_gemm_ceiling(quick=True, shapes={"square": (64, 96, 80), "conv": (16, 49, 72)})
-    for key in runner.GEMM_KEYS:
+    from convkit.bench import ceilings, report
+    c = ceilings.measure_gemm_ceiling(quick=True, shapes={"square": (64, 96, 80), "conv": (16, 49, 72)})
+    for key in ceilings.GEMM_KEYS:
         assert key in c and c[key] > 0, key
     assert c["gemm_shape"] == [64, 96, 80] and c["gemm_conv_shape"] == [16, 49, 72]
     assert c["gemm_pct_of_peak"] == pytest.approx(100 * c["gemm_gflops"] / c["fma_peak_gflops"])
-    text = runner._gemm_ceiling_text(c)
+    text = report._gemm_ceiling_text(c)
     assert "FMA peak" in text and "% of peak" in text
 
 
@@ -98,17 +98,17 @@ def test_bench_json_top_level_fields(monkeypatch, tmp_path):
     """A tiny CPU run (one ReLU row, small ceilings) carries the GEMM figures at the JSON top
     level and in the table header."""
     import os
-    from convkit.bench import runner
-    real = runner.measure_gemm_ceiling
-    monkeypatch.setattr(runner, "measure_gemm_ceiling",
+    from convkit.bench import ceilings, cli, config, report
+    real = ceilings.measure_gemm_ceiling
+    monkeypatch.setattr(ceilings, "measure_gemm_ceiling",
                         lambda dtype="float32", quick=False, shapes=None:
                         real(dtype, True, {"square": (64, 64, 64), "conv": (16, 49, 72)}))
-    cfg = runner.BenchConfig(layers="3a.3x3.relu", passes=("fwd",), batch=1, repeat=1, warmup=0,
+    cfg = config.BenchConfig(layers="3a.3x3.relu", passes=("fwd",), batch=1, repeat=1, warmup=0,
                              progress=False, quick=True)
-    rep = runner.run_bench(cfg, log=open(os.devnull, "w"))
-    for key in runner.GEMM_KEYS:
+    rep = cli.run_bench(cfg, log=open(os.devnull, "w"))
+    for key in ceilings.GEMM_KEYS:
         assert rep[key] > 0 and rep["ceilings"][key] == rep[key], key
-    assert "FMA peak" in runner.markdown_report(rep)
+    assert "FMA peak" in report.markdown_report(rep)
 
 
 # The GEMM's paths at the thread counts that pick them: A packed once per call and shared by the
