@@ -7,8 +7,9 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
-from convkit.bench.layers import (ALL_PASSES, CONV_BENCH_ALGOS, CPU_ONLY_ALGOS, GPU_PASSES, PASSES,
-                                  QUICK_LAYERS, QUICK_LAYERS_CUDA, select_layers)
+from convkit import CONV_ALGOS, _backend
+from convkit.bench.layers import (ALL_PASSES, CONV_BENCH_ALGOS, GPU_PASSES, PASSES, QUICK_LAYERS, QUICK_LAYERS_CUDA,
+                                  select_layers)
 
 __all__ = ["ITEMSIZE", "HALF_DTYPES", "DEFAULTS", "BenchConfig", "config_batches", "device_kind",
            "config_from_args"]
@@ -57,6 +58,17 @@ def device_kind(device: str) -> str:
     raise SystemExit(f"convkit bench: --device must be 'cpu' or 'cuda[:N]', got {device!r}")
 
 
+def _algos_built_for(kind: str) -> List[str]:
+    """The convolution algorithms the module of device kind `kind` builds (the registry,
+    csrc/common/conv_algo.h); without that module here (planning a GPU run on a machine
+    without one), the registry's names the CUDA modules build: those the emulator has."""
+    for name in (("cpu",) if kind == "cpu" else ("cuda", "cudasim")):
+        mod = _backend._load(name)
+        if mod is not None:
+            return list(mod.conv_algos())
+    return [a for a in CONV_ALGOS if a in CONV_BENCH_ALGOS]
+
+
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     q = args.quick
     kind = device_kind(args.device)
@@ -68,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise SystemExit(f"convkit bench: --batch must be positive, got {args.batch}")
     if getattr(args, "budget", None) is not None and not args.budget > 0:
         raise SystemExit(f"convkit bench: --budget must be positive seconds, got {args.budget}")
-    known = CONV_BENCH_ALGOS + ("auto",) + (CPU_ONLY_ALGOS if device_kind(args.device) == "cpu" else ())
+    known = ("auto",) + tuple(_algos_built_for(kind))
     bad = [a for a in args.algos if a not in known]
     if bad:
         raise SystemExit(f"convkit bench: unknown --algos {bad} on {args.device}; choose from {', '.join(known)}")

@@ -31,7 +31,7 @@ from convkit.bench.layer import (ALL_PASSES, GPU_PASSES, PASSES, ConvSpec, Layer
 
 __all__ = [
     "ConvSpec", "PoolSpec", "Layer", "LayerInputs", "GOOGLENET_TABLE1", "LAYERS", "QUICK_LAYERS",
-    "QUICK_LAYERS_CUDA", "CONV_BENCH_ALGOS", "CPU_ONLY_ALGOS", "PASSES", "GPU_PASSES", "ALL_PASSES", "RELU_AFTER",
+    "QUICK_LAYERS_CUDA", "CONV_BENCH_ALGOS", "PASSES", "GPU_PASSES", "ALL_PASSES", "RELU_AFTER",
     "MOBILENET_DW",
     "layers_by_name", "select_layers", "check_table",
 ]
@@ -54,8 +54,6 @@ GOOGLENET_TABLE1: Dict[str, Tuple[int, ...]] = {
 
 # Conv algorithms the benchmark times by default ("auto" can be asked for with --algos).
 CONV_BENCH_ALGOS = ("direct", "im2col", "1x1")
-# Algorithms only the CPU backend has, run where they apply when --algos names them.
-CPU_ONLY_ALGOS = ("winograd", "blocked")
 # A few layers that cover each kind of op (1x1, 3x3, 5x5, strided stem, max and avg pool), for
 # `convkit bench --quick`; on the GPU also a depthwise one (QUICK_LAYERS_CUDA).
 QUICK_LAYERS = ("stem.7x7", "3a.1x1", "3a.3x3", "4a.5x5", "lecture.3x3", "pool2", "3a.pool",
