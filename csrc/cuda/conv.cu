@@ -84,9 +84,8 @@ int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, DType dt, const Con
       return im2col::workspace_bytes(pass, dt, p, cap_bytes);
     case ConvAlgo::OneByOne:
       return onebyone::workspace_bytes(pass, dt, p, cap_bytes);
-    case ConvAlgo::Blocked:
-    case ConvAlgo::Winograd:
-      break;  // (CPU only: check_params refused them)
+    default:
+      break;  // (an algorithm the CUDA modules don't build: check_params refused it)
   }
   return 0;
 }
@@ -104,9 +103,8 @@ void conv2d_fwd(ConvAlgo algo, DType dt, const ConvParams& p, const void* x, con
       return im2col::fwd(dt, p, x, w, b, y, ws, ws_bytes, stream);
     case ConvAlgo::OneByOne:
       return onebyone::fwd(dt, p, x, w, b, y, ws, ws_bytes, stream);
-    case ConvAlgo::Blocked:
-    case ConvAlgo::Winograd:
-      break;  // (CPU only: check_params refused them)
+    default:
+      break;  // (an algorithm the CUDA modules don't build: check_params refused it)
   }
 }
 
@@ -123,9 +121,8 @@ void conv2d_bwd_input(ConvAlgo algo, DType dt, const ConvParams& p, const void* 
       return im2col::bwd_input(dt, p, dy, w, dx, ws, ws_bytes, stream);
     case ConvAlgo::OneByOne:
       return onebyone::bwd_input(dt, p, dy, w, dx, ws, ws_bytes, stream);
-    case ConvAlgo::Blocked:
-    case ConvAlgo::Winograd:
-      break;  // (CPU only: check_params refused them)
+    default:
+      break;  // (an algorithm the CUDA modules don't build: check_params refused it)
   }
 }
 
@@ -149,9 +146,8 @@ void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void*
       return im2col::bwd_weight(dt, p, dy, x, dw, ws, ws_bytes, stream);
     case ConvAlgo::OneByOne:
       return onebyone::bwd_weight(dt, p, dy, x, dw, ws, ws_bytes, stream);
-    case ConvAlgo::Blocked:
-    case ConvAlgo::Winograd:
-      break;  // (CPU only: check_params refused them)
+    default:
+      break;  // (an algorithm the CUDA modules don't build: check_params refused it)
   }
 }
 
