@@ -86,11 +86,8 @@ def test_googlenet_layer(benchmark, bench_device, bench_batch, bench_rounds, lay
 
 def _bench_cuda(benchmark, timer, device, batch, rounds, layer, pass_, algo, seed):
     import torch
-    from convkit.bench.env import convkit_cuda_has_conv
     from convkit.bench.gpu_rows import run_layer_pass
 
-    if layer.is_conv and not convkit_cuda_has_conv():
-        pytest.skip("convkit's CUDA module has no convolutions yet (no conv2d_fwd)")
     inputs = layer.make_inputs(batch, torch.float32, seed=seed, requires_grad=(pass_ == "fwd+bwd"),
                                device=device)
     rows = run_layer_pass(layer, pass_, [algo], inputs, "float32", batch, timer, {},

@@ -1,7 +1,8 @@
 """convkit: hand-written CPU (C++) and CUDA kernels for 2-D convolution (direct, im2col + GEMM,
-1x1), max and average pooling and ReLU, forward and backward, as drop-in PyTorch ops and layers
-that also take NumPy and CuPy arrays. Backends: "cpu", "cuda" (torch CUDA tensors, CuPy arrays)
-and "cudasim" (the CUDA kernels on a CPU emulator, for host memory). See README.md.
+1x1; on the CPU also blocked and Winograd), max and average pooling and ReLU, forward and
+backward, as drop-in PyTorch ops and layers that also take NumPy and CuPy arrays. Backends:
+"cpu", "cuda" (torch CUDA tensors, CuPy arrays) and "cudasim" (the CUDA kernels on a CPU
+emulator, for host memory). See README.md.
 """
 from ._backend import available_backends, use_backend
 from ._errors import ConvkitError, ConvkitMemoryError, ConvkitNotImplementedError, ConvkitTypeError, ConvkitValueError

@@ -16,8 +16,8 @@ class ConvkitTypeError(ConvkitError, TypeError):
 
 
 class ConvkitNotImplementedError(ConvkitError, NotImplementedError):
-    """An op the selected backend's compiled module does not provide (yet), e.g. conv2d on a
-    CUDA module built before its convolution kernels."""
+    """A call convkit does not support: torch.func transforms over a raw torch.ops.convkit op
+    (their derivatives are applied by convkit.functional)."""
 
 
 class ConvkitMemoryError(ConvkitError, MemoryError):

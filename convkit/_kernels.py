@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from . import _backend, _env
-from ._errors import ConvkitError, ConvkitMemoryError, ConvkitNotImplementedError, ConvkitValueError
+from ._errors import ConvkitError, ConvkitMemoryError, ConvkitValueError
 from ._params import (CUDA_INDEX_LIMIT, SIZE_LIMIT, ConvArgs, PoolArgs, _int, check_float_dtype,
                       conv_output_hw, dtype_name)
 
@@ -283,15 +283,6 @@ class _Kernels:
         kernel_calls[kernel] += 1
         return getattr(self.mod, kernel)(*args, *self.launch_args)
 
-    def require(self, kernel: str, op: str) -> None:
-        """Raises ConvkitNotImplementedError when this module has no `kernel` (before any output is
-        allocated), e.g. conv2d on a CUDA module built before the CUDA convolutions."""
-        if not hasattr(self.mod, kernel):
-            raise ConvkitNotImplementedError(
-                f"{op} is not implemented on the {self.name!r} backend: its module {self.mod.__name__} has no "
-                f"{kernel} (the CUDA convolutions are not built into it yet); convolutions run on the 'cpu' "
-                f"backend")
-
 
 _module_cache = {}     # (device type, forced backend, dtype) -> (backend name, module), once checked
 
@@ -489,14 +480,10 @@ def _conv_algos(k) -> tuple:
     return algos
 
 
-_CONV_KERNELS = {"fwd": "conv2d_fwd", "bwd_input": "conv2d_bwd_input", "bwd_weight": "conv2d_bwd_weight"}
-
-
 def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, bias=None):
     """One convolution pass: kind 'fwd' (a=x, b=w), 'bwd_input' (a=dy, b=w), 'bwd_weight' (a=dy, b=x)."""
     op = {"fwd": "conv2d", "bwd_input": "conv2d_backward_input", "bwd_weight": "conv2d_backward_weight"}[kind]
     k = _module(a, op, "input" if kind == "fwd" else "grad_output")
-    k.require(_CONV_KERNELS[kind], op)
     if args.algo != "auto" and args.algo not in _conv_algos(k):
         raise ConvkitValueError(f"{op}: algo={args.algo!r} is not built for the {k.name!r} backend; "
                                 f"choose one of {', '.join(_conv_algos(k))}, auto there")
@@ -592,7 +579,6 @@ def conv2d_bwd_weight(dy, x, weight_shape, args: ConvArgs):
 def conv2d_bwd_bias(dy):
     """db[K] = sum of dy[N, K, P, Q] over N, P, Q."""
     k = _module(dy, "conv2d_backward_bias", "grad_output")
-    k.require("conv2d_bwd_bias", "conv2d_backward_bias")
     n, c, p_, q_ = dy.shape
     if n == 0 or p_ == 0 or q_ == 0:
         return _zeros(dy, (c,))

@@ -136,30 +136,19 @@ def _current() -> dict:
 
 def apply(module) -> None:
     """Gives a CUDA module (just loaded) the current settings; the environment is read and checked
-    the first time (a bad value raises ConvkitValueError here, so the module is not used). A
-    module built before these switches raises ImportError when any is set (its backend is then
-    unavailable, with this reason)."""
+    the first time (a bad value raises ConvkitValueError here, so the module is not used)."""
     state = _current()
-    if hasattr(module, "set_variant"):
-        module.set_variant(**{k: VARIANT_CHOICES[k].index(v) for k, v in state["variant"].items()})
-        module.set_launch_sync(state["sync"])
-    elif format_variant(state["variant"]) != "auto" or state["sync"]:
-        raise ImportError(f"{module.__name__} was built before forced variants and sync-after-launch: "
-                          f"rebuild it to use {VARIANT_ENV} / {SYNC_ENV}")
+    module.set_variant(**{k: VARIANT_CHOICES[k].index(v) for k, v in state["variant"].items()})
+    module.set_launch_sync(state["sync"])
 
 
 def _push() -> None:
-    """The current settings to every loaded CUDA module that can run here (a stale module of a
-    backend that cannot run here, e.g. a _cuda without a GPU, is left alone)."""
+    """The current settings to every loaded CUDA module."""
     from . import _backend
     for name in ("cuda", "cudasim"):
         mod = _backend._modules.get(name)
-        if mod is None or (not hasattr(mod, "set_variant") and _backend._unavailable_reason(name) is not None):
-            continue
-        try:
+        if mod is not None:
             apply(mod)
-        except ImportError as e:
-            raise ConvkitValueError(str(e)) from None
 
 
 def get_variant() -> str:

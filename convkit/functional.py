@@ -118,8 +118,10 @@ def conv2d(input, weight, bias=None, stride: IntOrPair = 1, padding: Union[str, 
 
     input: [N, C, H, W] or [C, H, W]; weight: [K, C/groups, R, S]; bias: [K] or None.
     padding: int, pair, 'same' (torch's: the extra pad of an even kernel goes bottom/right) or 'valid'.
-    algo: 'auto', 'direct', 'im2col' or '1x1' (1x1 kernels with zero padding, any stride/groups);
-    on the CPU also 'blocked' (any shape) and 'winograd' (3x3, stride 1, dilation 1).
+    algo (convkit.CONV_ALGOS): 'auto' (a heuristic by shape, or the fastest timed once per shape
+    with convkit.benchmark = True), 'direct', 'im2col' or '1x1' (1x1 kernels with zero padding, any
+    stride/groups); on the 'cpu' backend also 'blocked' (any shape) and 'winograd' (3x3, stride
+    1, dilation 1), which the CUDA backends refuse with ConvkitValueError.
     dtypes: float32, float64; float16 and bfloat16 on the CUDA backends. Under torch.autocast the
     operands are cast as for torch's conv2d (see convkit._ops, "conv2d under torch.autocast").
     Returns [N, K, P, Q] (or [K, P, Q]).
@@ -165,7 +167,7 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 
     """Gradient of conv2d with respect to its input.
 
     grad_output: [N, K, P, Q] (or [K, P, Q]); weight: [K, C/groups, R, S];
-    input_shape: [N, C, H, W] (or [C, H, W]). Returns grad_input of input_shape.
+    input_shape: [N, C, H, W] (or [C, H, W]). algo: as conv2d's. Returns grad_input of input_shape.
     """
     op = "conv2d_backward_input"
     kind = _kind(op, grad_output, weight)
@@ -194,7 +196,7 @@ def conv2d_backward_weight(grad_output, input, weight_shape, stride: IntOrPair =
     """Gradient of conv2d with respect to its weight.
 
     grad_output: [N, K, P, Q] (or [K, P, Q]); input: [N, C, H, W] (or [C, H, W]);
-    weight_shape: [K, C/groups, R, S]. Returns grad_weight of weight_shape.
+    weight_shape: [K, C/groups, R, S]. algo: as conv2d's. Returns grad_weight of weight_shape.
     """
     op = "conv2d_backward_weight"
     kind = _kind(op, grad_output, input)

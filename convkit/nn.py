@@ -34,8 +34,10 @@ def _check_algo(algo: str) -> str:
 
 
 class Conv2d(torch.nn.Conv2d):
-    """torch.nn.Conv2d on convkit's kernels; `algo` picks the algorithm ('auto', 'direct',
-    'im2col', '1x1')."""
+    """torch.nn.Conv2d on convkit's kernels; `algo` picks the algorithm (convkit.CONV_ALGOS):
+    'auto', 'direct', 'im2col', '1x1' (a 1x1 kernel without padding), and on the 'cpu' backend
+    also 'winograd' (3x3, stride 1, dilation 1) and 'blocked' (any shape). As in
+    convkit.functional.conv2d."""
 
     def __init__(self, *args, algo: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)

@@ -39,17 +39,6 @@ HALF_BACKENDS = [b for b in BACKENDS if "float16" in convkit._backend.dtypes(b)]
 _UNIT = {torch.float32: 2e-6, torch.float64: 1e-14, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 
 
-def has_conv(backend):
-    """Whether the backend's module has the convolution kernels (the CUDA modules get them with
-    the CUDA-convolution issue; until then their conv tests skip, and switch on by themselves)."""
-    return hasattr(convkit._backend.module(backend), "conv2d_fwd")
-
-
-def skip_without_conv(backend):
-    if not has_conv(backend):
-        pytest.skip(f"the {backend!r} backend has no conv2d kernels yet (the CUDA convolutions are not built)")
-
-
 def device_of(backend):
     """Where a backend's tensors live: the real GPU for "cuda", the host otherwise (the
     emulator "cudasim" runs the CUDA sources on host memory)."""

@@ -11,7 +11,7 @@ import convkit._kernels
 import convkit.functional as CF
 import convkit.nn as cnn
 
-from conftest import BACKENDS, device_of, distinct_values, rand, skip_without_conv
+from conftest import BACKENDS, device_of, distinct_values, rand
 
 SEEDS = [0, 1, 2]
 F64 = torch.float64
@@ -49,7 +49,6 @@ def _conv_inputs(xs, ws, seed, dev, bias=True):
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("algo,xs,ws,kw", CONV_GC, ids=[f"{c[0]}-{i}" for i, c in enumerate(CONV_GC)])
 def test_gradcheck_conv2d(backend, seed, algo, xs, ws, kw):
-    skip_without_conv(backend)
     x, w, b = _conv_inputs(xs, ws, seed, device_of(backend))
     with convkit.use_backend(backend):
         assert _gc(lambda x, w, b: CF.conv2d(x, w, b, algo=algo, **kw), (x, w, b))
@@ -66,7 +65,6 @@ def _out_shape(xs, ws, kw):
 @pytest.mark.parametrize("algo,xs,ws,kw", CONV_GC, ids=[f"{c[0]}-{i}" for i, c in enumerate(CONV_GC)])
 def test_gradcheck_conv2d_backward_ops(backend, seed, algo, xs, ws, kw):
     """The backward ops are differentiable (double backward is built on them)."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     x, w, _ = _conv_inputs(xs, ws, seed, dev, bias=False)
     go = rand(_out_shape(xs, ws, kw), F64, dev, torch.Generator().manual_seed(seed + 100)).requires_grad_(True)
@@ -133,7 +131,6 @@ def test_gradcheck_relu(backend, seed):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("algo,xs,ws,kw", [CONV_GC[0], CONV_GC[3], CONV_GC[4]], ids=["direct", "im2col", "1x1"])
 def test_gradgradcheck_conv2d(backend, algo, xs, ws, kw):
-    skip_without_conv(backend)
     x, w, b = _conv_inputs(xs, ws, 5, device_of(backend))
     with convkit.use_backend(backend):
         assert _ggc(lambda x, w, b: CF.conv2d(x, w, b, algo=algo, **kw), (x, w, b))
@@ -190,7 +187,8 @@ def _opcheck_samples(dev):
          (xp.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True), [3, 3], [1, 1], [1, 1],
           False, True, None)),
         ("relu_transposed", ops.relu.default, (r(4, 6, 5).transpose(0, 2),)),
-    ] + ([("relu_", ops.relu_.default, (r(3, 4, 5, grad=False),))] if hasattr(ops, "relu_") else [])
+        ("relu_", ops.relu_.default, (r(3, 4, 5, grad=False),)),
+    ]
 
 
 _OPCHECK_NAMES = ["conv2d", "conv2d_nobias", "conv2d_backward_input", "conv2d_backward_weight",
@@ -202,8 +200,6 @@ _OPCHECK_NAMES = ["conv2d", "conv2d_nobias", "conv2d_backward_input", "conv2d_ba
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", _OPCHECK_NAMES)
 def test_opcheck(backend, name):
-    if name.startswith("conv2d"):
-        skip_without_conv(backend)
     with convkit.use_backend(backend):
         samples = {n: (op, args) for n, op, args in _opcheck_samples(device_of(backend))}
         if name not in samples:
@@ -243,7 +239,7 @@ def _small_model(algo="auto"):
 
 
 def _pool_relu_model():
-    """Every pooling and ReLU layer, no convolution (runs on the backends without conv kernels)."""
+    """Every pooling and ReLU layer, no convolution."""
     return tnn.Sequential(
         cnn.ReLU(),
         cnn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
@@ -281,7 +277,6 @@ def test_compile_fullgraph_aot_eager_pool_relu(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("algo", ["direct", "im2col", "auto"])
 def test_compile_fullgraph_aot_eager(backend, algo):
-    skip_without_conv(backend)
     torch._dynamo.reset()
     dev = device_of(backend)
     model = _small_model(algo).to(dev)
@@ -317,8 +312,6 @@ def test_compile_inductor_smoke():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("which", ["conv", "pool_relu"])
 def test_export(backend, which):
-    if which == "conv":
-        skip_without_conv(backend)
     dev = device_of(backend)
     model = (_small_model() if which == "conv" else _pool_relu_model()).to(dev).eval()
     x = rand((2, 3, 9, 8), F64, dev)
@@ -348,7 +341,6 @@ def _calls():
     (True, False, True), (False, True, True), (True, True, False), (False, False, True),
     (True, False, False), (True, True, True)])
 def test_unneeded_gradients_not_computed(backend, algo, x_grad, w_grad, b_grad):
-    skip_without_conv(backend)
     dev = device_of(backend)
     x = rand((2, 3, 6, 6), F64, dev).requires_grad_(x_grad)
     w = rand((4, 3, 3, 3), F64, dev).requires_grad_(w_grad)
@@ -370,7 +362,6 @@ def test_unneeded_gradients_not_computed(backend, algo, x_grad, w_grad, b_grad):
 def test_frozen_layer_runs_no_backward(backend):
     """A frozen first conv on an input without grad runs no conv backward kernel at all; the
     second conv's weight does get its grad-weight kernel."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     model = tnn.Sequential(cnn.Conv2d(3, 4, 3, padding=1), cnn.ReLU(), cnn.MaxPool2d(2),
                            cnn.Conv2d(4, 2, 3)).to(F64).to(dev)
@@ -442,8 +433,6 @@ _TORCH_FOR_GRAD = {
 @pytest.mark.parametrize("op", list(_OPS_FOR_GRAD))
 @pytest.mark.parametrize("layout", ["expanded", "broadcast_channel", "channels_last", "transposed"])
 def test_backward_with_strided_grad_output(backend, op, layout):
-    if op.startswith("conv"):
-        skip_without_conv(backend)
     dev = device_of(backend)
     x = distinct_values((2, 4, 7, 6), F64, dev).requires_grad_(True)
     w = rand((5, 4, 3, 3), F64, dev).requires_grad_(True)

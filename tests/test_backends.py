@@ -1,8 +1,6 @@
 """Backend selection and what each backend can run: available_backends() lists only backends that
-can run here; the CUDA modules get their launch arguments; a backend without convolution kernels
-refuses conv2d with a NotImplementedError before allocating anything; a dtype a backend does not
-take is refused naming the dtype and the backend."""
-import types
+can run here; the CUDA modules get their launch arguments; a dtype a backend does not take is
+refused naming the dtype and the backend."""
 
 import numpy as np
 import pytest
@@ -12,10 +10,8 @@ import convkit
 import convkit._backend as B
 import convkit._kernels as K
 import convkit.functional as CF
-from convkit import ConvkitError
-from convkit._errors import ConvkitNotImplementedError
 
-from conftest import BACKENDS, HALF_BACKENDS, device_of, has_conv, rand, raises_checked
+from conftest import BACKENDS, HALF_BACKENDS, device_of, rand, raises_checked
 
 
 def test_available_backends_can_run():
@@ -84,76 +80,6 @@ def test_cudasim_is_never_the_default():
     assert isinstance(info.value, RuntimeError) and "cudasim" in str(info.value)
 
 
-# ---- a backend without convolution kernels -----------------------------------------------------
-
-def _conv_calls(x, w, g, b):
-    """Every convolution entry point: (name, callable)."""
-    calls = [
-        ("conv2d", lambda: CF.conv2d(x, w, b, padding=1)),
-        ("conv2d", lambda: CF.conv2d(x[:0], w, b, padding=1)),   # an empty batch allocates nothing either
-        ("conv2d_backward_input", lambda: CF.conv2d_backward_input(g, w, tuple(x.shape), padding=1)),
-        ("conv2d_backward_weight", lambda: CF.conv2d_backward_weight(g, x, tuple(w.shape), padding=1)),
-        ("conv2d_backward_bias", lambda: CF.conv2d_backward_bias(g)),
-    ]
-    if isinstance(x, torch.Tensor):
-        ops = torch.ops.convkit
-        calls += [
-            ("conv2d", lambda: ops.conv2d(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 1, "direct")),
-            ("conv2d_backward_bias", lambda: ops.conv2d_backward_bias(g)),
-        ]
-    return calls
-
-
-def _no_allocation(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("an output or workspace was allocated before the NotImplementedError")
-    monkeypatch.setattr(K, "_empty", refuse)
-
-
-def _check_not_implemented(backend, monkeypatch, arrays):
-    calls = _conv_calls(*arrays)
-    _no_allocation(monkeypatch)
-    for op, fn in calls:
-        before = sum(K.kernel_calls.values())
-        with convkit.use_backend(backend):
-            e = raises_checked(fn, (NotImplementedError,), [op, repr(backend), "conv"],
-                               [a for a in arrays if isinstance(a, torch.Tensor)])
-        assert isinstance(e, ConvkitError) and isinstance(e, ConvkitNotImplementedError)
-        assert sum(K.kernel_calls.values()) == before
-
-
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if not has_conv(b)] or
-                         [pytest.param("cudasim", marks=pytest.mark.skip(reason="every backend has conv kernels"))])
-@pytest.mark.parametrize("kind", ["torch", "numpy"])
-def test_conv_on_backend_without_conv_kernels(backend, kind, monkeypatch):
-    """conv2d and its backward ops on the CUDA modules before the CUDA convolutions: a
-    NotImplementedError (and RuntimeError) naming the op and the backend, before any kernel runs
-    or any output is allocated."""
-    if kind == "numpy" and device_of(backend) != "cpu":
-        pytest.skip("NumPy arrays live in host memory")
-    dev = device_of(backend)
-    x, w, g, b = rand((2, 3, 7, 6), torch.float32, dev), rand((4, 3, 3, 3), torch.float32, dev), \
-        rand((2, 4, 7, 6), torch.float32, dev), rand((4,), torch.float32, dev)
-    arrays = (x, w, g, b) if kind == "torch" else tuple(t.numpy() for t in (x, w, g, b))
-    _check_not_implemented(backend, monkeypatch, arrays)
-
-
-def test_conv_not_implemented_is_generic(monkeypatch):
-    """The check reads the module, not the backend's name: the cpu backend on a module without
-    conv2d functions refuses convolutions the same way (and still pools)."""
-    real = B.module("cpu")
-    stripped = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real)
-                                        if not k.startswith("conv2d") and not k.startswith("__")})
-    stripped.__name__ = "convkit._cpu (without conv2d)"
-    monkeypatch.setitem(B._modules, "cpu", stripped)
-    x = rand((2, 3, 7, 6), torch.float32, "cpu")
-    with convkit.use_backend("cpu"):
-        assert CF.max_pool2d(x, 2).shape == (2, 3, 3, 3)
-    arrays = (x, rand((4, 3, 3, 3), torch.float32, "cpu"), rand((2, 4, 7, 6), torch.float32, "cpu"),
-              rand((4,), torch.float32, "cpu"))
-    _check_not_implemented("cpu", monkeypatch, arrays)
-
-
 # ---- dtypes per backend --------------------------------------------------------------------------
 
 def _conv_entry_points(x, w, b):
@@ -179,12 +105,8 @@ def test_half_dtype_support_matches_module(backend, dtype):
             assert CF.max_pool2d(x, 2).dtype == dtype
             assert CF.avg_pool2d(x, 2).dtype == dtype
             assert CF.relu(x).dtype == dtype
-            if has_conv(backend):
-                for fn in _conv_entry_points(x, w, b):
-                    assert fn().dtype == dtype
-            else:
-                for fn in _conv_entry_points(x, w, b):
-                    raises_checked(fn, (NotImplementedError,), [repr(backend)], [x, w, b])
+            for fn in _conv_entry_points(x, w, b):
+                assert fn().dtype == dtype
         else:
             before = sum(K.kernel_calls.values())
             for fn in [lambda: CF.max_pool2d(x, 2), lambda: CF.avg_pool2d(x, 2), lambda: CF.relu(x),

@@ -17,17 +17,8 @@ import convkit
 import convkit.functional as CF
 
 from conftest import (BACKENDS, DTYPES, assert_bitwise, assert_close, conv_out_hw, device_of, one_image_workspace,
-                      dtype_id, is_channels_last, pair, rand, ref_conv2d, skip_without_conv,
-                      small_ints)
+                      dtype_id, is_channels_last, pair, rand, ref_conv2d, small_ints)
 
-
-@pytest.fixture(autouse=True)
-def _conv_kernels_built(request):
-    """Every test here needs its backend's convolution kernels: on a backend without them (the
-    CUDA modules before the CUDA convolutions land) it skips, and runs once they are built."""
-    callspec = getattr(request.node, "callspec", None)
-    if callspec is not None and "backend" in callspec.params:
-        skip_without_conv(callspec.params["backend"])
 
 # (C, K, groups): plain, channels not a multiple of 4, grouped, depthwise, depthwise x2.
 GROUPINGS = [(1, 1, 1), (3, 5, 1), (5, 2, 1), (2, 3, 1), (4, 6, 2), (6, 3, 3), (6, 9, 3),
@@ -536,7 +527,6 @@ def test_cuda_non_default_stream():
     """Every launch goes on the caller's current stream (pytorch#15352): work queued on a side
     stream, read back after that stream only, gives the right numbers. (Pooling and ReLU on a
     side stream: tests/test_cuda.py.)"""
-    skip_without_conv("cuda")
     torch.cuda.synchronize()
     x = torch.randn(8, 32, 56, 56, device="cuda")
     w = torch.randn(64, 32, 3, 3, device="cuda")
@@ -688,7 +678,6 @@ def test_conv2d_float32_realistic_reduction(backend, algo):
 def test_cuda_half_precision(dtype, algo):
     """float16 / bfloat16 with float32 accumulation: our error against a float64 reference is at
     most twice torch's own (cuDNN's) error at that precision, plus a tiny floor."""
-    skip_without_conv("cuda")
     gen = torch.Generator().manual_seed(12)
     x = rand((4, 32, 17, 15), torch.float64, "cpu", gen)
     w = rand((48, 32, 3, 3), torch.float64, "cpu", gen)

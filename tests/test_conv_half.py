@@ -24,7 +24,7 @@ import convkit
 import convkit.functional as CF
 import convkit.nn as cnn
 
-from conftest import HALF_BACKENDS, HALF_DTYPES, device_of, dtype_id, rand, ref_conv2d, skip_without_conv
+from conftest import HALF_BACKENDS, HALF_DTYPES, device_of, dtype_id, rand, ref_conv2d
 
 pytestmark = pytest.mark.skipif(not HALF_BACKENDS, reason="no backend with float16/bfloat16 kernels is available")
 
@@ -102,7 +102,6 @@ def _torch_half(x, w, b, g, kw):
 
 def _check_all(backend, dtype, algo, case):
     _, _, _, _, kw = case
-    skip_without_conv(backend)
     dev = device_of(backend)
     x, w, b, g = _inputs(case, dtype, dev)
     xa, wa = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
@@ -143,7 +142,6 @@ def test_half_conv2d_medium(backend, dtype, algo, case):
 def test_half_conv2d_channels_last_and_nn(backend, dtype):
     """nn.Conv2d converted to a half type, channels_last input: torch's output dtype and memory
     format; the parameters' gradients in the half type too."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     torch.manual_seed(3)
     ref_layer = torch.nn.Conv2d(6, 8, 3, padding=1).to(dtype)
@@ -171,7 +169,6 @@ def test_half_conv2d_channels_last_and_nn(backend, dtype):
 @pytest.mark.parametrize("algo", ["direct", "im2col", "auto"])
 def test_half_conv2d_numpy_float16(backend, algo):
     """NumPy float16 arrays on a host backend with half kernels: float16 out of every pass."""
-    skip_without_conv(backend)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((2, 5, 9, 8)).astype(np.float16)
     w = rng.standard_normal((4, 5, 3, 3)).astype(np.float16)
@@ -197,7 +194,6 @@ def test_half_conv2d_numpy_float16(backend, algo):
 def test_half_conv2d_opcheck(backend, dtype):
     """torch.library.opcheck on half convolutions: the fake (meta) implementations report the
     dtype, shape and strides of the real ones, and autograd is registered right."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     x = rand((2, 4, 6, 5), dtype, dev).requires_grad_(True)
     w = rand((6, 2, 3, 3), dtype, dev).requires_grad_(True)
@@ -216,7 +212,6 @@ def test_half_conv2d_opcheck(backend, dtype):
 def test_half_conv2d_cupy_float16(algo):
     """CuPy float16 arrays: CuPy float16 out of every pass, on CuPy's current stream."""
     cp = pytest.importorskip("cupy")
-    skip_without_conv("cuda")
     rng = np.random.default_rng(12)
     host = [rng.standard_normal(s).astype(np.float16) for s in ((2, 5, 9, 8), (4, 5, 3, 3), (4,), (2, 4, 9, 8))]
     s = cp.cuda.Stream(non_blocking=True)

@@ -20,7 +20,7 @@ import convkit._kernels as K
 import convkit.functional as CF
 import convkit.nn as cnn
 
-from conftest import BACKENDS, assert_bitwise, has_conv, rand, small_ints
+from conftest import BACKENDS, assert_bitwise, rand, small_ints
 
 
 @pytest.fixture
@@ -137,8 +137,6 @@ def _capture_and_replay(layer, x, g, new_x, new_g):
 def test_cuda_graph_forward_backward_replay(algo):
     """Capture forward + backward of a convkit conv, replay on new inputs: eager's numbers
     bit for bit (same kernels, same inputs, deterministic reductions)."""
-    if not has_conv("cuda"):
-        pytest.skip("the 'cuda' backend has no conv2d kernels yet")
     layer, x, g = _layer_and_data(algo, 0)
     _, new_x, new_g = _layer_and_data(algo, 1)
     y, gx, gw, gb = _capture_and_replay(layer, x, g, new_x.detach(), new_g)
@@ -158,8 +156,6 @@ def test_cuda_graph_with_benchmark_mode(warm, fresh_algo_cache, monkeypatch):
     """convkit.benchmark = True: warmed up, the capture uses the cached timed pick; with the cache
     emptied just before capturing, the heuristic's pick and a warning; either way no timing (no
     synchronization) during the capture, and the replay matches eager with the same algo."""
-    if not has_conv("cuda"):
-        pytest.skip("the 'cuda' backend has no conv2d kernels yet")
     layer, x, g = _layer_and_data("auto", 2)
     _, new_x, new_g = _layer_and_data("auto", 3)
     s = torch.cuda.Stream()
@@ -206,7 +202,7 @@ def test_cuda_graph_with_benchmark_mode(warm, fresh_algo_cache, monkeypatch):
 @gpu
 def test_cuda_graph_half_and_channels_last():
     """A float16 channels_last conv (input made contiguous inside the op) captures and replays too."""
-    if not has_conv("cuda") or "float16" not in convkit._backend.dtypes("cuda"):
+    if "float16" not in convkit._backend.dtypes("cuda"):
         pytest.skip("needs half conv kernels on the 'cuda' backend")
     x = rand((2, 8, 11, 9), torch.float16, "cuda").to(memory_format=torch.channels_last)
     w = rand((12, 8, 3, 3), torch.float16, "cuda")

@@ -17,7 +17,7 @@ import convkit.functional as CF
 import convkit.nn as cnn
 from convkit import ConvkitValueError
 
-from conftest import BACKENDS, device_of, rand, skip_without_conv
+from conftest import BACKENDS, device_of, rand
 
 F64 = torch.float64
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -46,8 +46,6 @@ def _layers(M, conv=True):
 
 def _models(backend, conv=True):
     """(convkit model, the torch.nn model with its weights), on the backend's device."""
-    if conv:
-        skip_without_conv(backend)
     torch.manual_seed(0)
     ours = _layers(cnn, conv).to(device_of(backend))
     ref = _layers(tnn, conv).to(device_of(backend))
@@ -146,8 +144,6 @@ class _Functional(tnn.Module):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("which", ["conv", "pool_relu"])
 def test_export_dynamic_functional(backend, which):
-    if which == "conv":
-        skip_without_conv(backend)
     dev = device_of(backend)
     ours = _Functional(CF, which == "conv").to(dev)
     ref = _Functional(torch.nn.functional, which == "conv").to(dev)
@@ -173,7 +169,6 @@ def test_export_dynamic_channels_last(backend):
     """The fake implementations' memory-format rule (suggest_memory_format on the input) does not
     specialize a dynamic size: a channels_last model exports with its batch, height and width
     symbolic over their full range, sizes 0 and 1 included, and gives torch's strides."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     ours = tnn.Sequential(cnn.Conv2d(3, 4, 3, padding=1), cnn.ReLU(), cnn.MaxPool2d(3, 1, 1),
                           cnn.AvgPool2d(3, 1, 1)).to(F64).to(dev)
@@ -207,7 +202,6 @@ def _unbatched_pair(dev):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_export_dynamic_unbatched(backend):
     """An unbatched (C, H, W) input exports with H and W dynamic."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     ours, ref = _unbatched_pair(dev)
     with convkit.use_backend(backend):
@@ -241,7 +235,6 @@ def test_export_ceil_mode_where_torch_does_not():
 def test_export_too_small_example_raises_convkit_error(backend):
     """An example the op would refuse raises the op's own error while exporting (the fake
     implementation checks the example's sizes), not torch's on a negative output size."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     with convkit.use_backend(backend):
         model = tnn.Sequential(cnn.Conv2d(3, 4, 5)).to(F64).to(dev)
@@ -261,8 +254,6 @@ def test_exported_program_checks_sizes_when_it_runs(backend, layer):
     sizes): the op checks the concrete sizes each run. An empty height is inside the range
     torch's export gives these layers (their outputs have the input's size), and raises a
     ConvkitValueError naming the op, as eagerly, not a crash."""
-    if layer == "conv":
-        skip_without_conv(backend)
     dev = device_of(backend)
     m = {"conv": lambda: cnn.Conv2d(3, 4, 3, padding=1), "max_pool": lambda: cnn.MaxPool2d(3, 1, 1),
          "avg_pool": lambda: cnn.AvgPool2d(3, 1, 1)}[layer]()
@@ -357,7 +348,6 @@ def test_compile_mark_dynamic_batch(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_compile_dynamic_unbatched(backend):
-    skip_without_conv(backend)
     dev = device_of(backend)
     ours, ref = _unbatched_pair(dev)
     torch._dynamo.reset()
@@ -372,7 +362,6 @@ def test_compile_dynamic_unbatched(backend):
 def test_compile_dynamic_too_small_input_raises_convkit_error(backend):
     """A size the compiled graph's guards exclude is traced again; an input the op refuses then
     raises the op's error (the fake implementation checks the example), as eagerly."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     torch._dynamo.reset()
     with convkit.use_backend(backend):

@@ -9,7 +9,7 @@ import convkit
 import convkit.flops as flops
 import convkit.functional as CF
 
-from conftest import BACKENDS, DTYPES, assert_bitwise, device_of, dtype_id, skip_without_conv
+from conftest import BACKENDS, DTYPES, assert_bitwise, device_of, dtype_id
 
 ALGOS3 = ["direct", "im2col", "auto"]
 
@@ -63,7 +63,6 @@ def test_lecture_examples_with_torch():
 @pytest.mark.parametrize("algo", ALGOS3)
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_lecture_sobel(backend, algo, dtype):
-    skip_without_conv(backend)
     x, w = _sobel(dtype, device_of(backend))
     with convkit.use_backend(backend):
         y = CF.conv2d(x, w, padding=1, algo=algo)
@@ -76,7 +75,6 @@ def test_lecture_sobel(backend, algo, dtype):
 @pytest.mark.parametrize("algo", ALGOS3)
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_lecture_two_filter_stride2(backend, algo, dtype):
-    skip_without_conv(backend)
     x, w, b = _volume(dtype, device_of(backend))
     with convkit.use_backend(backend):
         y = CF.conv2d(x, w, b, stride=2, padding=1, algo=algo)
@@ -89,7 +87,6 @@ def test_lecture_two_filter_stride2(backend, algo, dtype):
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "cuda"])
 def test_lecture_examples_numpy(backend):
-    skip_without_conv(backend)
     x = np.array(LECTURE_X, dtype=np.float32)[None]
     w = np.array([LECTURE_W0, LECTURE_W1], dtype=np.float32)
     b = np.array(LECTURE_B, dtype=np.float32)

@@ -7,7 +7,7 @@ import torch.nn as tnn
 import convkit
 import convkit.nn as cnn
 
-from conftest import BACKENDS, assert_close, device_of, rand, skip_without_conv
+from conftest import BACKENDS, assert_close, device_of, rand
 
 F64 = torch.float64
 
@@ -39,7 +39,6 @@ CONV_ARGS = [
 def test_conv2d_layer_matches_torch(backend, kwargs, algo):
     """Same constructor args; a torch state_dict loads into the convkit layer; same output and
     gradients."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     torch.manual_seed(1)
     ref = tnn.Conv2d(**kwargs).to(F64).to(dev)
@@ -136,7 +135,6 @@ class _Wrapper(tnn.Module):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("algo", ["auto", "direct", "im2col"])
 def test_convert_nested_model(backend, algo):
-    skip_without_conv(backend)
     dev = device_of(backend)
     model = _Wrapper().to(F64).to(dev).eval()
     x = rand((2, 3, 12, 12), F64, dev)

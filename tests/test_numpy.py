@@ -8,8 +8,7 @@ import torch.nn.functional as F
 import convkit
 import convkit.functional as CF
 
-from conftest import (BACKENDS, assert_bitwise, assert_close, has_conv, ref_avg_pool2d, ref_conv2d,
-                      ref_max_pool2d, skip_without_conv)
+from conftest import BACKENDS, assert_bitwise, assert_close, ref_avg_pool2d, ref_conv2d, ref_max_pool2d
 
 NP_DTYPES = [np.float32, np.float64]
 CPU_BACKENDS = [b for b in BACKENDS if b != "cuda"]   # NumPy arrays live in host memory
@@ -38,7 +37,6 @@ CONV_CASES = [
 @pytest.mark.parametrize("dtype", NP_DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("algo,xs,ws,bias,kw", CONV_CASES, ids=lambda v: v if isinstance(v, str) else None)
 def test_numpy_conv2d(backend, dtype, algo, xs, ws, bias, kw):
-    skip_without_conv(backend)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
@@ -140,7 +138,7 @@ def test_numpy_noncontiguous_and_no_torch_types(backend):
         m, idx = CF.max_pool2d(x, 3, 2, 1, return_indices=True)
         a = CF.avg_pool2d(x, 2, 1, 1, count_include_pad=False)
         r = CF.relu(x)
-        y = CF.conv2d(x, w, padding=1) if has_conv(backend) else None
+        y = CF.conv2d(x, w, padding=1)
     for out in (m, idx, a, r):
         assert type(out) is np.ndarray
     ref = ref_max_pool2d(_t(x), 3, 2, 1)
@@ -148,9 +146,8 @@ def test_numpy_noncontiguous_and_no_torch_types(backend):
     np.testing.assert_array_equal(idx, ref["idx"].numpy())
     assert_close(a, F.avg_pool2d(_t(x), 2, 1, 1, count_include_pad=False), torch.float64, L=4)
     assert_bitwise(r, torch.relu(_t(x)))
-    if y is not None:
-        assert type(y) is np.ndarray
-        assert_close(y, F.conv2d(_t(x), _t(w), padding=1), torch.float64, L=27)
+    assert type(y) is np.ndarray
+    assert_close(y, F.conv2d(_t(x), _t(w), padding=1), torch.float64, L=27)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
@@ -161,11 +158,10 @@ def test_numpy_empty_batch(backend):
         p = CF.max_pool2d(x, 2)
         a = CF.avg_pool2d(x, 2)
         assert p.shape == (0, 3, 3, 3) and a.shape == (0, 3, 3, 3)
-        if has_conv(backend):
-            y = CF.conv2d(x, w, padding=1)
-            gw = CF.conv2d_backward_weight(y, x, w.shape, padding=1)
-            assert y.shape == (0, 2, 7, 6)
-            np.testing.assert_array_equal(gw, np.zeros_like(w))
+        y = CF.conv2d(x, w, padding=1)
+        gw = CF.conv2d_backward_weight(y, x, w.shape, padding=1)
+        assert y.shape == (0, 2, 7, 6)
+        np.testing.assert_array_equal(gw, np.zeros_like(w))
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -15,7 +15,7 @@ import convkit
 import convkit._kernels
 import convkit.nn as cnn
 
-from conftest import BACKENDS, device_of, rand, skip_without_conv
+from conftest import BACKENDS, device_of, rand
 
 # torch 2.13 deprecates TorchScript (a DeprecationWarning per script / save / load call)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -72,7 +72,6 @@ CONV_CASES = [
 @pytest.mark.parametrize("kw", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
 @pytest.mark.parametrize("batched", [True, False])
 def test_script_conv2d(backend, kw, batched):
-    skip_without_conv(backend)
     kw = dict(kw)
     out, algo = kw.pop("out", 4), kw.pop("algo", "auto")
     dev = device_of(backend)
@@ -170,7 +169,6 @@ def _model(M):
 def test_script_converted_model(backend):
     """A torch model converted in place by convkit.nn.convert (its layers' classes swapped) scripts,
     runs convkit's ops, and gives the torch model's values and gradients."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     ref = _model(tnn).to(dev)
     converted = cnn.convert(_model(tnn).to(dev), algo="direct")
@@ -184,7 +182,6 @@ def test_script_converted_model(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_script_save_load(backend, tmp_path):
-    skip_without_conv(backend)
     dev = device_of(backend)
     model = _model(cnn).to(dev)
     x = rand((2, 3, 9, 8), F64, dev)
@@ -225,7 +222,6 @@ def test_script_load_in_a_fresh_process(tmp_path):
 def test_script_training(backend):
     """A few SGD steps of a scripted convkit model reach the weights the same steps reach with
     torch's layers."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     ours, ref = _model(cnn).to(dev), _model(tnn).to(dev)
     ref.load_state_dict(ours.state_dict())
@@ -255,7 +251,6 @@ def test_script_bad_input_names_the_op(backend):
         avg = torch.jit.script(cnn.AvgPool2d(2, divisor_override=0))
         with pytest.raises(RuntimeError, match=r"convkit::avg_pool2d: divisor_override must be non-zero"):
             avg(rand((2, 3, 4, 4), F64, dev))
-        skip_without_conv(backend)
         conv = torch.jit.script(cnn.Conv2d(3, 4, 3).to(F64).to(dev))
         with pytest.raises(RuntimeError, match=r"convkit::conv2d: input has 5 channels"):
             conv(rand((2, 5, 8, 8), F64, dev))

@@ -27,8 +27,6 @@ def _module(backend):
     mod = _backend._load(backend)
     if mod is None:
         pytest.skip(f"convkit._{backend} is not built")
-    if not hasattr(mod, "selftest"):
-        pytest.skip(f"convkit._{backend} has no selftest submodule")
     if backend == "cuda" and (mod.device_count() == 0 or not torch.cuda.is_available()):
         pytest.skip("no CUDA device")
     return mod

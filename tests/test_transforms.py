@@ -21,7 +21,7 @@ import convkit
 import convkit._backend as B
 import convkit._kernels as K
 import convkit.functional as CF
-from conftest import BACKENDS, device_of, rand, skip_without_conv
+from conftest import BACKENDS, device_of, rand
 
 F64 = torch.float64
 aten = torch.ops.aten
@@ -90,12 +90,9 @@ def _case(name, dev):
 
 OPS = ["conv2d", "conv2d_backward_input", "conv2d_backward_weight", "conv2d_backward_bias", "max_pool2d",
        "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "relu", "relu_backward"]
-CONV_OPS = {n for n in OPS if n.startswith("conv")}
 
 
 def _setup(backend, name):
-    if name in CONV_OPS:
-        skip_without_conv(backend)
     return _case(name, device_of(backend))
 
 
@@ -231,7 +228,6 @@ def _model(mod):
 def test_functional_call_and_per_sample_grads_of_a_model(backend):
     """torch.func.functional_call over a model of convkit layers: per-sample parameter gradients
     (vmap over grad) and the jacobian with respect to the parameters, equal to torch.nn's."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     ours = convkit.nn.convert(_model(torch.nn)).to(dev, F64)
     ref = _model(torch.nn).to(dev, F64)
@@ -274,7 +270,6 @@ def test_in_place_relu_under_transforms(backend):
 def test_raw_ops_dual_tensors_and_vmap(backend):
     """torch.ops.convkit.* directly: dual tensors get tangents (the ops' Autograd kernels apply
     the forward-mode rules) and vmap uses the ops' batching rules."""
-    skip_without_conv(backend)
     dev = device_of(backend)
     x, w, t = rand(X, F64, dev), rand(W, F64, dev), rand(X, F64, dev)
     conf = ([2, 1], [1, 1, 0, 0], [1, 2], 2, "auto")
