@@ -2,7 +2,8 @@
 a fake (meta) implementation, so torch.compile(fullgraph=True) traces convkit layers, torch.export
 exports them and opcheck passes. Their derivatives (reverse mode, forward mode and vmap batching
 rules, each written with the other ops, so double backward and forward-over-reverse work) are in
-convkit._autograd.
+convkit._autograd, which imports this module (convkit.functional imports both: importing
+convkit registers the ops with their derivatives).
 
 The ops take 4-D tensors and explicit int parameters (padding already resolved to
 (top, bottom, left, right) for conv2d); convkit.functional does the checking and the
@@ -489,6 +490,3 @@ def relu_backward(grad_output: Tensor, output: Tensor) -> Tensor:
 def _(grad_output, output):
     return torch.empty_like(grad_output)
 
-
-# The derivatives of every op above (reverse, forward and batching rules) are in convkit._autograd.
-from . import _autograd  # noqa: E402,F401

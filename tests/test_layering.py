@@ -160,12 +160,7 @@ def _cycles(edges) -> set:
 
 # Known module-level cycles. Each is a debt (issue 14); remove its entry when the cycle is gone,
 # and add none: a new cycle fails the test.
-KNOWN_CYCLES = {
-    # _ops defines the custom ops; _autograd registers their derivatives and needs _ops's
-    # shape_carrier, and _ops imports _autograd at its very end (after every op is defined) so
-    # that importing _ops registers the rules too.
-    ("convkit._autograd", "convkit._ops"),
-}
+KNOWN_CYCLES = set()
 
 
 def test_params_imports_only_errors():
