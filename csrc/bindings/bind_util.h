@@ -8,11 +8,12 @@
 #include <string>
 
 #include "common/conv_algo.h"
+#include "common/dtype.h"
 #include "common/error.h"
 
 namespace convkit::bind {
 
-enum class DType { F32, F64, F16, BF16 };
+using convkit::DType;  // (common/dtype.h: one enum for the bindings and the kernels)
 
 // The dtype named `name` on a module of `backend` ("cpu", "cuda", "cudasim"), which has the
 // half types float16 and bfloat16 when with_half; anything else raises naming dtype and backend.

@@ -1,5 +1,5 @@
 // Helpers of the CUDA modules' bindings (cuda_pool.cpp, cuda_conv.cpp): dtype names to
-// cuda::DType, null-pointer checks, and run_op, which releases the GIL around a launcher and
+// DType, null-pointer checks, and run_op, which releases the GIL around a launcher and
 // turns any failure into a RuntimeError naming the op, its shapes and the cause.
 #pragma once
 #include <pybind11/pybind11.h>
@@ -13,18 +13,9 @@
 
 namespace convkit::bind {
 
-inline cuda::DType cuda_dtype(const std::string& name, const char* op, const char* backend) {
-  switch (parse_dtype(name, op, backend, cuda::has_half())) {
-    case DType::F32:
-      return cuda::DType::F32;
-    case DType::F64:
-      return cuda::DType::F64;
-    case DType::F16:
-      return cuda::DType::F16;
-    case DType::BF16:
-      return cuda::DType::BF16;
-  }
-  throw Error(std::string(op) + ": unknown dtype '" + name + "'");
+// The dtype named `name` on a CUDA module (the half types where this build has them).
+inline DType cuda_dtype(const std::string& name, const char* op, const char* backend) {
+  return parse_dtype(name, op, backend, cuda::has_half());
 }
 
 inline void check_ptr(std::uintptr_t address, const char* op, const char* name) {

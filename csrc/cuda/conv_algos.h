@@ -31,7 +31,7 @@ CONVKIT_CUDA_CONV_ALGO(onebyone)
 
 #undef CONVKIT_CUDA_CONV_ALGO
 
-// Element size of dt in bytes.
-inline int64_t dtype_bytes(DType dt) { return dt == DType::F64 ? 8 : dt == DType::F32 ? 4 : 2; }
+// Element size of dt in bytes (common/dtype.h's, as int64_t).
+using convkit::dtype_bytes;
 
 }  // namespace convkit::cuda

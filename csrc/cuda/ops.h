@@ -7,12 +7,13 @@
 #include <cstdint>
 
 #include "common/conv_algo.h"
+#include "common/dtype.h"
 #include "common/params.h"
 
 namespace convkit::cuda {
 
-// Element types of the kernels; F16 and BF16 compute in float32, F32 in float32, F64 in float64.
-enum class DType { F32, F64, F16, BF16 };
+// Element types of the kernels (common/dtype.h); F16 and BF16 compute in float32.
+using convkit::DType;
 
 // "float32", "float64", "float16", "bfloat16".
 const char* dtype_name(DType dt);
