@@ -23,6 +23,7 @@ import importlib.util
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from . import cuda_settings
 from ._errors import ConvkitTypeError, ConvkitValueError
 from ._params import FLOAT_DTYPES, HALF_DTYPES
 
@@ -60,7 +61,6 @@ def _load(name: str):
         else:
             module = importlib.import_module(_KNOWN[name][0])
         if _KNOWN[name][2]:  # a CUDA module: CONVKIT_CUDA_VARIANT / CONVKIT_CUDA_SYNC, checked
-            from . import cuda_settings
             cuda_settings.apply(module)
         _modules[name] = module
         return module

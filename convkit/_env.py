@@ -34,11 +34,12 @@ import re
 import warnings
 from typing import Callable, Dict, Mapping, Tuple
 
+from . import cuda_settings
 from ._errors import ConvkitValueError
+from ._params import parse_flag  # noqa: F401  (also this module's: CONVKIT_POISON and others parse with it)
 
 _SUFFIX = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 def parse_size(text: str, lo: int = 1, hi: int = 1 << 62) -> int:
@@ -64,16 +65,6 @@ def _int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
-def parse_flag(text: str) -> bool:
-    """True / False from 1/0, true/false, yes/no, on/off (any case; empty: False); ValueError else."""
-    t = text.strip().lower()
-    if t in _TRUE:
-        return True
-    if t in _FALSE:
-        return False
-    raise ValueError("not a flag")
-
-
 def _backend(text: str) -> str:
     if text not in ("cpu", "cudasim", "cuda"):
         raise ValueError("unknown backend")
@@ -81,12 +72,12 @@ def _backend(text: str) -> str:
 
 
 def _cuda_variant(text: str):
-    from . import cuda_settings  # (its own parser and message: the accepted keys and values)
+    # (cuda_settings' own parser and message: the accepted keys and values)
     return cuda_settings.parse_variant(text)
 
 
 def _cuda_sync(text: str) -> bool:
-    from . import cuda_settings  # (its own message, the one CONVKIT_CUDA_SYNC's users see)
+    # (cuda_settings' own message, the one CONVKIT_CUDA_SYNC's users see)
     return cuda_settings.parse_sync(text)
 
 

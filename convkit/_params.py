@@ -50,6 +50,20 @@ SIZE_LIMIT = 2 ** 62
 CUDA_INDEX_LIMIT = 2 ** 31 - 1
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def parse_flag(text: str) -> bool:
+    """True / False from 1/0, true/false, yes/no, on/off (any case; empty: False); ValueError else
+    (the CONVKIT_* flags and the CUDA settings' sync switch)."""
+    t = text.strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise ValueError("not a flag")
+
+
 def _int(v, op: str, name: str) -> int:
     if type(v) is int and -9223372036854775808 <= v <= 9223372036854775807:  # the common case, first
         return v

@@ -34,8 +34,8 @@ import contextlib
 import os
 from typing import Dict, Iterator, Optional, Union
 
-from ._env import parse_flag
 from ._errors import ConvkitValueError
+from ._params import parse_flag
 
 VARIANT_ENV = "CONVKIT_CUDA_VARIANT"
 SYNC_ENV = "CONVKIT_CUDA_SYNC"
@@ -55,6 +55,7 @@ VARIANT_SWEEP = tuple(f"{k}={v}" for k, vals in VARIANT_CHOICES.items() for v in
 
 
 _state: Optional[dict] = None   # {"variant": {key: value}, "sync": bool}; None: not read yet
+_applied: list = []             # the CUDA modules apply() has configured (the loaded ones)
 
 
 def accepted_values() -> str:
@@ -138,17 +139,16 @@ def apply(module) -> None:
     """Gives a CUDA module (just loaded) the current settings; the environment is read and checked
     the first time (a bad value raises ConvkitValueError here, so the module is not used)."""
     state = _current()
+    if all(m is not module for m in _applied):
+        _applied.append(module)
     module.set_variant(**{k: VARIANT_CHOICES[k].index(v) for k, v in state["variant"].items()})
     module.set_launch_sync(state["sync"])
 
 
 def _push() -> None:
     """The current settings to every loaded CUDA module."""
-    from . import _backend
-    for name in ("cuda", "cudasim"):
-        mod = _backend._modules.get(name)
-        if mod is not None:
-            apply(mod)
+    for mod in list(_applied):
+        apply(mod)
 
 
 def get_variant() -> str:
