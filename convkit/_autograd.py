@@ -51,6 +51,19 @@ def transforms_active() -> bool:
     return C.functorch_active() or forward_ad_active()
 
 
+def _derivative_can_flow(args) -> bool:
+    """Whether an op's Autograd kernel must record a Function: an input requires grad (with
+    grad mode on), or a forward-AD dual level is open."""
+    return (torch.is_grad_enabled() and C.any_requires_grad(*args)) or forward_ad_active()
+
+
+def _below_autograd(op, keyset, args):
+    """op on args, redispatched below the Autograd key (no bookkeeping), as an Autograd kernel
+    does when nothing needs differentiating."""
+    with C.BelowAutograd():
+        return op.redispatch(keyset & C.AFTER_AUTOGRAD, *args)
+
+
 def _device(*tensors) -> str:
     for t in tensors:
         if isinstance(t, Tensor):
@@ -77,8 +90,7 @@ def _function(name: str, n_args: int, save: Callable, backward: Callable, jvp: C
         keyset = args[-1]
         if keyset is None:
             return op(*args[:-1])
-        with C.BelowAutograd():
-            return op.redispatch(keyset & C.AFTER_AUTOGRAD, *args[:-1])
+        return _below_autograd(op, keyset, args[:-1])
 
     def setup_context(ctx, inputs, output):
         args = inputs[:-1]
@@ -118,7 +130,7 @@ _lib = torch.library.Library("convkit", "IMPL")  # kept alive: it owns the Autog
 
 def _register_autograd_kernel(name: str, op, cls) -> None:
     def kernel(keyset, *args):
-        if (torch.is_grad_enabled() and C.any_requires_grad(*args)) or forward_ad_active():
+        if _derivative_can_flow(args):
             if not C.functorch_active():
                 return cls.apply(*args, keyset)
             if C.only_vmap_layers():
@@ -130,8 +142,7 @@ def _register_autograd_kernel(name: str, op, cls) -> None:
                 f"convkit::{name}: torch.func transforms (grad, vjp, jacrev, jacfwd, jvp, hessian) cannot "
                 f"differentiate through a torch.library custom op called directly; call "
                 f"convkit.functional (or the convkit.nn layers), which carry convkit's own rules into them")
-        with C.BelowAutograd():
-            return op.redispatch(keyset & C.AFTER_AUTOGRAD, *args)
+        return _below_autograd(op, keyset, args)
 
     _lib.impl(name, kernel, "Autograd", with_keyset=True)
 
@@ -218,14 +229,20 @@ def _bilinear_jvp(name: str):
     return jvp
 
 
+def conv2d_grads(dy, x, w, has_bias: bool, need, conf):
+    """conv2d's gradients (input, weight, bias; None where need says no) through the
+    differentiable ops: convkit::conv2d's reverse formula, also the eager path's when its
+    backward must be differentiable or batched (convkit._eager). conf: the ops' trailing
+    arguments (stride, padding, dilation, groups, algo)."""
+    gx = call("conv2d_backward_input", dy, w, list(x.shape), *conf) if need[0] else None
+    gw = call("conv2d_backward_weight", dy, x, list(w.shape), *conf) if need[1] else None
+    gb = call("conv2d_backward_bias", dy) if has_bias and need[2] else None
+    return gx, gw, gb
+
+
 def _conv_backward(ctx, grad):
     x, w = ctx.saved_tensors
-    conf = ctx.args[3:]
-    need = ctx.needs_input_grad
-    gx = call("conv2d_backward_input", grad, w, list(x.shape), *conf) if need[0] else None
-    gw = call("conv2d_backward_weight", grad, x, list(w.shape), *conf) if need[1] else None
-    gb = call("conv2d_backward_bias", grad) if ctx.shapes[2] is not None and need[2] else None
-    return gx, gw, gb
+    return conv2d_grads(grad, x, w, ctx.shapes[2] is not None, ctx.needs_input_grad, ctx.args[3:])
 
 
 def _conv_jvp(ctx, tx, tw, tb, *_):
@@ -383,10 +400,9 @@ def _max_pool_inference_vmap(info, in_dims, x, *pconf):
 def _max_pool_inference_autograd(keyset, *args):
     # Values without indices, for calls no derivative flows through; when one can, it is
     # max_pool2d's values (the derivatives need the indices).
-    if (torch.is_grad_enabled() and C.any_requires_grad(*args)) or forward_ad_active():
+    if _derivative_can_flow(args):
         return ops.max_pool2d(*args)[0]
-    with C.BelowAutograd():
-        return ops.max_pool2d_inference.default.redispatch(keyset & C.AFTER_AUTOGRAD, *args)
+    return _below_autograd(ops.max_pool2d_inference.default, keyset, args)
 
 
 torch.library.register_vmap(ops.max_pool2d_inference.default, _max_pool_inference_vmap)

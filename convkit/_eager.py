@@ -20,7 +20,7 @@ import torch
 
 from . import _compat as C
 from . import _kernels as K
-from ._autograd import call
+from ._autograd import call, conv2d_grads
 from ._backend import backend_for, running_on
 from ._ops import (run_avg_pool2d, run_avg_pool2d_bwd, run_conv2d, run_conv2d_bwd_input, run_conv2d_bwd_weight,
                    run_max_pool2d, run_max_pool2d_bwd, run_relu, run_relu_bwd, run_relu_inplace, shape_carrier)
@@ -79,11 +79,7 @@ class Conv2d(torch.autograd.Function):
         need, args = ctx.needs_input_grad, ctx.args
         with running_on(ctx.backend):
             if not _kernels_may_take(dy):
-                conf = _conf(args)
-                gx = call("conv2d_backward_input", dy, w, list(x.shape), *conf) if need[0] else None
-                gw = call("conv2d_backward_weight", dy, x, list(w.shape), *conf) if need[1] else None
-                gb = call("conv2d_backward_bias", dy) if ctx.has_bias and need[2] else None
-                return gx, gw, gb, None
+                return conv2d_grads(dy, x, w, ctx.has_bias, need, _conf(args)) + (None,)
             dy = dy.contiguous()  # (run_conv2d_bwd_* raise an allocation failure as ConvkitMemoryError)
             gx = run_conv2d_bwd_input(dy, w, x.shape, args) if need[0] else None
             gw = run_conv2d_bwd_weight(dy, x, w.shape, args) if need[1] else None

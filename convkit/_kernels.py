@@ -391,11 +391,21 @@ def _heuristic_algo(p, args: ConvArgs, backend: str = "cpu") -> str:
     return _heuristic_algo_cpu(p, args)
 
 
+_algos_of = {}  # backend name -> its module's conv_algos() (the registry's names it builds)
+
+
+def _conv_algos(backend: str) -> tuple:
+    algos = _algos_of.get(backend)
+    if algos is None:
+        algos = _algos_of[backend] = tuple(_backend.module(backend).conv_algos())
+    return algos
+
+
 def _candidates(p, args: ConvArgs, backend: str = "cpu"):
     """The algorithms `backend`'s module builds that compute p, in the registry's order
     (csrc/common/conv_algo.h: the module's conv_algos() and its one applicability rule)."""
     mod = _backend.module(backend)
-    return [a for a in mod.conv_algos() if not mod.conv_algo_refusal(a, p)]
+    return [a for a in _conv_algos(backend) if not mod.conv_algo_refusal(a, p)]
 
 
 def _capturing(like) -> bool:
@@ -469,23 +479,13 @@ def _time_algos(k: _Kernels, like, x_shape, w_shape, p, args: ConvArgs, dt: str)
     return best
 
 
-_algos_of = {}  # backend name -> its module's conv_algos() (the registry's names it builds)
-
-
-def _conv_algos(k) -> tuple:
-    algos = _algos_of.get(k.name)
-    if algos is None:
-        algos = _algos_of[k.name] = tuple(k.mod.conv_algos())
-    return algos
-
-
 def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, bias=None):
     """One convolution pass: kind 'fwd' (a=x, b=w), 'bwd_input' (a=dy, b=w), 'bwd_weight' (a=dy, b=x)."""
     op = {"fwd": "conv2d", "bwd_input": "conv2d_backward_input", "bwd_weight": "conv2d_backward_weight"}[kind]
     k = _module(a, op, "input" if kind == "fwd" else "grad_output")
-    if args.algo != "auto" and args.algo not in _conv_algos(k):
+    if args.algo != "auto" and args.algo not in _conv_algos(k.name):
         raise ConvkitValueError(f"{op}: algo={args.algo!r} is not built for the {k.name!r} backend; "
-                                f"choose one of {', '.join(_conv_algos(k))}, auto there")
+                                f"choose one of {', '.join(_conv_algos(k.name))}, auto there")
     if x_shape[0] == 0:
         return _zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
     if k.name != "cpu":
