@@ -8,8 +8,8 @@ import os
 from typing import Dict, Optional
 
 from convkit.bench.report_gpu import markdown_gpu, readme_report
-from convkit.bench.tables import (batches_text, failure_lines, fmt, fmt_work, overhead_lines, pipe_table,
-                                  plural, report_batches)
+from convkit.bench.tables import (batches_text, commit_text, failure_lines, fmt, fmt_work, overhead_lines,
+                                  pipe_table, plural, report_batches)
 
 __all__ = ["markdown_report", "readme_report", "write_outputs"]
 
@@ -35,7 +35,7 @@ def markdown_report(report: Dict[str, object]) -> str:
     if report["device"] != "cpu":
         return markdown_gpu(report)
     c = report["ceilings"]
-    commit = (report.get("commit") or "no git")[:10] + (" (dirty)" if report.get("dirty") else "")
+    commit = commit_text(report)
     out = [
         f"convkit bench on {report['device']} ({report['cpu']}), {plural(report['threads'], 'thread')}, "
         f"batch {batches_text(report)}, {report['dtype']}, torch {report['torch']}, commit {commit}, "

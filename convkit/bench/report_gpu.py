@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 from convkit.bench.summary import ref_key
-from convkit.bench.tables import (batches_text, failure_lines, fmt, fmt_work, overhead_lines,
+from convkit.bench.tables import (batches_text, commit_text, failure_lines, fmt, fmt_work, overhead_lines,
                                   pipe_table, plural, ref_label)
 
 __all__ = ["markdown_gpu", "readme_report"]
@@ -68,7 +68,7 @@ def markdown_gpu(report: Dict[str, object]) -> str:
     """markdown_report for a CUDA run: one row per (layer, batch, pass, algo, reference) with
     both sides' times, rates (TFLOP/s, GB/s) and fractions of the ceiling, reference-only rows,
     then the summary, the totals, failures."""
-    commit = (report.get("commit") or "no git")[:10] + (" (dirty)" if report.get("dirty") else "")
+    commit = commit_text(report)
     out = [
         f"convkit bench on {report['device']} ({report['gpu']}), batch {batches_text(report)}, "
         f"{report['dtype']}, torch {report['torch']}, CUDA {report.get('cuda')}, cuDNN "
@@ -150,7 +150,7 @@ def readme_report(report: Dict[str, object]) -> str:
     of geometric means (rows: convkit's algorithms and its best per layer; columns: pass x
     reference), how CuPy's im2col + cuBLAS compares with cuDNN, the totals; then, folded, one
     line per (layer, batch, pass): convkit's best algorithm and every side's TFLOP/s."""
-    commit = (report.get("commit") or "no git")[:10] + (" (dirty)" if report.get("dirty") else "")
+    commit = commit_text(report)
     c = report["ceilings"]
     out = [f"Measured {str(report['date'])[:10]} on {report['gpu']} ({report['device']}, CUDA "
            f"{report.get('cuda')}, cuDNN {report.get('cudnn')}, torch {report['torch']}), {report['dtype']}, "

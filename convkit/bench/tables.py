@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["REF_LABELS", "ref_label", "plural", "fmt_work", "fmt", "pipe_table", "report_batches",
-           "batches_text", "overhead_lines", "failure_lines", "n_failed"]
+           "batches_text", "commit_text", "overhead_lines", "failure_lines", "n_failed"]
 
 
 # How the tables and the summary name a reference (ref, ref_tf32).
@@ -50,6 +50,11 @@ def pipe_table(header: Sequence[str], body: Sequence[Sequence[str]],
 def report_batches(report: Dict[str, object]) -> List[int]:
     b = report.get("batches") or report.get("batch")
     return list(b) if isinstance(b, (list, tuple)) else [b]
+
+
+def commit_text(report) -> str:
+    """The run's commit for a report's first line: 10 hex digits, "(dirty)" with local changes."""
+    return (report.get("commit") or "no git")[:10] + (" (dirty)" if report.get("dirty") else "")
 
 
 def batches_text(report: Dict[str, object]) -> str:
