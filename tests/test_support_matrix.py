@@ -178,7 +178,6 @@ def cell_forward_ad(row):
 
 
 def _func_transforms(ours, ref, args):
-    f = (lambda fn: lambda *a: fn(*a)) if not isinstance(ours, torch.nn.Module) else None
     if isinstance(ours, torch.nn.Module):  # functional_call: the parameters are what is transformed
         p = {k: v.detach() for k, v in ours.named_parameters()}
         ref.load_state_dict(ours.state_dict())
@@ -193,7 +192,6 @@ def _func_transforms(ours, ref, args):
         per_ref = torch.func.vmap(torch.func.grad(lambda p, xi: (wrap(ref)(p, xi[None]) ** 2).sum()), in_dims=(None, 0))
         _close(per(p, x), per_ref(p, x))
         return
-    del f
     nums = tuple(range(len(args)))
 
     def scalar(fn):
