@@ -48,7 +48,7 @@ inline void dispatch_float(const std::string& dtype, const char* op, Fn&& fn) {
 void register_params(pybind11::module_& m);
 // conv_algos(): the names of the convolution algorithms a module of `backend` builds, in
 // common/conv_algo.h's order (common_params.cpp).
-void register_conv_algos(pybind11::module_& m, ConvBackend backend);
+void register_conv_algos(pybind11::module_& m, const ConvAlgoSet& set);
 
 void register_cpu_conv(pybind11::module_& m);
 void register_cpu_pool(pybind11::module_& m);

@@ -30,23 +30,38 @@ void register_params(pybind11::module_& m) {
       .def_readonly("P", &PoolParams::P).def_readonly("Q", &PoolParams::Q);
 }
 
-void register_conv_algos(pybind11::module_& m, ConvBackend backend) {
+void register_conv_algos(pybind11::module_& m, const ConvAlgoSet& set) {
+  m.def(
+      "conv_algo_registry",
+      []() {
+        py::list rows;
+        for (const ConvAlgoEntry& e : kConvAlgos)
+          rows.append(py::make_tuple(e.name, e.timed, e.needs.R, e.needs.S, e.needs.stride, e.needs.dilation,
+                                     e.needs.no_padding));
+        return rows;
+      },
+      "Every convolution algorithm of csrc/common/conv_algo.h, in its order: (name, timed, R, S, "
+      "stride, dilation, no_padding): timed when auto and convkit.benchmark may pick it; what it "
+      "needs of the shape (0: any; no_padding: zero padding only), the rule conv_algo_refusal applies");
   m.def(
       "conv_algos",
-      [backend]() {
+      [set]() {
         py::list names;
         for (const ConvAlgoEntry& e : kConvAlgos)
-          if (e.backends & backend) names.append(e.name);
+          if (set.has(e.algo)) names.append(e.name);
         return names;
       },
       "The convolution algorithms this module builds (csrc/common/conv_algo.h's names, in its order)");
   m.def(
       "conv_algo_refusal",
-      [backend](const std::string& algo, const ConvParams& p) {
-        return conv_algo_refusal(parse_conv_algo(algo, backend, "conv_algo_refusal", "this"), p);
+      [](const std::string& algo, const ConvParams& p) {
+        for (const ConvAlgoEntry& e : kConvAlgos)
+          if (algo == e.name) return conv_algo_refusal(e.algo, p);
+        throw ValueError("conv_algo_refusal: unknown algo '" + algo + "'");
       },
       py::arg("algo"), py::arg("p"),
-      "'' when algo computes the convolution p, else why not (common/conv_algo.h's one rule)");
+      "'' when algo computes the convolution p, else why not (common/conv_algo.h's one rule, the same "
+      "for every module; whether this module builds algo is conv_algos())");
 }
 
 }  // namespace convkit::bind

@@ -18,12 +18,12 @@ namespace py = pybind11;
 namespace convkit::bind {
 namespace {
 
-ConvAlgo cpu_algo(const std::string& algo, const char* op) { return parse_conv_algo(algo, kConvCpu, op, "cpu"); }
+ConvAlgo cpu_algo(const std::string& algo, const char* op) { return parse_conv_algo(algo, cpu::kCpuConvAlgos, op, "cpu"); }
 
 }  // namespace
 
 void register_cpu_conv(py::module_& m) {
-  register_conv_algos(m, kConvCpu);
+  register_conv_algos(m, cpu::kCpuConvAlgos);
 
   m.def(
       "conv2d_workspace_bytes",

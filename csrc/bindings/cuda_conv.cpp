@@ -9,6 +9,7 @@
 #include "bindings/cuda_bind_util.h"
 #include "common/conv_algo.h"
 #include "common/params.h"
+#include "cuda/conv_algos.h"
 #include "cuda/ops.h"
 
 namespace py = pybind11;
@@ -17,7 +18,7 @@ namespace convkit::bind {
 namespace {
 
 ConvAlgo cuda_algo(const std::string& algo, const char* op, const char* backend) {
-  return parse_conv_algo(algo, kConvCuda, op, backend);
+  return parse_conv_algo(algo, cuda::kCudaConvAlgos, op, backend);
 }
 
 std::string conv_shapes(const std::string& algo, const std::string& dtype, const ConvParams& p) {
@@ -32,7 +33,7 @@ std::string conv_shapes(const std::string& algo, const std::string& dtype, const
 }  // namespace
 
 void register_cuda_conv(pybind11::module_& m, const char* backend) {
-  register_conv_algos(m, kConvCuda);
+  register_conv_algos(m, cuda::kCudaConvAlgos);
   m.def(
       "conv2d_workspace_bytes",
       [backend](const std::string& algo, const std::string& pass_, const std::string& dtype, const ConvParams& p,

@@ -1,7 +1,8 @@
 // CPU conv2d kernels (cross-correlation, torch.nn.functional.conv2d semantics) on NCHW / KCRS
-// contiguous buffers: direct, channel-blocked direct, im2col + GEMM, 1x1 GEMM,
-// Winograd F(2x2, 3x3); forward, grad input,
-// grad weight, and grad bias. Every kernel overwrites all of its output; none reads output memory first.
+// contiguous buffers: the algorithms the CPU builds (direct, im2col + GEMM, 1x1 GEMM,
+// channel-blocked direct, Winograd F(2x2, 3x3), and the naive float64-accumulating reference),
+// forward, grad input and grad weight each, and grad bias. Every kernel overwrites all of its
+// output; none reads output memory first.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -11,10 +12,24 @@
 
 namespace convkit::cpu {
 
+// ---- the algorithms the CPU module builds: X(Enum, namespace), one line each ----------------
+// Each namespace is one kernel file, conv_<algo>.cpp, defining the four entry points below
+// (CONVKIT_CPU_CONV_ENTRY) and instantiating them (CONVKIT_CPU_CONV_INSTANTIATE). The launcher
+// (conv.cpp) dispatches over this list and the module reports it (conv_algos()).
+#define CONVKIT_CPU_CONV_ALGOS(X) \
+  X(Direct, direct)               \
+  X(Im2col, im2col)               \
+  X(OneByOne, onebyone)           \
+  X(Blocked, blocked)             \
+  X(Winograd, winograd)           \
+  X(Reference, reference)
+
+inline constexpr ConvAlgoSet kCpuConvAlgos = CONVKIT_CONV_ALGO_SET(CONVKIT_CPU_CONV_ALGOS, "cpu");
+
 // ---- the launcher (conv.cpp): the entry points, one per pass ---------------------------------
-// Checks algo's applicability (common/conv_algo.h), handles the empty batch, and runs the
-// algorithm's kernels below. ws: the caller's workspace of ws_bytes bytes, at least
-// conv2d_workspace_bytes(algo, pass, sizeof(T), p, some cap). b may be nullptr (no bias).
+// Checks that the CPU builds algo and its applicability (common/conv_algo.h), handles the empty
+// batch, and runs the algorithm's entry point. ws: the caller's workspace of ws_bytes bytes, at
+// least conv2d_workspace_bytes(algo, pass, sizeof(T), p, some cap). b may be nullptr (no bias).
 int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, int64_t elem_size, const ConvParams& p,
                                int64_t cap_bytes);
 template <typename T>
@@ -26,68 +41,38 @@ template <typename T>
 void conv2d_bwd_weight(ConvAlgo algo, const ConvParams& p, const T* dy, const T* x, T* dw, T* ws,
                        int64_t ws_bytes);
 
-// ---- the kernels, one file per algorithm (conv_<algo>.cpp) --------------------------------
+// ---- one algorithm's entry points (the launcher has checked applicability) ----------------
+// workspace_bytes: what the pass needs for elem_size-byte elements, at most cap_bytes where the
+// algorithm can chunk (never below what one image needs), 0 for none; a pure function of its
+// arguments. fwd / bwd_input / bwd_weight overwrite all of y / dx / dw and never read them
+// first; they are called with N >= 1 (the launcher handles the empty batch) and a workspace of
+// at least workspace_bytes(...) for some cap (ws may be nullptr when that is 0).
+#define CONVKIT_CPU_CONV_ENTRY(E, ns)                                                                              \
+  namespace ns {                                                                                                  \
+  int64_t workspace_bytes(ConvPass pass, int64_t elem_size, const ConvParams& p, int64_t cap_bytes);              \
+  template <typename T>                                                                                           \
+  void fwd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws, int64_t ws_bytes);               \
+  template <typename T>                                                                                           \
+  void bwd_input(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes);                   \
+  template <typename T>                                                                                           \
+  void bwd_weight(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes);                  \
+  }
+CONVKIT_CPU_CONV_ALGOS(CONVKIT_CPU_CONV_ENTRY)
+#undef CONVKIT_CPU_CONV_ENTRY
 
-// ---- direct: no workspace (per-thread scratch holds a zero-padded input patch) -------------
-template <typename T>
-void conv2d_fwd_direct(const ConvParams& p, const T* x, const T* w, const T* b, T* y);
-template <typename T>
-void conv2d_bwd_input_direct(const ConvParams& p, const T* dy, const T* w, T* dx);
-template <typename T>
-void conv2d_bwd_weight_direct(const ConvParams& p, const T* dy, const T* x, T* dw);
+// The explicit instantiations a kernel file ends with (inside namespace convkit::cpu).
+#define CONVKIT_CPU_CONV_INSTANTIATE_T(ns, T)                                                                      \
+  template void ns::fwd<T>(const ConvParams&, const T*, const T*, const T*, T*, T*, int64_t);                      \
+  template void ns::bwd_input<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);                          \
+  template void ns::bwd_weight<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);
+#define CONVKIT_CPU_CONV_INSTANTIATE(ns)      \
+  CONVKIT_CPU_CONV_INSTANTIATE_T(ns, float)   \
+  CONVKIT_CPU_CONV_INSTANTIATE_T(ns, double)
 
-// ---- im2col + GEMM: column buffer [C*R*S, chunk*P*Q] in the caller's workspace ------------
-// Bytes of one image's columns (every pass uses the same buffer shape).
-int64_t conv2d_im2col_image_bytes(const ConvParams& p, int64_t elem_size);
-// min(N, max(1, cap_bytes / per_image)) * per_image; 0 when N == 0.
+// ---- what the kernel files share ----------------------------------------------------------
+// im2col + GEMM's workspace (winograd's grad weight runs im2col): whole images of columns
+// [C*R*S, P*Q], min(N, max(1, cap_bytes / per_image)) * per_image; 0 when N == 0.
 int64_t conv2d_im2col_workspace_bytes(const ConvParams& p, int64_t elem_size, int64_t cap_bytes);
-template <typename T>
-void conv2d_fwd_im2col(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws,
-                       int64_t ws_bytes);
-template <typename T>
-void conv2d_bwd_input_im2col(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws,
-                             int64_t ws_bytes);
-template <typename T>
-void conv2d_bwd_weight_im2col(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws,
-                              int64_t ws_bytes);
-
-// ---- 1x1 (R == S == 1, no padding, any stride / groups): GEMM straight on NCHW -------------
-template <typename T>
-void conv2d_fwd_1x1(const ConvParams& p, const T* x, const T* w, const T* b, T* y);
-template <typename T>
-void conv2d_bwd_input_1x1(const ConvParams& p, const T* dy, const T* w, T* dx);
-template <typename T>
-void conv2d_bwd_weight_1x1(const ConvParams& p, const T* dy, const T* x, T* dw);
-
-// ---- Winograd F(2x2, 3x3) (3x3, stride 1, dilation 1; any padding, groups) ----------------
-// Workspace (fwd, bwd_input): the transformed filters plus one L2-sized block of transformed
-// tiles per thread (num_threads() at the query; fewer threads run if the workspace holds fewer
-// blocks); bwd_weight runs im2col + GEMM and takes im2col's workspace. pass: 0 fwd, 1 bwd_input,
-// 2 bwd_weight. The kernels throw when the shape is not 3x3 / stride 1 / dilation 1.
-bool conv2d_winograd_applies(const ConvParams& p);
-int64_t conv2d_winograd_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes);
-template <typename T>
-void conv2d_fwd_winograd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws,
-                         int64_t ws_bytes);
-template <typename T>
-void conv2d_bwd_input_winograd(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws,
-                               int64_t ws_bytes);
-template <typename T>
-void conv2d_bwd_weight_winograd(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws,
-                                int64_t ws_bytes);
-
-// ---- blocked (any shape): direct convolution with output channels in the vector lanes -----
-// Workspace: fwd and bwd_input (stride 1) the repacked filters and biases; bwd_input with stride
-// > 1 runs direct's kernel (none); bwd_weight: padded input planes and dy repacked by channel
-// block for whole images, at most cap_bytes but at least one image (the batch is chunked).
-// pass: 0 fwd, 1 bwd_input, 2 bwd_weight.
-int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes);
-template <typename T>
-void conv2d_fwd_blocked(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws, int64_t ws_bytes);
-template <typename T>
-void conv2d_bwd_input_blocked(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes);
-template <typename T>
-void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes);
 
 // ---- grad bias: db[k] = sum over n, p, q of dy[n, k, p, q] ----------------------------------
 template <typename T>

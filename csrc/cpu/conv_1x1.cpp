@@ -27,8 +27,10 @@ void check_1x1(const ConvParams& p) {
 
 }  // namespace
 
+int64_t onebyone::workspace_bytes(ConvPass, int64_t, const ConvParams&, int64_t) { return 0; }
+
 template <typename T>
-void conv2d_fwd_1x1(const ConvParams& p, const T* x, const T* w, const T* b, T* y) {
+void onebyone::fwd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* /*ws*/, int64_t /*ws_bytes*/) {
   check_1x1(p);
   if (p.N == 0) return;
   const int64_t G = p.groups, Kg = p.Kg(), Cg = p.Cg(), HW = p.H * p.W, PQ = p.P * p.Q;
@@ -40,7 +42,7 @@ void conv2d_fwd_1x1(const ConvParams& p, const T* x, const T* w, const T* b, T* 
 }
 
 template <typename T>
-void conv2d_bwd_input_1x1(const ConvParams& p, const T* dy, const T* w, T* dx) {
+void onebyone::bwd_input(const ConvParams& p, const T* dy, const T* w, T* dx, T* /*ws*/, int64_t /*ws_bytes*/) {
   check_1x1(p);
   if (p.N == 0) return;
   const int64_t G = p.groups, Kg = p.Kg(), Cg = p.Cg(), HW = p.H * p.W, PQ = p.P * p.Q;
@@ -58,7 +60,7 @@ void conv2d_bwd_input_1x1(const ConvParams& p, const T* dy, const T* w, T* dx) {
 }
 
 template <typename T>
-void conv2d_bwd_weight_1x1(const ConvParams& p, const T* dy, const T* x, T* dw) {
+void onebyone::bwd_weight(const ConvParams& p, const T* dy, const T* x, T* dw, T* /*ws*/, int64_t /*ws_bytes*/) {
   check_1x1(p);
   if (p.N == 0) return;
   const int64_t G = p.groups, Kg = p.Kg(), Cg = p.Cg(), HW = p.H * p.W, PQ = p.P * p.Q;
@@ -69,12 +71,6 @@ void conv2d_bwd_weight_1x1(const ConvParams& p, const T* dy, const T* x, T* dw) 
   gemm_batched<T>(G, Kg, Cg, p.N * PQ, T(1), A, Kg * PQ, B, Cg * HW, T(0), C, Kg * Cg);
 }
 
-#define CONVKIT_INSTANTIATE(T)                                                                 \
-  template void conv2d_fwd_1x1<T>(const ConvParams&, const T*, const T*, const T*, T*);        \
-  template void conv2d_bwd_input_1x1<T>(const ConvParams&, const T*, const T*, T*);            \
-  template void conv2d_bwd_weight_1x1<T>(const ConvParams&, const T*, const T*, T*);
-CONVKIT_INSTANTIATE(float)
-CONVKIT_INSTANTIATE(double)
-#undef CONVKIT_INSTANTIATE
+CONVKIT_CPU_CONV_INSTANTIATE(onebyone)
 
 }  // namespace convkit::cpu

@@ -427,14 +427,14 @@ T* aligned_ws(const char* op, int64_t need_elems, T* ws, int64_t ws_bytes) {
 
 }  // namespace
 
-int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes) {
+int64_t blocked::workspace_bytes(ConvPass pass, int64_t elem_size, const ConvParams& p, int64_t cap_bytes) {
   if (p.N == 0) return 0;
   const bool dbl = elem_size == 8;
   auto filters_bytes = [&](const Geometry& g) {  // packed filters + the alignment slack
     return (dbl ? blocked_plan<double>(g).filt_elems : blocked_plan<float>(g).filt_elems) * elem_size + kVecBytes;
   };
-  if (pass == 0) return filters_bytes(forward_geometry(p));
-  if (pass == 1) return bwd_input_is_blocked(p) ? filters_bytes(bwd_input_geometry(p)) : 0;  // else direct's kernel
+  if (pass == ConvPass::Fwd) return filters_bytes(forward_geometry(p));
+  if (pass == ConvPass::BwdInput) return bwd_input_is_blocked(p) ? filters_bytes(bwd_input_geometry(p)) : 0;  // else direct's kernel
   // No workspace when the padded planes would be mostly padding or gaps: direct's kernels run.
   const WgradPlan pl_f = wgrad_plan<float>(p), pl_d = wgrad_plan<double>(p);
   const WgradPlan& pl = dbl ? pl_d : pl_f;
@@ -447,11 +447,11 @@ int64_t conv2d_blocked_workspace_bytes(const ConvParams& p, int pass, int64_t el
 }
 
 template <typename T>
-void conv2d_fwd_blocked(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws, int64_t ws_bytes) {
+void blocked::fwd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws, int64_t ws_bytes) {
   if (p.N == 0) return;
   const Geometry g = forward_geometry(p);
   const Plan pl = blocked_plan<T>(g);
-  if (!dense_copy_fits(p, pl.plane)) return conv2d_fwd_direct(p, x, w, b, y);  // mostly padding or gaps
+  if (!dense_copy_fits(p, pl.plane)) return direct::fwd<T>(p, x, w, b, y, nullptr, 0);  // mostly padding or gaps
   T* pk = aligned_ws("conv2d", pl.filt_elems, ws, ws_bytes);
   const int64_t RS = p.R * p.S;
   pack_filters(g, pl, w, FilterView{g.Ko * g.Ki * RS, g.Ki * RS, RS, false}, b, pk);
@@ -459,15 +459,15 @@ void conv2d_fwd_blocked(const ConvParams& p, const T* x, const T* w, const T* b,
 }
 
 template <typename T>
-void conv2d_bwd_input_blocked(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes) {
+void blocked::bwd_input(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes) {
   if (p.N == 0) return;
   if (!bwd_input_is_blocked(p)) {
-    conv2d_bwd_input_direct(p, dy, w, dx);
+    direct::bwd_input<T>(p, dy, w, dx, nullptr, 0);
     return;
   }
   const Geometry g = bwd_input_geometry(p);  // Ki = Kg, Ko = Cg
   const Plan pl = blocked_plan<T>(g);
-  if (!dense_copy_fits(p, pl.plane)) return conv2d_bwd_input_direct(p, dy, w, dx);  // mostly padding (dilation)
+  if (!dense_copy_fits(p, pl.plane)) return direct::bwd_input<T>(p, dy, w, dx, nullptr, 0);  // mostly padding (dilation)
   T* pk = aligned_ws("conv2d_bwd_input", pl.filt_elems, ws, ws_bytes);
   const int64_t RS = p.R * p.S;
   // f(g, c, k, r, s) = w[g*Kg + k][c][R-1-r][S-1-s]
@@ -476,7 +476,7 @@ void conv2d_bwd_input_blocked(const ConvParams& p, const T* dy, const T* w, T* d
 }
 
 template <typename T>
-void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes) {
+void blocked::bwd_weight(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes) {
   constexpr int VL = lanes<T>();
   const int64_t G = p.groups, Cg = p.Cg(), Kg = p.Kg(), PQ = p.P * p.Q, CgRS = Cg * p.R * p.S;
   if (p.N == 0) {
@@ -484,7 +484,7 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
     return;
   }
   const WgradPlan pl = wgrad_plan<T>(p);
-  if (!dense_copy_fits(p, pl.plane)) return conv2d_bwd_weight_direct(p, dy, x, dw);  // (the query gave no workspace)
+  if (!dense_copy_fits(p, pl.plane)) return direct::bwd_weight<T>(p, dy, x, dw, nullptr, 0);  // (the query gave no workspace)
   const int64_t per_image = sat_mul(pl.img_elems, int64_t(sizeof(T)));
   // (two vectors of slack: the start is aligned, and so is the repacked dy after the padded x)
   CK_CHECK(ws != nullptr && ws_bytes >= per_image + 2 * kVecBytes,
@@ -600,12 +600,6 @@ void conv2d_bwd_weight_blocked(const ConvParams& p, const T* dy, const T* x, T* 
   }
 }
 
-#define CONVKIT_INSTANTIATE(T)                                                                                   \
-  template void conv2d_fwd_blocked<T>(const ConvParams&, const T*, const T*, const T*, T*, T*, int64_t);         \
-  template void conv2d_bwd_input_blocked<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);             \
-  template void conv2d_bwd_weight_blocked<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);
-CONVKIT_INSTANTIATE(float)
-CONVKIT_INSTANTIATE(double)
-#undef CONVKIT_INSTANTIATE
+CONVKIT_CPU_CONV_INSTANTIATE(blocked)
 
 }  // namespace convkit::cpu

@@ -221,8 +221,10 @@ void dw_block(const T* __restrict xbuf, const PaddedInput& s, const T* __restric
 
 }  // namespace
 
+int64_t direct::workspace_bytes(ConvPass, int64_t, const ConvParams&, int64_t) { return 0; }  // per-thread scratch
+
 template <typename T>
-void conv2d_fwd_direct(const ConvParams& p, const T* x, const T* w, const T* b, T* y) {
+void direct::fwd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* /*ws*/, int64_t /*ws_bytes*/) {
   if (p.N == 0) return;
   const int64_t N = p.N, G = p.groups, Cg = p.Cg(), Kg = p.Kg(), CgRS = Cg * p.R * p.S;
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
@@ -264,7 +266,7 @@ void conv2d_fwd_direct(const ConvParams& p, const T* x, const T* w, const T* b, 
 }
 
 template <typename T>
-void conv2d_bwd_input_direct(const ConvParams& p, const T* dy, const T* w, T* dx) {
+void direct::bwd_input(const ConvParams& p, const T* dy, const T* w, T* dx, T* /*ws*/, int64_t /*ws_bytes*/) {
   if (p.N == 0) return;
   const int64_t N = p.N, G = p.groups, Cg = p.Cg(), Kg = p.Kg(), RS = p.R * p.S, CgRS = Cg * RS;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q, HW = H * W;
@@ -349,7 +351,7 @@ void conv2d_bwd_input_direct(const ConvParams& p, const T* dy, const T* w, T* dx
 }
 
 template <typename T>
-void conv2d_bwd_weight_direct(const ConvParams& p, const T* dy, const T* x, T* dw) {
+void direct::bwd_weight(const ConvParams& p, const T* dy, const T* x, T* dw, T* /*ws*/, int64_t /*ws_bytes*/) {
   const int64_t N = p.N, G = p.groups, Cg = p.Cg(), Kg = p.Kg(), CgRS = Cg * p.R * p.S;
   if (N == 0) {
     std::fill(dw, dw + p.K * CgRS, T(0));
@@ -521,14 +523,12 @@ void conv2d_bwd_weight_bounded(const ConvParams& p, const T* dy, const T* x, T* 
 }
 
 #define CONVKIT_INSTANTIATE(T)                                                                 \
-  template void conv2d_fwd_direct<T>(const ConvParams&, const T*, const T*, const T*, T*);     \
-  template void conv2d_bwd_input_direct<T>(const ConvParams&, const T*, const T*, T*);         \
-  template void conv2d_bwd_weight_direct<T>(const ConvParams&, const T*, const T*, T*);        \
   template void conv2d_fwd_bounded<T>(const ConvParams&, const T*, const T*, const T*, T*);    \
   template void conv2d_bwd_input_bounded<T>(const ConvParams&, const T*, const T*, T*);        \
   template void conv2d_bwd_weight_bounded<T>(const ConvParams&, const T*, const T*, T*);
 CONVKIT_INSTANTIATE(float)
 CONVKIT_INSTANTIATE(double)
 #undef CONVKIT_INSTANTIATE
+CONVKIT_CPU_CONV_INSTANTIATE(direct)
 
 }  // namespace convkit::cpu

@@ -91,18 +91,8 @@ void col2im_kernel(const ConvParams& p, const T* col, int64_t nb, T* dx) {
     }
 }
 
-// Images per chunk for a workspace of ws_bytes; throws when not even one image fits.
-int64_t chunk_images(const ConvParams& p, int64_t elem_size, const void* ws, int64_t ws_bytes) {
-  const int64_t per_image = conv2d_im2col_image_bytes(p, elem_size);
-  CK_CHECK(ws != nullptr && ws_bytes >= per_image,
-           "conv2d(im2col): workspace of " + std::to_string(ws_bytes) + " bytes is smaller than one image's columns (" +
-               std::to_string(per_image) + " bytes)");
-  return std::min(p.N, std::max<int64_t>(1, ws_bytes / per_image));
-}
-
-}  // namespace
-
-int64_t conv2d_im2col_image_bytes(const ConvParams& p, int64_t elem_size) {
+// Bytes of one image's columns [C*R*S, P*Q] (every pass uses the same buffer shape).
+int64_t image_bytes(const ConvParams& p, int64_t elem_size) {
   const int64_t bytes = sat_mul(sat_mul(sat_mul(p.C, p.R * p.S), sat_mul(p.P, p.Q)), elem_size);
   if (bytes == kSizeMax)
     throw ValueError("conv2d(im2col): one image's columns (C*R*S x P*Q = " + std::to_string(p.C) + "*" +
@@ -111,15 +101,29 @@ int64_t conv2d_im2col_image_bytes(const ConvParams& p, int64_t elem_size) {
   return bytes;
 }
 
+// Images per chunk for a workspace of ws_bytes; throws when not even one image fits.
+int64_t chunk_images(const ConvParams& p, int64_t elem_size, const void* ws, int64_t ws_bytes) {
+  const int64_t per_image = image_bytes(p, elem_size);
+  CK_CHECK(ws != nullptr && ws_bytes >= per_image,
+           "conv2d(im2col): workspace of " + std::to_string(ws_bytes) + " bytes is smaller than one image's columns (" +
+               std::to_string(per_image) + " bytes)");
+  return std::min(p.N, std::max<int64_t>(1, ws_bytes / per_image));
+}
+
+}  // namespace
+
 int64_t conv2d_im2col_workspace_bytes(const ConvParams& p, int64_t elem_size, int64_t cap_bytes) {
   if (p.N == 0) return 0;
-  const int64_t per_image = conv2d_im2col_image_bytes(p, elem_size);
+  const int64_t per_image = image_bytes(p, elem_size);
   return std::min(p.N, std::max<int64_t>(1, cap_bytes / per_image)) * per_image;
 }
 
+int64_t im2col::workspace_bytes(ConvPass, int64_t elem_size, const ConvParams& p, int64_t cap_bytes) {
+  return conv2d_im2col_workspace_bytes(p, elem_size, cap_bytes);  // every pass: the same column buffer
+}
+
 template <typename T>
-void conv2d_fwd_im2col(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws,
-                       int64_t ws_bytes) {
+void im2col::fwd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws, int64_t ws_bytes) {
   if (p.N == 0) return;
   const int64_t chunk = chunk_images(p, sizeof(T), ws, ws_bytes);
   const int64_t G = p.groups, Kg = p.Kg(), CgRS = p.Cg() * p.R * p.S, PQ = p.P * p.Q;
@@ -135,8 +139,7 @@ void conv2d_fwd_im2col(const ConvParams& p, const T* x, const T* w, const T* b, 
 }
 
 template <typename T>
-void conv2d_bwd_input_im2col(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws,
-                             int64_t ws_bytes) {
+void im2col::bwd_input(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes) {
   if (p.N == 0) return;
   const int64_t chunk = chunk_images(p, sizeof(T), ws, ws_bytes);
   const int64_t G = p.groups, Kg = p.Kg(), CgRS = p.Cg() * p.R * p.S, PQ = p.P * p.Q;
@@ -152,8 +155,7 @@ void conv2d_bwd_input_im2col(const ConvParams& p, const T* dy, const T* w, T* dx
 }
 
 template <typename T>
-void conv2d_bwd_weight_im2col(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws,
-                              int64_t ws_bytes) {
+void im2col::bwd_weight(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes) {
   if (p.N == 0) return;
   const int64_t chunk = chunk_images(p, sizeof(T), ws, ws_bytes);
   const int64_t G = p.groups, Kg = p.Kg(), CgRS = p.Cg() * p.R * p.S, PQ = p.P * p.Q;
@@ -169,12 +171,6 @@ void conv2d_bwd_weight_im2col(const ConvParams& p, const T* dy, const T* x, T* d
   }
 }
 
-#define CONVKIT_INSTANTIATE(T)                                                                      \
-  template void conv2d_fwd_im2col<T>(const ConvParams&, const T*, const T*, const T*, T*, T*, int64_t); \
-  template void conv2d_bwd_input_im2col<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);   \
-  template void conv2d_bwd_weight_im2col<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);
-CONVKIT_INSTANTIATE(float)
-CONVKIT_INSTANTIATE(double)
-#undef CONVKIT_INSTANTIATE
+CONVKIT_CPU_CONV_INSTANTIATE(im2col)
 
 }  // namespace convkit::cpu

@@ -26,7 +26,7 @@
 // Grad input is the same machinery: dx is a stride-1 3x3 conv of dy with the filter rotated by
 // 180 degrees and its K / C axes swapped (per group), padded by (2 - pad) on each side (a
 // negative pad is a crop, which the tile loader's bounds handle). Grad weight reuses
-// im2col + GEMM (conv2d_bwd_weight_im2col), so its workspace is im2col's.
+// im2col + GEMM (im2col::bwd_weight), so its workspace is im2col's.
 //
 // Workspace (caller's, sized by conv2d_workspace_bytes for num_threads() threads): U
 // [G][16][Kg][Cg], then per thread a block of TB tiles, V [16][Cg][TB] and M [16][Kg][TB]
@@ -96,11 +96,8 @@ WinoShape bwd_input_shape(const ConvParams& p) {
 }
 
 void check_winograd(const ConvParams& p, const char* op) {
-  CK_CHECK(p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1,
-           std::string(op) + "(algo='winograd'): needs a 3x3 kernel with stride 1 and dilation 1, got kernel " +
-               std::to_string(p.R) + "x" + std::to_string(p.S) + " stride (" + std::to_string(p.stride_h) + ", " +
-               std::to_string(p.stride_w) + ") dilation (" + std::to_string(p.dil_h) + ", " +
-               std::to_string(p.dil_w) + ")");
+  const std::string why = conv_algo_refusal(ConvAlgo::Winograd, p);  // common/conv_algo.h's rule
+  CK_CHECK(why.empty(), std::string(op) + ": " + why);
 }
 
 int64_t filter_elems(const WinoShape& s) { return int64_t(Tile::A) * Tile::A * s.Kout * s.Cg(); }
@@ -339,7 +336,7 @@ void output_transform_kernel(const WinoShape& s, const T* Mt, const T* bias, int
   }
 }
 
-int64_t workspace_bytes(const WinoShape& s, int64_t elem_size) {
+int64_t tiles_workspace_bytes(const WinoShape& s, int64_t elem_size) {
   if (s.N == 0) return 0;
   return (filter_elems(s) + num_threads() * thread_elems(s, elem_size)) * elem_size;
 }
@@ -391,27 +388,21 @@ void winograd_conv(const WinoShape& s, const T* x, const T* w, bool rotated, con
 
 }  // namespace
 
-bool conv2d_winograd_applies(const ConvParams& p) {
-  return p.R == 3 && p.S == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dil_h == 1 && p.dil_w == 1;
-}
-
-int64_t conv2d_winograd_workspace_bytes(const ConvParams& p, int pass, int64_t elem_size, int64_t cap_bytes) {
+int64_t winograd::workspace_bytes(ConvPass pass, int64_t elem_size, const ConvParams& p, int64_t cap_bytes) {
   check_winograd(p, "conv2d_workspace_bytes");
-  if (pass == 2) return conv2d_im2col_workspace_bytes(p, elem_size, cap_bytes);  // grad weight: im2col's
-  return workspace_bytes(pass == 0 ? fwd_shape(p) : bwd_input_shape(p), elem_size);
+  if (pass == ConvPass::BwdWeight) return conv2d_im2col_workspace_bytes(p, elem_size, cap_bytes);  // grad weight: im2col's
+  return tiles_workspace_bytes(pass == ConvPass::Fwd ? fwd_shape(p) : bwd_input_shape(p), elem_size);
 }
 
 template <typename T>
-void conv2d_fwd_winograd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws,
-                         int64_t ws_bytes) {
+void winograd::fwd(const ConvParams& p, const T* x, const T* w, const T* b, T* y, T* ws, int64_t ws_bytes) {
   check_winograd(p, "conv2d_fwd");
   if (p.N == 0) return;
   winograd_conv(fwd_shape(p), x, w, false, b, y, ws, ws_bytes, "conv2d_fwd");
 }
 
 template <typename T>
-void conv2d_bwd_input_winograd(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws,
-                               int64_t ws_bytes) {
+void winograd::bwd_input(const ConvParams& p, const T* dy, const T* w, T* dx, T* ws, int64_t ws_bytes) {
   check_winograd(p, "conv2d_bwd_input");
   if (p.N == 0) return;
   winograd_conv(bwd_input_shape(p), dy, w, true, static_cast<const T*>(nullptr), dx, ws, ws_bytes,
@@ -419,18 +410,11 @@ void conv2d_bwd_input_winograd(const ConvParams& p, const T* dy, const T* w, T* 
 }
 
 template <typename T>
-void conv2d_bwd_weight_winograd(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws,
-                                int64_t ws_bytes) {
+void winograd::bwd_weight(const ConvParams& p, const T* dy, const T* x, T* dw, T* ws, int64_t ws_bytes) {
   check_winograd(p, "conv2d_bwd_weight");
-  conv2d_bwd_weight_im2col(p, dy, x, dw, ws, ws_bytes);
+  im2col::bwd_weight(p, dy, x, dw, ws, ws_bytes);
 }
 
-#define CONVKIT_INSTANTIATE(T)                                                                          \
-  template void conv2d_fwd_winograd<T>(const ConvParams&, const T*, const T*, const T*, T*, T*, int64_t); \
-  template void conv2d_bwd_input_winograd<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);   \
-  template void conv2d_bwd_weight_winograd<T>(const ConvParams&, const T*, const T*, T*, T*, int64_t);
-CONVKIT_INSTANTIATE(float)
-CONVKIT_INSTANTIATE(double)
-#undef CONVKIT_INSTANTIATE
+CONVKIT_CPU_CONV_INSTANTIATE(winograd)
 
 }  // namespace convkit::cpu

@@ -1,7 +1,7 @@
 // conv2d on the GPU: the entry points of ops.h. Checks the arguments every algorithm relies
 // on, makes the caller's device current, handles the empty batch, then hands the work to the
-// algorithm's launchers (conv_algos.h). Also grad bias: one block per output channel reducing
-// dy over (n, p, q) with a fixed-shape tree, deterministic, no atomics.
+// algorithm's launchers (conv_algos.h's list, one switch case each). Also grad bias: one block
+// per output channel reducing dy over (n, p, q) with a fixed-shape tree, deterministic, no atomics.
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -58,10 +58,7 @@ void check_params(ConvAlgo algo, const ConvParams& p, const char* op) {
   if (hp > INT32_MAX || wp > INT32_MAX || p.stride_h > hp || p.stride_w > wp)
     throw Error(std::string(op) + ": the padded input (" + std::to_string(hp) + ", " + std::to_string(wp) +
                 ") or a stride past it is outside the CUDA kernels' 32-bit plane indexing");
-  if (!conv_algo_on(algo, kConvCuda))
-    throw Error(std::string(op) + ": algo '" + conv_algo_name(algo) + "' is not built for CUDA (" +
-                conv_algo_names(kConvCuda) + ")");
-  check_conv_algo(algo, p, op);
+  check_conv_algo(algo, kCudaConvAlgos, p, op);
 }
 
 void check_workspace(ConvAlgo algo, ConvPass pass, DType dt, const ConvParams& p, const void* ws, int64_t ws_bytes,
@@ -78,12 +75,11 @@ int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, DType dt, const Con
   check_params(algo, p, "conv2d_workspace_bytes");
   if (p.N == 0) return 0;
   switch (algo) {
-    case ConvAlgo::Direct:
-      return direct::workspace_bytes(pass, dt, p, cap_bytes);
-    case ConvAlgo::Im2col:
-      return im2col::workspace_bytes(pass, dt, p, cap_bytes);
-    case ConvAlgo::OneByOne:
-      return onebyone::workspace_bytes(pass, dt, p, cap_bytes);
+#define CONVKIT_CASE(E, ns) \
+  case ConvAlgo::E:         \
+    return ns::workspace_bytes(pass, dt, p, cap_bytes);
+    CONVKIT_CUDA_CONV_ALGOS(CONVKIT_CASE)
+#undef CONVKIT_CASE
     default:
       break;  // (an algorithm the CUDA modules don't build: check_params refused it)
   }
@@ -97,12 +93,11 @@ void conv2d_fwd(ConvAlgo algo, DType dt, const ConvParams& p, const void* x, con
   if (p.N == 0) return;
   check_workspace(algo, ConvPass::Fwd, dt, p, ws, ws_bytes, "conv2d_fwd");
   switch (algo) {
-    case ConvAlgo::Direct:
-      return direct::fwd(dt, p, x, w, b, y, ws, ws_bytes, stream);
-    case ConvAlgo::Im2col:
-      return im2col::fwd(dt, p, x, w, b, y, ws, ws_bytes, stream);
-    case ConvAlgo::OneByOne:
-      return onebyone::fwd(dt, p, x, w, b, y, ws, ws_bytes, stream);
+#define CONVKIT_CASE(E, ns) \
+  case ConvAlgo::E:         \
+    return ns::fwd(dt, p, x, w, b, y, ws, ws_bytes, stream);
+    CONVKIT_CUDA_CONV_ALGOS(CONVKIT_CASE)
+#undef CONVKIT_CASE
     default:
       break;  // (an algorithm the CUDA modules don't build: check_params refused it)
   }
@@ -115,12 +110,11 @@ void conv2d_bwd_input(ConvAlgo algo, DType dt, const ConvParams& p, const void* 
   if (p.N == 0) return;
   check_workspace(algo, ConvPass::BwdInput, dt, p, ws, ws_bytes, "conv2d_bwd_input");
   switch (algo) {
-    case ConvAlgo::Direct:
-      return direct::bwd_input(dt, p, dy, w, dx, ws, ws_bytes, stream);
-    case ConvAlgo::Im2col:
-      return im2col::bwd_input(dt, p, dy, w, dx, ws, ws_bytes, stream);
-    case ConvAlgo::OneByOne:
-      return onebyone::bwd_input(dt, p, dy, w, dx, ws, ws_bytes, stream);
+#define CONVKIT_CASE(E, ns) \
+  case ConvAlgo::E:         \
+    return ns::bwd_input(dt, p, dy, w, dx, ws, ws_bytes, stream);
+    CONVKIT_CUDA_CONV_ALGOS(CONVKIT_CASE)
+#undef CONVKIT_CASE
     default:
       break;  // (an algorithm the CUDA modules don't build: check_params refused it)
   }
@@ -140,12 +134,11 @@ void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void*
   }
   check_workspace(algo, ConvPass::BwdWeight, dt, p, ws, ws_bytes, "conv2d_bwd_weight");
   switch (algo) {
-    case ConvAlgo::Direct:
-      return direct::bwd_weight(dt, p, dy, x, dw, ws, ws_bytes, stream);
-    case ConvAlgo::Im2col:
-      return im2col::bwd_weight(dt, p, dy, x, dw, ws, ws_bytes, stream);
-    case ConvAlgo::OneByOne:
-      return onebyone::bwd_weight(dt, p, dy, x, dw, ws, ws_bytes, stream);
+#define CONVKIT_CASE(E, ns) \
+  case ConvAlgo::E:         \
+    return ns::bwd_weight(dt, p, dy, x, dw, ws, ws_bytes, stream);
+    CONVKIT_CUDA_CONV_ALGOS(CONVKIT_CASE)
+#undef CONVKIT_CASE
     default:
       break;  // (an algorithm the CUDA modules don't build: check_params refused it)
   }

@@ -57,7 +57,7 @@ void relu_bwd(DType dt, int64_t n, const void* dy, const void* y, void* dx, int 
 // x [N, C, H, W], w [K, C/groups, R, S], y [N, K, P, Q], all NCHW / KCRS contiguous, in dtype
 // dt (half types accumulate in float32). Every output element is overwritten; ws is the
 // caller's workspace of ws_bytes bytes (at least conv2d_workspace_bytes(...) with some cap).
-// The algorithms are common/conv_algo.h's (the CUDA modules build those marked kConvCuda).
+// The algorithms are common/conv_algo.h's (the CUDA modules build conv_algos.h's list).
 using convkit::ConvAlgo;
 using convkit::ConvPass;
 
