@@ -22,8 +22,9 @@ from . import _compat as C
 from . import _kernels as K
 from ._autograd import call, conv2d_grads
 from ._backend import backend_for, running_on
-from ._ops import (run_avg_pool2d, run_avg_pool2d_bwd, run_conv2d, run_conv2d_bwd_input, run_conv2d_bwd_weight,
-                   run_max_pool2d, run_max_pool2d_bwd, run_relu, run_relu_bwd, run_relu_inplace, shape_carrier)
+from ._ops import shape_carrier
+from ._run import (run_avg_pool2d, run_avg_pool2d_bwd, run_conv2d, run_conv2d_bwd_input, run_conv2d_bwd_weight,
+                   run_max_pool2d, run_max_pool2d_bwd, run_relu, run_relu_bwd, run_relu_inplace)
 from ._params import ConvArgs, PoolArgs
 
 

@@ -20,10 +20,6 @@ except ImportError:  # NumPy-only use
     def _compiling() -> bool:
         return False
 
-#: the algo names (algo=...): "auto" and csrc/common/conv_algo.h's registry, which each compiled
-#: module reports as conv_algos() (the ones it builds). _params imports nothing of convkit, so the
-#: name check here uses this copy; tests/test_layering.py checks it against the modules.
-CONV_ALGOS = ("auto", "direct", "im2col", "1x1", "blocked", "winograd")
 FLOAT_DTYPES = ("float32", "float64")
 HALF_DTYPES = ("float16", "bfloat16")
 #: the dtypes some backend's kernels take (convolutions, pooling and ReLU alike); each backend
@@ -199,8 +195,8 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
     wd = check_float_dtype(op, "weight", weight_dtype, KERNEL_DTYPES, where=CONV_WHERE)
     if xd != wd:
         raise ConvkitTypeError(f"{op}: input ({xd}) and weight ({wd}) must have the same dtype")
-    if not isinstance(algo, str) or algo not in CONV_ALGOS:
-        raise ConvkitValueError(f"{op}: unknown algo {algo!r}; choose one of {', '.join(CONV_ALGOS)}")
+    if not isinstance(algo, str):  # (the name and the algorithm's rule: convkit._algos.check_conv)
+        raise ConvkitValueError(f"{op}: unknown algo {algo!r}")
     groups = _int(groups, op, "groups")
     stride = positive_pair(stride, op, "stride")
     dilation = positive_pair(dilation, op, "dilation")
@@ -241,13 +237,6 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
         bd = check_float_dtype(op, "bias", bias_dtype, KERNEL_DTYPES, where=CONV_WHERE)
         if bd != xd:
             raise ConvkitTypeError(f"{op}: bias ({bd}) must have the input's dtype ({xd})")
-    if algo == "1x1" and not (r == 1 and s == 1 and pads == (0, 0, 0, 0)):
-        raise ConvkitValueError(
-            f"{op}: algo='1x1' needs a 1x1 kernel and zero padding, got kernel ({r}, {s}) and padding {padding!r}")
-    if algo == "winograd" and not ((r, s) == (3, 3) and stride == (1, 1) and dilation == (1, 1)):
-        raise ConvkitValueError(
-            f"{op}: algo='winograd' needs a 3x3 kernel with stride 1 and dilation 1, got kernel ({r}, {s}), "
-            f"stride {stride} and dilation {dilation}")
     return ConvArgs(stride, pads, dilation, groups, algo)
 
 

@@ -14,16 +14,18 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from . import _arrays as A
 from . import _kernels as K
+from ._algos import check_conv
 from ._backend import available_backends
 from ._errors import ConvkitTypeError, ConvkitValueError
-from ._params import (CONV_WHERE, KERNEL_DTYPES, check_conv, check_divisor, check_float_dtype, check_pool, check_rank,
+from ._params import (CONV_WHERE, KERNEL_DTYPES, check_divisor, check_float_dtype, check_pool, check_rank,
                       check_shape, conv_output_hw)
 
 try:
     import torch
     from . import _ops  # noqa: F401  (registers torch.ops.convkit.*)
-    from . import _autograd, _compat, _eager
+    from . import _autograd, _compat, _eager, _run
 except ImportError:  # NumPy-only use
     torch = None
 
@@ -50,7 +52,7 @@ def _kind(op: str, *arrays) -> str:
             kinds.add("torch")
         elif isinstance(a, np.ndarray):
             kinds.add("numpy")
-        elif K.is_cupy(a):
+        elif A.is_cupy(a):
             kinds.add("cupy")
         else:
             raise ConvkitTypeError(f"{op}: expected torch.Tensor, numpy.ndarray or cupy.ndarray arguments, "
@@ -95,7 +97,7 @@ def _batched(op: str, name: str, shape) -> bool:
 
 def _np(a):
     """A C-contiguous NumPy or CuPy array (the kernels' layout) of the same kind and device."""
-    return K.contiguous(a)
+    return A.contiguous(a)
 
 
 def _shape4(shape) -> tuple:
@@ -183,7 +185,7 @@ def conv2d_backward_input(grad_output, weight, input_shape, stride: IntOrPair = 
         _check_devices(op, grad_output, weight)
         dy = grad_output if batched else grad_output.unsqueeze(0)
         if _eager.eager(dy, weight) and not _eager.needs_grad(dy, weight):
-            dx = _ops.run_conv2d_bwd_input(dy, weight, x4, args)
+            dx = _run.run_conv2d_bwd_input(dy, weight, x4, args)
             return dx if batched else dx[0]
         dx = _autograd.call("conv2d_backward_input", dy, weight, list(x4), list(args.stride), list(args.pads),
                                                      list(args.dilation), args.groups, args.algo)
@@ -212,7 +214,7 @@ def conv2d_backward_weight(grad_output, input, weight_shape, stride: IntOrPair =
     dy = grad_output if batched else grad_output.unsqueeze(0)
     x = input if batched else input.unsqueeze(0)
     if _eager.eager(dy, x) and not _eager.needs_grad(dy, x):
-        return _ops.run_conv2d_bwd_weight(dy, x, w_shape, args)
+        return _run.run_conv2d_bwd_weight(dy, x, w_shape, args)
     return _autograd.call("conv2d_backward_weight", dy, x, list(w_shape), list(args.stride), list(args.pads),
                                                     list(args.dilation), args.groups, args.algo)
 
@@ -280,7 +282,7 @@ def max_pool2d_backward(grad_output, input_shape, indices, kernel_size: IntOrPai
         dy = grad_output if batched else grad_output.unsqueeze(0)
         idx = indices if batched else indices.unsqueeze(0)
         if _eager.eager(dy, idx) and not _eager.needs_grad(dy):
-            dx = _ops.run_max_pool2d_bwd(dy, x4, idx, a)
+            dx = _run.run_max_pool2d_bwd(dy, x4, idx, a)
             return dx if batched else dx[0]
         dx = _autograd.call("max_pool2d_backward", dy, _ops.shape_carrier(dy, x4), idx, list(a.kernel),
                                                    list(a.stride), list(a.padding), list(a.dilation), a.ceil_mode)
@@ -326,7 +328,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair, stride
         _check_devices(op, grad_output)
         dy = grad_output if batched else grad_output.unsqueeze(0)
         if _eager.eager(dy) and not _eager.needs_grad(dy):
-            dx = _ops.run_avg_pool2d_bwd(dy, x4, a, bool(count_include_pad), div)
+            dx = _run.run_avg_pool2d_bwd(dy, x4, a, bool(count_include_pad), div)
             return dx if batched else dx[0]
         dx = _autograd.call("avg_pool2d_backward", dy, _ops.shape_carrier(dy, x4), list(a.kernel), list(a.stride),
                                                    list(a.padding), a.ceil_mode, bool(count_include_pad), div)
@@ -407,5 +409,5 @@ def relu_backward(grad_output, output):
         return K.relu_bwd(_np(grad_output), _np(output))
     _check_devices(op, grad_output, output)
     if _eager.eager(grad_output, output) and not _eager.needs_grad(grad_output, output):
-        return _ops.run_relu_bwd(grad_output, output)
+        return _run.run_relu_bwd(grad_output, output)
     return _autograd.call("relu_backward", grad_output, output)

@@ -21,23 +21,20 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from . import functional as CF
-from ._errors import ConvkitValueError
-from ._params import CONV_ALGOS
+from ._algos import check_name
 
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "convert", "ConvertReport"]
 
 
 def _check_algo(algo: str) -> str:
-    if algo not in CONV_ALGOS:
-        raise ConvkitValueError(f"Conv2d: unknown algo {algo!r}; choose one of {', '.join(CONV_ALGOS)}")
-    return algo
+    return check_name("Conv2d", algo)
 
 
 class Conv2d(torch.nn.Conv2d):
     """torch.nn.Conv2d on convkit's kernels; `algo` picks the algorithm (convkit.CONV_ALGOS):
     'auto', 'direct', 'im2col', '1x1' (a 1x1 kernel without padding), and on the 'cpu' backend
-    also 'winograd' (3x3, stride 1, dilation 1) and 'blocked' (any shape). As in
-    convkit.functional.conv2d."""
+    also 'winograd' (3x3, stride 1, dilation 1), 'blocked' (any shape) and 'reference' (naive
+    loops, a test oracle). As in convkit.functional.conv2d."""
 
     def __init__(self, *args, algo: str = "auto", **kwargs):
         super().__init__(*args, **kwargs)

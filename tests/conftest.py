@@ -253,7 +253,7 @@ def one_image_workspace(backend, x_shape, w_shape, dtype, algo="im2col", **kw):
     """The workspace cap that lets `algo` take one image a chunk in every pass: the largest of
     the passes' smallest workspaces (the size query with a 1-byte cap)."""
     import convkit._kernels as kernels
-    from convkit._params import check_conv
+    from convkit._algos import check_conv
     mod = convkit._backend.module(backend)
     args = check_conv("test", x_shape, w_shape, dtype, dtype, **kw, algo=algo)
     p = kernels._conv_params(mod, x_shape, w_shape, args)

@@ -611,7 +611,7 @@ def env_values_validated(backend):
 @case(backends=("cpu",))
 def env_import_in_a_fresh_process(backend):
     import subprocess
-    code = "import convkit, convkit._kernels as K; print(K.workspace_cap())"
+    code = "import convkit; print(convkit.workspace_cap())"
     env = dict(os.environ, CONVKIT_WORKSPACE_CAP="64M")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == str(64 << 20), out.stderr[-2000:]
@@ -641,7 +641,7 @@ def set_num_threads_validated(backend):
 
 @case()
 def workspace_cap_refuses(backend):
-    from convkit import _kernels as K
+    from convkit import _arrays as K
     cap0 = K.workspace_cap()
     x, w = torch.randn(2, 16, 20, 20, dtype=torch.float64), torch.randn(8, 16, 3, 3, dtype=torch.float64)
     try:
@@ -659,7 +659,7 @@ def workspace_cap_refuses(backend):
 
 @case()
 def autotune_cache_bounded(backend):
-    from convkit import _kernels as K
+    from convkit import _algos as K
     old_b, old_n = convkit.benchmark, K.benchmark_cache_size()
     try:
         convkit.benchmark = True
@@ -667,8 +667,8 @@ def autotune_cache_bounded(backend):
         for h in range(5, 15):
             x, w = torch.randn(1, 2, h, h), torch.randn(3, 2, 3, 3)
             close(CF.conv2d(x, w), ref_conv(x, w))
-            assert len(K._algo_cache) <= 4, len(K._algo_cache)
-        assert len(K._algo_cache) == 4
+            assert len(K._cache) <= 4, len(K._cache)
+        assert len(K._cache) == 4
         for v in (0, -1, 2 ** 64):
             expect_error(lambda: K.set_benchmark_cache_size(v), "cache")
     finally:

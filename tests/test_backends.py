@@ -8,6 +8,7 @@ import torch
 
 import convkit
 import convkit._backend as B
+import convkit._arrays as AR
 import convkit._kernels as K
 import convkit.functional as CF
 
@@ -123,8 +124,8 @@ def test_half_conv_refused_before_allocating(backend, dtype, monkeypatch):
     import convkit.nn as cnn
     dev = device_of(backend)
     x, w = rand((1, 2, 6, 6), dtype, dev), rand((2, 2, 3, 3), dtype, dev)
-    allocated, empty = [], K._empty
-    monkeypatch.setattr(K, "_empty", lambda *a, **k: allocated.append(a[1:]) or empty(*a, **k))
+    allocated, empty = [], AR.empty
+    monkeypatch.setattr(AR, "empty", lambda *a, **k: allocated.append(a[1:]) or empty(*a, **k))
     layer = cnn.Conv2d(2, 2, 3).to(dtype=dtype, device=dev)
     name = str(dtype).replace("torch.", "")
     with convkit.use_backend(backend):
@@ -169,24 +170,31 @@ def test_half_conv_fakes_on_every_backend(dtype):
 # ---- the convolution-algorithm registry (csrc/common/conv_algo.h) ----------------------------------
 
 def test_conv_algo_names_are_the_registry():
-    """_params.CONV_ALGOS (the name check, in a module that imports nothing of convkit) is "auto"
-    plus the registry's names in its order, as the compiled modules report them."""
-    import convkit._params as P
+    """convkit.CONV_ALGOS (the name check, convkit._algos) is "auto" plus the registry's names in
+    its order, as every compiled module reports them; each module builds a subset, in that order,
+    and every algorithm some module builds is a name; auto times only the registry's timed ones."""
+    import convkit._algos as AL
     seen = []
     for name in convkit.available_backends():
         for a in B.module(name).conv_algos():
             if a not in seen:
                 seen.append(a)
     assert "cpu" in convkit.available_backends()
-    assert B.module("cpu").conv_algos() == list(P.CONV_ALGOS[1:])
-    assert tuple(seen) == P.CONV_ALGOS[1:]
+    for name in convkit.available_backends():
+        mod = B.module(name)
+        assert [row[0] for row in mod.conv_algo_registry()] == list(convkit.CONV_ALGOS[1:])
+        assert mod.conv_algos() == [a for a in convkit.CONV_ALGOS[1:] if a in mod.conv_algos()]
+    assert set(seen) <= set(convkit.CONV_ALGOS[1:])
+    assert AL.TIMED == tuple(row[0] for row in B.module("cpu").conv_algo_registry() if row[1])
+    assert "reference" in convkit.CONV_ALGOS and "reference" not in AL.TIMED
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_conv_algo_refusal_is_the_python_check(backend):
-    """The registry's applicability rule (conv_algo_refusal) and convkit._params.check_conv agree
-    on which algorithm takes which convolution."""
-    import convkit._params as P
+    """The registry's applicability rule (conv_algo_refusal) and the Python argument check
+    (convkit._algos.check_conv, which asks the same rule with the user's arguments) agree on which
+    algorithm takes which convolution."""
+    import convkit._algos as P
     mod = B.module(backend)
     cases = [((2, 4, 9, 9), (8, 4, 1, 1), 1, 0, 1), ((2, 4, 9, 9), (8, 4, 1, 1), 2, 0, 1),
              ((2, 4, 9, 9), (8, 4, 1, 1), 1, 1, 1), ((2, 4, 9, 9), (8, 4, 3, 3), 1, 1, 1),
@@ -205,6 +213,8 @@ def test_conv_algo_refusal_is_the_python_check(backend):
             except ValueError:
                 python_takes = False
             assert (mod.conv_algo_refusal(algo, p) == "") == python_takes, (backend, algo, xs, ws, stride, pad, dil)
+            # ... and word the refusal the same way (the user sees the Python one)
+            assert P.refusal(algo, base, ws[2], ws[3]) == mod.conv_algo_refusal(algo, p), (backend, algo, xs, ws)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -135,10 +135,10 @@ def test_blocked_refused_on_cuda_backends(backend):
 
 def test_blocked_is_a_benchmark_candidate_on_cpu_only():
     mod = convkit._backend.module("cpu")
-    args = convkit._params.check_conv("conv2d", (8, 32, 14, 14), (128, 32, 5, 5), "float32", "float32", padding=2)
+    args = convkit._algos.check_conv("conv2d", (8, 32, 14, 14), (128, 32, 5, 5), "float32", "float32", padding=2)
     p = convkit._kernels._conv_params(mod, (8, 32, 14, 14), (128, 32, 5, 5), args)
-    assert "blocked" in convkit._kernels._candidates(p, args, "cpu")
-    assert "blocked" not in convkit._kernels._candidates(p, args, "cudasim")
+    assert "blocked" in convkit._algos.candidates(p, args, "cpu")
+    assert "blocked" not in convkit._algos.candidates(p, args, "cudasim")
 
 
 def test_blocked_workspace_contract():
@@ -181,7 +181,7 @@ def test_blocked_grad_weight_in_batch_chunks(monkeypatch, dtype):
     with convkit.use_backend("cpu"):
         whole = CF.conv2d_backward_weight(go, x, tuple(w.shape), padding=1, algo="blocked")
         one = one_image_workspace("cpu", tuple(x.shape), tuple(w.shape), dtype, algo="blocked", padding=1)
-        monkeypatch.setattr(convkit._kernels, "WORKSPACE_CAP_BYTES", one)
+        monkeypatch.setattr(convkit._arrays, "WORKSPACE_CAP_BYTES", one)
         before = dict(convkit._kernels.kernel_calls)
         chunked = CF.conv2d_backward_weight(go, x, tuple(w.shape), padding=1, algo="blocked")
         assert convkit._kernels.kernel_calls["conv2d_bwd_weight"] == before.get("conv2d_bwd_weight", 0) + 1

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import convkit
 import convkit.functional as CF
-from convkit._params import check_conv
+from convkit._algos import check_conv
 
 from conftest import (BACKENDS, DTYPES, assert_bitwise, assert_close, conv_out_hw, device_of, one_image_workspace,
                       dtype_id, is_channels_last, pair, rand, ref_conv2d, small_ints)
@@ -520,12 +520,12 @@ def test_conv2d_gemm_tiling_exact(backend, algo, case):
 def test_conv2d_im2col_batch_chunking(backend, images, dtype, monkeypatch):
     """A workspace cap of one image's columns (or three) makes im2col take the batch an image
     (or a few) at a time: same results as with a big one, for forward and both gradients."""
-    import convkit._kernels as kernels
+    import convkit._arrays as arrays
     dev = device_of(backend)
     case = _case(7, 5, 6, 1, 9, 8, (3, 3), 1, 1, 1, True)
     x, w, b = _make(case, dtype, dev)
     one = one_image_workspace(backend, tuple(x.shape), tuple(w.shape), dtype, **_kw(case))
-    monkeypatch.setattr(kernels, "WORKSPACE_CAP_BYTES", 1 << 30 if images is None else images * one)
+    monkeypatch.setattr(arrays, "WORKSPACE_CAP_BYTES", 1 << 30 if images is None else images * one)
     for t in (x, w, b):
         t.requires_grad_(True)
     with convkit.use_backend(backend):
@@ -602,9 +602,9 @@ def test_conv2d_op_asymmetric_pads_strided(backend, algo, pads, stride, dilation
 
 def test_poison_is_on():
     """The suite runs with CONVKIT_POISON=1: outputs start as NaN, so unwritten elements fail."""
-    import convkit._kernels as kernels
-    assert os.environ.get("CONVKIT_POISON") == "1" and kernels._poison()
-    out = kernels._new(torch.zeros(1), (3,))
+    import convkit._arrays as arrays
+    assert os.environ.get("CONVKIT_POISON") == "1" and arrays.poison()
+    out = arrays.new(torch.zeros(1), (3,))
     assert torch.isnan(out).all()
 
 
@@ -800,7 +800,7 @@ def test_conv2d_medium_float64(backend, algo, case):
 # --------------------------------------------------------------------------------------------
 
 def _params_of(x_shape, w_shape, **kw):
-    from convkit._params import check_conv
+    from convkit._algos import check_conv
     import convkit._backend as B
     import convkit._kernels as K
     args = check_conv("test", x_shape, w_shape, torch.float32, torch.float32, **kw)
@@ -830,23 +830,23 @@ def test_auto_heuristic_by_backend(x_shape, w_shape, kw, cuda_pick, cpu_pick):
     """The CUDA backends ('cuda', 'cudasim') pick by shape alone: 1x1 without padding -> '1x1',
     depthwise (C/groups == 1) -> 'direct', otherwise 'im2col'; the cpu backend keeps the
     heuristic measured on the CPU."""
-    import convkit._kernels as K
+    import convkit._algos as AL
     p, args = _params_of(x_shape, w_shape, **kw)
-    assert K._heuristic_algo(p, args, "cuda") == cuda_pick
-    assert K._heuristic_algo(p, args, "cudasim") == cuda_pick
-    assert K._heuristic_algo(p, args, "cpu") == cpu_pick
+    assert AL.heuristic(p, args, "cuda") == cuda_pick
+    assert AL.heuristic(p, args, "cudasim") == cuda_pick
+    assert AL.heuristic(p, args, "cpu") == cpu_pick
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_auto_runs_the_backend_heuristic(backend, monkeypatch):
     """algo='auto' resolves with the running backend's heuristic, for every pass."""
-    import convkit._kernels as K
+    import convkit._algos as AL
     dev = device_of(backend)
     x = rand((1, 8, 9, 9), torch.float32, dev).requires_grad_(True)
     w = rand((8, 8, 3, 3), torch.float32, dev).requires_grad_(True)
     kinds = []
-    heuristic = K._heuristic_algo
-    monkeypatch.setattr(K, "_heuristic_algo", lambda p, a, name: kinds.append(name) or heuristic(p, a, name))
+    heuristic = AL.heuristic
+    monkeypatch.setattr(AL, "heuristic", lambda p, a, name: kinds.append(name) or heuristic(p, a, name))
     with convkit.use_backend(backend):
         CF.conv2d(x, w, padding=1).sum().backward()
     assert kinds == [backend] * 3

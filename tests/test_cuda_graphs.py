@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import convkit
-import convkit._kernels as K
+import convkit._algos as AL
+import convkit._arrays as AR
 import convkit.functional as CF
 import convkit.nn as cnn
 
@@ -25,15 +26,15 @@ from conftest import BACKENDS, assert_bitwise, rand, small_ints
 
 @pytest.fixture
 def fresh_algo_cache(monkeypatch):
-    monkeypatch.setattr(K, "_algo_cache", collections.OrderedDict())
+    monkeypatch.setattr(AL, "_cache", collections.OrderedDict())
     monkeypatch.setattr(convkit, "benchmark", True)
-    return K._algo_cache
+    return AL._cache
 
 
 def _no_timing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("convkit.benchmark timed (and synchronized) during a capture")
-    monkeypatch.setattr(K, "_time_algos", refuse)
+    monkeypatch.setattr(AL, "time_algos", refuse)
 
 
 def test_benchmark_during_capture_uses_heuristic_uncached(fresh_algo_cache, monkeypatch):
@@ -41,11 +42,11 @@ def test_benchmark_during_capture_uses_heuristic_uncached(fresh_algo_cache, monk
     naming the shape and saying to run once before capturing; no timing."""
     x = small_ints((2, 4, 9, 9), torch.float32)
     w = small_ints((3, 4, 3, 3), torch.float32)
-    monkeypatch.setattr(K, "_capturing", lambda like: True)
+    monkeypatch.setattr(AR, "capturing", lambda like: True)
     _no_timing(monkeypatch)
     picked = []
-    heuristic = K._heuristic_algo
-    monkeypatch.setattr(K, "_heuristic_algo", lambda *a: picked.append(heuristic(*a)) or picked[-1])
+    heuristic = AL.heuristic
+    monkeypatch.setattr(AL, "heuristic", lambda *a: picked.append(heuristic(*a)) or picked[-1])
     with convkit.use_backend("cpu"):
         with pytest.warns(RuntimeWarning, match=r"(?s)\(2, 4, 9, 9\).*CUDA-graph capture.*before capturing"):
             y = CF.conv2d(x, w, padding=1)
@@ -62,11 +63,11 @@ def test_benchmark_during_capture_uses_cached_pick(fresh_algo_cache, monkeypatch
     assert len(fresh_algo_cache) == 1
     (key, algo), = fresh_algo_cache.items()
     fresh_algo_cache[key] = "direct" if algo != "direct" else "im2col"   # make the cached pick visible
-    monkeypatch.setattr(K, "_capturing", lambda like: True)
+    monkeypatch.setattr(AR, "capturing", lambda like: True)
     _no_timing(monkeypatch)
     used = []
-    resolve = K._resolve_algo
-    monkeypatch.setattr(K, "_resolve_algo", lambda *a: used.append(resolve(*a)) or used[-1])
+    resolve = AL.resolve
+    monkeypatch.setattr(AL, "resolve", lambda *a: used.append(resolve(*a)) or used[-1])
     with convkit.use_backend("cpu"), warnings.catch_warnings():
         warnings.simplefilter("error")
         CF.conv2d(x, w, padding=1)
@@ -74,15 +75,15 @@ def test_benchmark_during_capture_uses_cached_pick(fresh_algo_cache, monkeypatch
 
 
 def test_synchronize_refused_during_capture(monkeypatch):
-    monkeypatch.setattr(K, "_capturing", lambda like: True)
+    monkeypatch.setattr(AR, "capturing", lambda like: True)
     with pytest.raises(RuntimeError, match="capture"):
-        K._synchronize(torch.zeros(1))
+        AR.synchronize(torch.zeros(1))
 
 
 def test_capturing_is_false_for_host_memory():
-    assert K._capturing(torch.zeros(1)) is False
+    assert AR.capturing(torch.zeros(1)) is False
     import numpy as np
-    assert K._capturing(np.zeros(1)) is False
+    assert AR.capturing(np.zeros(1)) is False
 
 
 # ---- real captures (GPU) ------------------------------------------------------------------------
@@ -167,14 +168,14 @@ def test_cuda_graph_with_benchmark_mode(warm, fresh_algo_cache, monkeypatch):
     if not warm:
         fresh_algo_cache.clear()
     cached = dict(fresh_algo_cache)
-    time_algos, resolve = K._time_algos, K._resolve_algo
+    time_algos, resolve = AL.time_algos, AL.resolve
     used = []
 
     def timing(*args, **kwargs):
         assert not torch.cuda.is_current_stream_capturing(), "timed during a capture"
         return time_algos(*args, **kwargs)
-    monkeypatch.setattr(K, "_time_algos", timing)
-    monkeypatch.setattr(K, "_resolve_algo", lambda *a: used.append(resolve(*a)) or used[-1])
+    monkeypatch.setattr(AL, "time_algos", timing)
+    monkeypatch.setattr(AL, "resolve", lambda *a: used.append(resolve(*a)) or used[-1])
     graph = torch.cuda.CUDAGraph()
     for p in (x, layer.weight, layer.bias):
         p.grad = None

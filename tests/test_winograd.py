@@ -152,7 +152,7 @@ def test_winograd_rejects_other_shapes(kw):
                      lambda: CF.conv2d_backward_weight(rand((1, 3, 3, 3), torch.float32), x, tuple(w.shape),
                                                        algo="winograd", **kw)):
             before = dict(convkit._kernels.kernel_calls)
-            with pytest.raises(ConvkitValueError, match="winograd.*3x3 kernel with stride 1 and dilation 1"):
+            with pytest.raises(ConvkitValueError, match="winograd.*needs a 3x3 kernel and stride 1 and dilation 1"):
                 call()
             assert dict(convkit._kernels.kernel_calls) == before  # raised before any kernel ran
 
@@ -175,15 +175,15 @@ def test_winograd_refused_on_cuda_backends(backend):
 
 def test_winograd_is_a_benchmark_candidate_on_cpu_only():
     mod = convkit._backend.module("cpu")
-    args = convkit._params.check_conv("conv2d", (8, 96, 28, 28), (128, 96, 3, 3), "float32", "float32",
+    args = convkit._algos.check_conv("conv2d", (8, 96, 28, 28), (128, 96, 3, 3), "float32", "float32",
                                       padding=1)
     p = convkit._kernels._conv_params(mod, (8, 96, 28, 28), (128, 96, 3, 3), args)
-    assert "winograd" in convkit._kernels._candidates(p, args, "cpu")
-    assert "winograd" not in convkit._kernels._candidates(p, args, "cudasim")
-    args2 = convkit._params.check_conv("conv2d", (8, 96, 28, 28), (128, 96, 3, 3), "float32", "float32",
+    assert "winograd" in convkit._algos.candidates(p, args, "cpu")
+    assert "winograd" not in convkit._algos.candidates(p, args, "cudasim")
+    args2 = convkit._algos.check_conv("conv2d", (8, 96, 28, 28), (128, 96, 3, 3), "float32", "float32",
                                        padding=1, stride=2)
     p2 = convkit._kernels._conv_params(mod, (8, 96, 28, 28), (128, 96, 3, 3), args2)
-    assert "winograd" not in convkit._kernels._candidates(p2, args2, "cpu")
+    assert "winograd" not in convkit._algos.candidates(p2, args2, "cpu")
 
 
 @pytest.mark.parametrize("shape,want", [
@@ -195,14 +195,14 @@ def test_winograd_is_a_benchmark_candidate_on_cpu_only():
 def test_auto_heuristic_prefers_blocked_to_winograd(shape, want):
     """winograd stays an algo of its own and a convkit.benchmark candidate, but the heuristic picks
     'blocked' for 3x3 layers: it matched or beat winograd on every GoogLeNet 3x3 layer measured
-    (see _heuristic_algo_cpu)."""
+    (see convkit._algos.heuristic_cpu)."""
     (xs, ws, stride, groups) = shape
     mod = convkit._backend.module("cpu")
-    args = convkit._params.check_conv("conv2d", xs, ws, "float32", "float32", padding=1, stride=stride,
+    args = convkit._algos.check_conv("conv2d", xs, ws, "float32", "float32", padding=1, stride=stride,
                                       groups=groups)
     p = convkit._kernels._conv_params(mod, xs, ws, args)
-    assert convkit._kernels._heuristic_algo(p, args, "cpu") == want
-    assert convkit._kernels._heuristic_algo(p, args, "cudasim") not in ("winograd", "blocked")
+    assert convkit._algos.heuristic(p, args, "cpu") == want
+    assert convkit._algos.heuristic(p, args, "cudasim") not in ("winograd", "blocked")
 
 
 def test_winograd_workspace_contract():
