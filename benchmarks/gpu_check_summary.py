@@ -135,8 +135,7 @@ def _ref(s) -> str:
 def conv_lines(summary: List[dict]) -> List[str]:
     """The convolutions' geometric means as a few lines: per batch, reference and pass, convkit's
     best algorithm per layer and each algorithm (ours/ref, < 1: convkit faster), the best's
-    fractions of the ceiling; then CuPy's im2col + cuBLAS against cuDNN; then the reference-only
-    groups (convolutions convkit has no kernel for yet)."""
+    fractions of the ceiling; then CuPy's im2col + cuBLAS against cuDNN."""
     conv = [s for s in summary if s.get("op") == "conv2d"]
     out: List[str] = []
     timed = [s for s in conv if s.get("kind") in ("algo", "best")]
@@ -159,11 +158,6 @@ def conv_lines(summary: List[dict]) -> List[str]:
     if vs:
         out.append("cupy im2col+cublas time / cudnn time, geomean over layers: " + "; ".join(
             f"b{s.get('batch')} {s['pass']} vs {_ref(s)} {s['geomean_ratio']:.2f}" for s in vs))
-    only = [s for s in conv if s.get("kind") == "ref-only"]
-    if only:
-        out.append("no convkit kernel yet; the references' % of ceiling: " + "; ".join(
-            f"b{s.get('batch')} {s['pass']} {_ref(s)} {_f(s.get('ref_pct_of_ceiling'), '.0f')}% (n={s['n']})"
-            for s in only))
     return out
 
 
@@ -236,7 +230,7 @@ def bench_lines(path: str) -> List[str]:
     seen, bad = set(), []
     for r in rows:
         key = (r.get("layer"), r.get("pass"), r.get("batch"), r.get("algo"))
-        if r.get("status") not in ("ok", "ref-only") and key not in seen:
+        if r.get("status") != "ok" and key not in seen:
             seen.add(key)
             bad.append(r)
     for r in bad[:5]:
