@@ -227,28 +227,24 @@ def bench_lines(path: str) -> List[str]:
             f"{op} convkit {_f(o[op].get('convkit'), '.1f')} µs vs torch {_f(o[op].get('torch'), '.1f')} µs"
             for op in ("relu", "max_pool2d") if op in o)
             + "".join(f"; {k} FAILED: {str(v)[:120]}" for k, v in o.get("errors", {}).items()))
-    seen, bad = set(), []
+    # failed cases and failed references, each once (a GPU case has a row per reference)
+    bad: Dict[tuple, dict] = {}
+    bad_ref: Dict[tuple, dict] = {}
     for r in rows:
-        key = (r.get("layer"), r.get("pass"), r.get("batch"), r.get("algo"))
-        if r.get("status") != "ok" and key not in seen:
-            seen.add(key)
-            bad.append(r)
-    for r in bad[:5]:
-        out.append(f"FAILED {r['layer']} {r['pass']} batch {r.get('batch')} algo={r['algo']}: "
-                   f"{r.get('status')}: {str(r.get('error'))[:160]}")
-    if len(bad) > 5:
-        out.append(f"... and {len(bad) - 5} more failed cases")
-    seen, bad_ref = set(), []
-    for r in rows:
-        key = (r.get("layer"), r.get("pass"), r.get("batch"), r.get("ref"), r.get("ref_tf32"))
-        if r.get("ref_status") not in (None, "ok") and key not in seen:
-            seen.add(key)
-            bad_ref.append(r)
-    for r in bad_ref[:3]:
-        out.append(f"REFERENCE FAILED {r['layer']} {r['pass']} batch {r.get('batch')} {_ref(r)}: "
-                   f"{r.get('ref_status')}: {str(r.get('ref_error'))[:160]}")
-    if len(bad_ref) > 3:
-        out.append(f"... and {len(bad_ref) - 3} more failed reference cases")
+        where = (r.get("layer"), r.get("pass"), r.get("batch"))
+        if r.get("status") != "ok":
+            bad.setdefault(where + (r.get("algo"),), r)
+        if r.get("ref_status") not in (None, "ok"):
+            bad_ref.setdefault(where + (r.get("ref"), r.get("ref_tf32")), r)
+    for found, n, what, noun, detail in (
+            (bad, 5, "FAILED", "cases",
+             lambda r: f"algo={r['algo']}: {r.get('status')}: {str(r.get('error'))[:160]}"),
+            (bad_ref, 3, "REFERENCE FAILED", "reference cases",
+             lambda r: f"{_ref(r)}: {r.get('ref_status')}: {str(r.get('ref_error'))[:160]}")):
+        rs = list(found.values())
+        out += [f"{what} {r['layer']} {r['pass']} batch {r.get('batch')} {detail(r)}" for r in rs[:n]]
+        if len(rs) > n:
+            out.append(f"... and {len(rs) - n} more failed {noun}")
     return out
 
 
