@@ -135,8 +135,7 @@ def _ref(s) -> str:
 def conv_lines(summary: List[dict]) -> List[str]:
     """The convolutions' geometric means as a few lines: per batch, reference and pass, convkit's
     best algorithm per layer and each algorithm (ours/ref, < 1: convkit faster), the best's
-    fractions of the ceiling; then CuPy's im2col + cuBLAS against cuDNN; then the reference-only
-    groups (convolutions convkit has no kernel for yet)."""
+    fractions of the ceiling; then CuPy's im2col + cuBLAS against cuDNN."""
     conv = [s for s in summary if s.get("op") == "conv2d"]
     out: List[str] = []
     timed = [s for s in conv if s.get("kind") in ("algo", "best")]
@@ -159,11 +158,6 @@ def conv_lines(summary: List[dict]) -> List[str]:
     if vs:
         out.append("cupy im2col+cublas time / cudnn time, geomean over layers: " + "; ".join(
             f"b{s.get('batch')} {s['pass']} vs {_ref(s)} {s['geomean_ratio']:.2f}" for s in vs))
-    only = [s for s in conv if s.get("kind") == "ref-only"]
-    if only:
-        out.append("no convkit kernel yet; the references' % of ceiling: " + "; ".join(
-            f"b{s.get('batch')} {s['pass']} {_ref(s)} {_f(s.get('ref_pct_of_ceiling'), '.0f')}% (n={s['n']})"
-            for s in only))
     return out
 
 
@@ -233,28 +227,24 @@ def bench_lines(path: str) -> List[str]:
             f"{op} convkit {_f(o[op].get('convkit'), '.1f')} µs vs torch {_f(o[op].get('torch'), '.1f')} µs"
             for op in ("relu", "max_pool2d") if op in o)
             + "".join(f"; {k} FAILED: {str(v)[:120]}" for k, v in o.get("errors", {}).items()))
-    seen, bad = set(), []
+    # failed cases and failed references, each once (a GPU case has a row per reference)
+    bad: Dict[tuple, dict] = {}
+    bad_ref: Dict[tuple, dict] = {}
     for r in rows:
-        key = (r.get("layer"), r.get("pass"), r.get("batch"), r.get("algo"))
-        if r.get("status") not in ("ok", "ref-only") and key not in seen:
-            seen.add(key)
-            bad.append(r)
-    for r in bad[:5]:
-        out.append(f"FAILED {r['layer']} {r['pass']} batch {r.get('batch')} algo={r['algo']}: "
-                   f"{r.get('status')}: {str(r.get('error'))[:160]}")
-    if len(bad) > 5:
-        out.append(f"... and {len(bad) - 5} more failed cases")
-    seen, bad_ref = set(), []
-    for r in rows:
-        key = (r.get("layer"), r.get("pass"), r.get("batch"), r.get("ref"), r.get("ref_tf32"))
-        if r.get("ref_status") not in (None, "ok") and key not in seen:
-            seen.add(key)
-            bad_ref.append(r)
-    for r in bad_ref[:3]:
-        out.append(f"REFERENCE FAILED {r['layer']} {r['pass']} batch {r.get('batch')} {_ref(r)}: "
-                   f"{r.get('ref_status')}: {str(r.get('ref_error'))[:160]}")
-    if len(bad_ref) > 3:
-        out.append(f"... and {len(bad_ref) - 3} more failed reference cases")
+        where = (r.get("layer"), r.get("pass"), r.get("batch"))
+        if r.get("status") != "ok":
+            bad.setdefault(where + (r.get("algo"),), r)
+        if r.get("ref_status") not in (None, "ok"):
+            bad_ref.setdefault(where + (r.get("ref"), r.get("ref_tf32")), r)
+    for found, n, what, noun, detail in (
+            (bad, 5, "FAILED", "cases",
+             lambda r: f"algo={r['algo']}: {r.get('status')}: {str(r.get('error'))[:160]}"),
+            (bad_ref, 3, "REFERENCE FAILED", "reference cases",
+             lambda r: f"{_ref(r)}: {r.get('ref_status')}: {str(r.get('ref_error'))[:160]}")):
+        rs = list(found.values())
+        out += [f"{what} {r['layer']} {r['pass']} batch {r.get('batch')} {detail(r)}" for r in rs[:n]]
+        if len(rs) > n:
+            out.append(f"... and {len(rs) - n} more failed {noun}")
     return out
 
 

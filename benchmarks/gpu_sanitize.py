@@ -19,9 +19,8 @@ Covered: max pooling forward with and without indices and its backward, average 
 forward and backward (count_include_pad, divisor_override), both with padding, stride,
 ceil_mode (a last window starting in the padding), dilation (max), windows of 1 and of the
 whole plane; ReLU forward, in place and backward, on misaligned views that end at their
-allocation's end (so a vector access past the end leaves the allocation); convolutions once
-the backend has them (a module without conv2d_fwd skips them, and says so): every algorithm
-that applies (direct, im2col, 1x1, auto) x every pass (forward with and without bias, grad
+allocation's end (so a vector access past the end leaves the allocation); convolutions: every
+algorithm that applies (direct, im2col, 1x1, auto) x every pass (forward with and without bias, grad
 input, grad weight, grad bias) x every dtype, on small odd shapes: stride 2, depthwise (also
 strided), groups, dilation, 1x1 strided and grouped, the stem's 7x7/2, an even kernel with
 torch's asymmetric 'same' padding, channels not a multiple of 4, a long grad-weight reduction
@@ -286,7 +285,7 @@ def case_conv_variant(device, dtype, gen, spec, xs, ws, stride, pad, dil, groups
         case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo)
 
 
-def build_variant_cases(has_conv: bool, dtypes):
+def build_variant_cases(dtypes):
     """One case per kernel: each pool and ReLU kernel once, each convolution path under the
     forced variant that reaches it (VARIANT_CONVS); every dtype's cases together, in order."""
     cases = []
@@ -294,28 +293,26 @@ def build_variant_cases(has_conv: bool, dtypes):
         cases.append((f"max_pool2d[0] {dt}", case_max_pool, (dt,) + MAX_POOLS[0]))
         cases.append((f"avg_pool2d[0] {dt}", case_avg_pool, (dt,) + AVG_POOLS[0]))
         cases.append((f"relu n=1000 offset=1 {dt}", case_relu, (dt, 1000, 1)))
-        if has_conv:
-            for spec, (xs, ws, s, p, d, g), algo in VARIANT_CONVS:
-                cases.append((f"conv2d {spec} x{list(xs)} w{list(ws)} {algo} {dt}", case_conv_variant,
-                              (dt, spec, xs, ws, s, p, d, g, algo)))
+        for spec, (xs, ws, s, p, d, g), algo in VARIANT_CONVS:
+            cases.append((f"conv2d {spec} x{list(xs)} w{list(ws)} {algo} {dt}", case_conv_variant,
+                          (dt, spec, xs, ws, s, p, d, g, algo)))
     return cases
 
 
-def build_smoke_cases(has_conv: bool, dtypes):
+def build_smoke_cases(dtypes):
     """Every convolution algorithm x pass on the default shapes, plus one pool and ReLU case."""
     cases = []
     for dt in dtypes:
         cases.append((f"max_pool2d[0] {dt}", case_max_pool, (dt,) + MAX_POOLS[0]))
         cases.append((f"avg_pool2d[0] {dt}", case_avg_pool, (dt,) + AVG_POOLS[0]))
         cases.append((f"relu n=4099 offset=3 {dt}", case_relu, (dt, 4099, 3)))
-        if has_conv:
-            for i, (xs, ws, s, p, d, g) in enumerate(CONVS):
-                for algo in _conv_algos(ws, p):
-                    cases.append((f"conv2d[{i}] {algo} {dt}", case_conv, (dt, xs, ws, s, p, d, g, algo)))
+        for i, (xs, ws, s, p, d, g) in enumerate(CONVS):
+            for algo in _conv_algos(ws, p):
+                cases.append((f"conv2d[{i}] {algo} {dt}", case_conv, (dt, xs, ws, s, p, d, g, algo)))
     return cases
 
 
-def build_cases(backend: str, has_conv: bool, dtypes):
+def build_cases(dtypes):
     """(name, function, args) for every call of the default case set."""
     cases = []
     for dt in dtypes:
@@ -326,17 +323,16 @@ def build_cases(backend: str, has_conv: bool, dtypes):
         for n in RELU_SIZES:
             for off in (0, 1, 3):
                 cases.append((f"relu n={n} offset={off} {dt}", case_relu, (dt, n, off)))
-    if has_conv:
-        # every dtype: a module that does not take a half dtype for convolutions refuses it with a
-        # TypeError naming it, and those cases are skipped (counted as such)
-        for dt in dtypes:
-            for i, (xs, ws, s, p, d, g) in enumerate(CONVS):
-                for algo in _conv_algos(ws, p):
-                    cases.append((f"conv2d[{i}] {algo} {dt}", case_conv, (dt, xs, ws, s, p, d, g, algo)))
-            for i, algo in CHUNKED:
-                xs, ws, s, p, d, g = CONVS[i]
-                cases.append((f"conv2d[{i}] {algo} chunked {dt}", case_conv,
-                              (dt, xs, ws, s, p, d, g, algo, True)))
+    # every dtype: a backend that does not take a half dtype (the CPU kernels; a cudasim built
+    # without has_half) refuses it with a TypeError naming it, and those cases are skipped
+    for dt in dtypes:
+        for i, (xs, ws, s, p, d, g) in enumerate(CONVS):
+            for algo in _conv_algos(ws, p):
+                cases.append((f"conv2d[{i}] {algo} {dt}", case_conv, (dt, xs, ws, s, p, d, g, algo)))
+        for i, algo in CHUNKED:
+            xs, ws, s, p, d, g = CONVS[i]
+            cases.append((f"conv2d[{i}] {algo} chunked {dt}", case_conv,
+                          (dt, xs, ws, s, p, d, g, algo, True)))
     return cases
 
 
@@ -358,7 +354,6 @@ def main(argv=None) -> int:
     import warnings
     import torch
     import convkit
-    from convkit import _backend
     # torch's float64 reference of an even kernel under padding='same' pads a copy: it says so
     warnings.filterwarnings("ignore", message="Using padding='same'")
 
@@ -367,17 +362,15 @@ def main(argv=None) -> int:
               f"{convkit.available_backends()}", file=sys.stderr)
         return 2
     device = torch.device("cuda" if args.backend == "cuda" else "cpu")
-    mod = _backend._load(args.backend)
-    has_conv = hasattr(mod, "conv2d_fwd") if args.backend != "cpu" else True
     dtypes = [d for d in args.dtypes.split(",") if d]
     if args.cases == "variants":
-        cases = build_variant_cases(has_conv, dtypes)
+        cases = build_variant_cases(dtypes)
     elif args.cases == "smoke":
-        cases = build_smoke_cases(has_conv, dtypes)
+        cases = build_smoke_cases(dtypes)
     else:
-        cases = build_cases(args.backend, has_conv, dtypes)
+        cases = build_cases(dtypes)
         if args.cases == "all":
-            cases += build_variant_cases(has_conv, [d for d in dtypes if d in ("float32", "float16")])
+            cases += build_variant_cases([d for d in dtypes if d in ("float32", "float16")])
     if args.backend == "cpu":   # the forced variants are the CUDA modules' (a no-op on the CPU kernels)
         cases = [c for c in cases if c[1] is not case_conv_variant]
     if args.sync and args.backend != "cpu":
@@ -389,7 +382,7 @@ def main(argv=None) -> int:
     else:
         sync = False
     print(f"gpu_sanitize: {len(cases)} cases ({args.cases}) on backend {args.backend} ({device}), dtypes "
-          f"{','.join(dtypes)}, convolutions {'yes' if has_conv else 'not in this module yet'}, "
+          f"{','.join(dtypes)}, "
           f"sync after each launch {'on' if sync else 'off'}", flush=True)
     gen = torch.Generator().manual_seed(args.seed)
     n_ok = n_skip = n_fail = 0

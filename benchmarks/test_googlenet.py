@@ -91,10 +91,8 @@ def _bench_cuda(benchmark, timer, device, batch, rounds, layer, pass_, algo, see
     inputs = layer.make_inputs(batch, torch.float32, seed=seed, requires_grad=(pass_ == "fwd+bwd"),
                                device=device)
     rows = run_layer_pass(layer, pass_, [algo], inputs, "float32", batch, timer, {},
-                          warmup=3, repeat=max(10, rounds), has_conv=True)
+                          warmup=3, repeat=max(10, rounds))
     row = rows[0]
-    if row["status"] == "ref-only":
-        pytest.skip(f"{layer.name} {pass_} algo={algo}: {row.get('note')}")
     if row["status"] != "ok":
         pytest.fail(f"{layer.name} {pass_} algo={algo}: {row['status']}: {row.get('error')} (not timed)")
     tf32_rows = [r for r in rows if r.get("ref_tf32") and r["ref"] == "cudnn"]

@@ -1,7 +1,7 @@
 """The benchmark's CPU-testable logic: the layer table (ReLUs, MobileNet's depthwise layers, the
 passes and their op counts), the command line (batches, passes, --budget, --plan and its
 counts), the GPU code paths driven by a stand-in for torch.cuda on CPU tensors (the CUDA-event
-timer and its time limit, rows for every pass and reference, reference-only rows, summary,
+timer and its time limit, rows for every pass and reference, error rows, summary,
 Markdown, the README form, strict JSON), also with convkit's side on the emulated CUDA kernels,
 the CuPy im2col + cuBLAS reference (its kernels built for the host against torch in float64,
 its CuPy glue on a NumPy stand-in for cupy, its kernels compiled by nvcc), the TF32 switch's
@@ -22,6 +22,8 @@ import types
 import pytest
 import torch
 
+import convkit
+from convkit import _backend
 from convkit.bench import (ceilings, checks, cli, config, cpu_run, env, gpu_rows, gpu_run, layers as L, plan,
                            report, summary, tables, tf32, timing)
 
@@ -667,12 +669,12 @@ def test_cupy_reference_kernels_compile_for_the_gpu(tmp_path):
 
 
 # ---- rows --------------------------------------------------------------------------------------------
-def _rows(name, pass_, algos, has_conv=True, batch=1, cupy=None, dtype="float32"):
+def _rows(name, pass_, algos, batch=1, cupy=None, dtype="float32"):
     lay = L.layers_by_name()[name]
     inputs = lay.make_inputs(batch, getattr(torch, dtype), seed=L.LAYERS.index(lay),
                              requires_grad=(pass_ == "fwd+bwd"))
     return gpu_rows.run_layer_pass(lay, pass_, algos, inputs, dtype, batch, fake_timer(), CEILINGS,
-                                   warmup=1, repeat=3, has_conv=has_conv, cupy_backend=cupy)
+                                   warmup=1, repeat=3, cupy_backend=cupy)
 
 
 def test_conv_rows_one_per_algo_and_tf32_setting():
@@ -736,37 +738,35 @@ def test_backward_rows_on_the_gpu_path():
         assert rows and all(r["status"] == "ok" and r["pass"] == pass_ for r in rows), rows
 
 
-def test_conv_rows_without_convkit_convolutions_are_reference_only():
-    rows = _rows("5a.5x5_reduce", "fwd", ["direct", "1x1"], has_conv=False)
-    assert [(r["algo"], r["ref_tf32"], r["status"]) for r in rows] == [
-        ("none", False, "ref-only"), ("none", True, "ref-only")]
-    assert all(r["ours_ms"] is None and r["ratio"] is None and r["ref_ms"] > 0 for r in rows)
-    assert "no conv2d_fwd" in rows[0]["note"]
-
-
-def test_not_implemented_makes_reference_only_rows(monkeypatch):
+def test_an_algorithm_that_raises_makes_error_rows(monkeypatch):
+    """Its row per reference is an ERROR naming the exception; the other algorithm and the
+    references are still checked and timed."""
     real = L.Layer.results
 
     def results(self, inputs, pass_, impl="torch", algo=None):
-        if impl == "convkit":
-            raise NotImplementedError("conv2d on cuda: next issue")
+        if impl == "convkit" and algo == "direct":
+            raise RuntimeError("kernel launch failed")
         return real(self, inputs, pass_, impl, algo)
     monkeypatch.setattr(L.Layer, "results", results)
     rows = _rows("5a.5x5_reduce", "fwd", ["direct", "1x1"])
-    assert [(r["algo"], r["status"]) for r in rows] == [("none", "ref-only")] * 2
-    assert "next issue" in rows[0]["note"]
+    assert [(r["algo"], r["ref_tf32"], r["status"]) for r in rows] == [
+        ("direct", False, "ERROR"), ("direct", True, "ERROR"), ("1x1", False, "ok"), ("1x1", True, "ok")]
+    assert all(r["ours_ms"] is None and r["ratio"] is None and r["ref_ms"] > 0 for r in rows[:2])
+    assert rows[0]["error"] == "RuntimeError: kernel launch failed" and rows[2]["ours_ms"] > 0
 
 
 def test_pool_and_relu_rows():
     for name in ("pool4", "5b.3x3.relu"):
-        (row,) = _rows(name, "fwd", ["direct"], has_conv=False)
+        (row,) = _rows(name, "fwd", ["direct"])
         assert row["status"] == "ok" and row["ref_tf32"] is None and row["ref"] == "torch-cuda"
         assert row["pct_of_ceiling"] == pytest.approx(100 * row["gbps"] / CEILINGS["copy_gbps"])
 
 
 def _gpu_report():
-    rows = (_rows("5a.5x5_reduce", "fwd", ["direct", "1x1"]) + _rows("5a.3x3", "fwd", ["direct"], has_conv=False)
-            + _rows("pool4", "fwd", ["direct"]) + _rows("5b.3x3.relu", "fwd", ["direct"])
+    rows = _rows("5a.5x5_reduce", "fwd", ["direct", "1x1"])
+    rows += [dict(r, status="ERROR", ours_ms=None, ratio=None, error="RuntimeError: kernel launch failed")
+             for r in _rows("5a.3x3", "fwd", ["direct"])]
+    rows += (_rows("pool4", "fwd", ["direct"]) + _rows("5b.3x3.relu", "fwd", ["direct"])
             + _rows("lecture.pool", "fwd", ["direct"]))
     rows.append(dict(rows[-1], layer="avgpool", status="FAIL", ours_ms=None, ratio=None,
                      error="y: relative error 1 > tolerance 1e-4"))
@@ -789,16 +789,14 @@ def test_gpu_summary_markdown_and_strict_json(tmp_path):
     rep = _gpu_report()
     groups = {s["group"]: s for s in rep["summary"]}
     assert "conv fwd, algo=direct vs cudnn fp32" in groups and "conv fwd, algo=1x1 vs cudnn tf32" in groups
-    assert groups["cudnn fp32 conv fwd (no convkit kernel)"]["geomean_ratio"] is None
-    assert groups["cudnn tf32 conv fwd (no convkit kernel)"]["ref_pct_of_ceiling"] > 0
     assert groups["pools fwd"]["n"] == 2 and groups["relu fwd"]["n"] == 1   # the failed avgpool left out
     assert groups["pools fwd"]["ours_pct_of_ceiling"] > 0
     (tot,) = rep["totals"]
     assert tot["layers"] == 2 and tot["skipped_layers"] == ["5a.3x3", "avgpool"]   # 5a.5x5_reduce, pool4
     assert {(t["ref_tf32"], t["layers"]) for t in rep["ref_totals"]} == {(False, 4), (True, 4)}
     md = report.markdown_report(rep)
-    for text in ("cudnn tf32", "torch-cuda", "Fake H100", "(no convkit kernel)", "relu convkit 9.0 µs",
-                 "**FAIL**", "1 case(s) failed", "cudnn fp32"):
+    for text in ("cudnn tf32", "torch-cuda", "Fake H100", "relu convkit 9.0 µs", "**FAIL**", "**ERROR**",
+                 "2 case(s) failed", "5a.3x3 fwd batch 1 algo=direct: ERROR: RuntimeError", "cudnn fp32"):
         assert text in md, text
     path = tmp_path / "r.json"
     rep["rows"][0]["max_rel_err"] = float("inf")
@@ -809,14 +807,13 @@ def test_gpu_summary_markdown_and_strict_json(tmp_path):
     assert any("copy 20 GB/s" in t for t in text) and any("FAILED avgpool" in t for t in text)
 
 
-def _cuda_run_on_the_stand_in(monkeypatch, has_conv=False, cupy=None, **cfg_kw):
+def _cuda_run_on_the_stand_in(monkeypatch, cupy=None, **cfg_kw):
     """run_bench_cuda's orchestration on CPU tensors: torch.cuda replaced where it is touched.
     cupy: a backend for the CuPy reference (HostBackend), or None (CuPy missing, as here)."""
     monkeypatch.setattr(gpu_run, "_normalize_device", lambda device: "cpu")
     monkeypatch.setattr(gpu_run, "_check_convkit_cuda", lambda: None)
     monkeypatch.setattr(gpu_run, "gpu_info", lambda device, cuda=None: {"gpu": "Fake H100", "cuda": "13.0",
                                                                      "cudnn": 91000, "sm_count": 132})
-    monkeypatch.setattr(gpu_run, "convkit_cuda_has_conv", lambda: has_conv)
     if cupy is not None:
         monkeypatch.setattr(gpu_run, "cupy_reference",
                             lambda device, dtype, any_conv: (cupy, {"status": "ok", "version": "host", "tf32": False}))
@@ -836,33 +833,32 @@ def _cuda_run_on_the_stand_in(monkeypatch, has_conv=False, cupy=None, **cfg_kw):
 
 def test_cuda_run_orchestration_on_the_stand_in(monkeypatch, tmp_path):
     rep = _cuda_run_on_the_stand_in(monkeypatch, layers="5a.5x5_reduce,pool4,5b.3x3.relu")
-    assert (rep["device"], rep["gpu"], rep["cudnn"], rep["convkit_cuda_conv"]) == ("cpu", "Fake H100", 91000, False)
+    assert (rep["device"], rep["gpu"], rep["cudnn"]) == ("cpu", "Fake H100", 91000)
     assert rep["timing"]["method"] == "cuda-events" and rep["timing"]["samples"] == 2
     assert {"copy_gbps", "matmul_gflops", "matmul_tf32_gflops"} <= set(rep["ceilings"])
     got = [(r["layer"], r["algo"], r["ref_tf32"], r["status"]) for r in rep["rows"]]
-    assert got == [("pool4", "direct", None, "ok"), ("5a.5x5_reduce", "none", False, "ref-only"),
-                   ("5a.5x5_reduce", "none", True, "ref-only"), ("5b.3x3.relu", "direct", None, "ok")]
+    assert got == [("pool4", "direct", None, "ok")] + [
+        ("5a.5x5_reduce", a, s, "ok") for a in config.CONV_BENCH_ALGOS for s in (False, True)] + [
+        ("5b.3x3.relu", "direct", None, "ok")]
     assert torch.backends.cudnn.benchmark is False   # restored
     rep["device"] = "cuda:0"   # what _normalize_device gives on a GPU; the tensors here are on the CPU
     md = report.write_outputs(rep, str(tmp_path / "r.json"), None)
-    assert "cudnn tf32" in md and json.loads((tmp_path / "r.json").read_text())["rows"][1]["ours_ms"] is None
+    assert "cudnn tf32" in md and json.loads((tmp_path / "r.json").read_text())["rows"][1]["ours_ms"] > 0
 
 
-def test_cuda_run_in_half_times_the_convolutions_references(monkeypatch):
-    """float16: a convolution convkit does not take in half yet gets cuDNN's row (reference-only,
-    ref_tf32 null, no CuPy row: it runs float32 and float64); a pool that refuses the dtype is an
-    ERROR (the pools have half kernels on CUDA)."""
-    monkeypatch.setattr(gpu_run, "convkit_cuda_has_conv", lambda: True)
+def test_cuda_run_in_half_on_kernels_that_refuse_it(monkeypatch):
+    """float16 where convkit's kernels refuse it (the CPU kernels here): each case is an ERROR
+    naming the dtype, its reference still timed; a convolution has one cuDNN row (ref_tf32 null)
+    and no CuPy row (that reference runs float32 and float64)."""
     rep = _cuda_run_on_the_stand_in(monkeypatch, layers="5a.5x5_reduce,pool4", dtype="float16",
-                                    has_conv=True)
+                                    algos=("direct",))
     got = [(r["layer"], r["algo"], r["ref"], r["ref_tf32"], r["status"]) for r in rep["rows"]]
     assert got == [("pool4", "direct", "torch-cuda", None, "ERROR"),
-                   ("5a.5x5_reduce", "none", "cudnn", None, "ref-only")]
+                   ("5a.5x5_reduce", "direct", "cudnn", None, "ERROR")]
     pool, conv = rep["rows"]
-    # the CPU kernels take no float16: the reference is still timed
-    assert "float16" in pool["error"] and pool["ref_ms"] > 0
+    assert all("float16" in r["error"] and r["ref_ms"] > 0 for r in rep["rows"])
     assert pool["bytes"] == L.layers_by_name()["pool4"].bytes(1, "fwd", 2)
-    assert conv["ref_ms"] > 0 and "float16" in conv["note"]
+    assert conv["macs"] == L.layers_by_name()["5a.5x5_reduce"].macs(1)
     assert rep["references"]["cupy-im2col-cublas"]["status"] == "skipped"
     assert "float16" in rep["references"]["cupy-im2col-cublas"]["reason"]
 
@@ -872,7 +868,7 @@ def test_cuda_run_two_batches_three_passes_and_the_cupy_reference(monkeypatch, t
     """The default GPU shape of a run (batches 1 and 32 -> 1 and 2 here, fwd / bwd_input /
     bwd_weight, every reference), its summary per batch, pass and reference, the CuPy
     comparison, the README form and the GPU check's summary lines."""
-    rep = _cuda_run_on_the_stand_in(monkeypatch, has_conv=True, cupy=host_ref,
+    rep = _cuda_run_on_the_stand_in(monkeypatch, cupy=host_ref,
                                     layers="5a.5x5_reduce,mobilenet.dw1024_7,pool4",
                                     batches=(1, 2), passes=L.GPU_PASSES, algos=("direct", "1x1"))
     assert rep["batches"] == [1, 2] and rep["batch"] == [1, 2] and rep["passes"] == list(L.GPU_PASSES)
@@ -916,25 +912,17 @@ def test_cuda_run_two_batches_three_passes_and_the_cupy_reference(monkeypatch, t
     assert "cupy im2col+cublas time / cudnn time" in text and "pools bwd_input, batch 2" in text
 
 
-def _cudasim_has_conv() -> bool:
-    try:
-        import convkit
-        from convkit import _backend
-        return "cudasim" in convkit.available_backends() and hasattr(_backend._load("cudasim"), "conv2d_fwd")
-    except Exception:  # noqa: BLE001
-        return False
-
-
 @needs_cxx
-@pytest.mark.skipif(not _cudasim_has_conv(), reason="needs convkit._cudasim with convolutions")
+@pytest.mark.skipif("cudasim" not in convkit.available_backends(), reason="needs convkit._cudasim")
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_cuda_run_on_the_emulated_cuda_kernels(monkeypatch, host_ref, dtype):
     """The GPU run's whole path with convkit's side on the CUDA kernels' own code (the
     emulator, convkit._cudasim): every algorithm and pass of a 1x1 and a depthwise layer, both
     references, float16 too (cuDNN's row only: the CuPy reference runs float32 and float64)."""
-    import convkit
+    if dtype not in _backend.dtypes("cudasim"):
+        pytest.skip("this convkit._cudasim was built without half types (has_half false)")
     with convkit.use_backend("cudasim"):
-        rep = _cuda_run_on_the_stand_in(monkeypatch, has_conv=True, cupy=host_ref, dtype=dtype,
+        rep = _cuda_run_on_the_stand_in(monkeypatch, cupy=host_ref, dtype=dtype,
                                         layers="5a.5x5_reduce,mobilenet.dw1024_7", passes=L.GPU_PASSES)
     rows = rep["rows"]
     assert all(r["status"] == "ok" and r["ref_status"] == "ok" for r in rows), \
@@ -1253,7 +1241,7 @@ import gpu_sanitize  # noqa: E402
 
 def test_sanitizer_covers_every_conv_path():
     dtypes = ["float32", "float64", "float16", "bfloat16"]
-    cases = gpu_sanitize.build_cases("cuda", True, dtypes)
+    cases = gpu_sanitize.build_cases(dtypes)
     conv = [(name, args) for name, fn, args in cases if fn is gpu_sanitize.case_conv]
     seen = {(a[0], a[7]) for _, a in conv}
     assert seen == {(dt, algo) for dt in dtypes for algo in ("direct", "im2col", "auto", "1x1")}
@@ -1266,10 +1254,9 @@ def test_sanitizer_covers_every_conv_path():
     assert {a[0] for a in chunked} == set(dtypes) and {a[7] for a in chunked} == {"im2col"}
     # 1x1 only where it applies
     assert all(a[7] != "1x1" or (tuple(a[2][2:]) == (1, 1) and a[4] == 0) for _, a in conv)
-    assert not [c for c in gpu_sanitize.build_cases("cuda", False, dtypes) if c[1] is gpu_sanitize.case_conv]
 
 
 def test_sanitizer_script_runs_on_the_cpu_kernels(capsys):
     assert gpu_sanitize.main(["--backend", "cpu", "--dtypes", "float32"]) == 0
     out = capsys.readouterr().out
-    assert "convolutions yes" in out and " 0 failed" in out
+    assert "ok   conv2d[0] direct float32" in out and " 0 failed" in out

@@ -62,9 +62,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="of fwd, bwd_input, bwd_weight (convolutions only), fwd+bwd "
                         "[cpu: fwd,fwd+bwd; cuda: fwd,bwd_input,bwd_weight]")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"] + list(HALF_DTYPES),
-                   help="float32 [default] or float64; float16 and bfloat16 on cuda only "
-                        "(convolutions in half run where convkit's CUDA module takes them: "
-                        "reference-only rows until then)")
+                   help="float32 [default] or float64; float16 and bfloat16 on cuda only")
     p.add_argument("--quick", action="store_true",
                    help="a few layers, few samples (batch 2 on the CPU): a smoke run of a minute or two")
     p.add_argument("--repeat", type=int, default=None,
@@ -118,10 +116,8 @@ def bench_main(args: argparse.Namespace) -> int:
     md = write_outputs(report, args.json, args.markdown, getattr(args, "readme", None))
     sys.stdout.write(md)
     n_bad, n_bad_ref = n_failed(report)
-    n_ref = sum(r["status"] == "ref-only" for r in report["rows"])
     budget_stop = bool(report.get("interrupted")) and "budget" in str(report.get("interrupted"))
     print(f"convkit bench: {plural(len(report['rows']), 'row')} in {report['wall_s']} s"
-          + (f" ({n_ref} reference-only)" if n_ref else "")
           + (f", {n_bad} case(s) FAILED" if n_bad else "")
           + (f", {n_bad_ref} reference case(s) FAILED" if n_bad_ref else "")
           + (", stopped by --budget" if budget_stop else

@@ -1,6 +1,5 @@
 """The machine a `convkit bench` run describes in its report: CPU model, git commit of the tree,
-the thread count given to torch and convkit, the GPU's properties and whether convkit's CUDA
-module has convolutions."""
+the thread count given to torch and convkit and the GPU's properties."""
 from __future__ import annotations
 
 import os
@@ -8,7 +7,7 @@ import platform
 import subprocess
 from typing import Dict, Optional, Tuple
 
-__all__ = ["cpu_model_name", "git_commit", "set_threads", "convkit_cuda_has_conv", "gpu_info"]
+__all__ = ["cpu_model_name", "git_commit", "set_threads", "gpu_info"]
 
 
 def cpu_model_name() -> str:
@@ -50,16 +49,6 @@ def set_threads(n: int) -> int:
     if got != (n, n):
         raise RuntimeError(f"asked both torch and convkit for {n} threads, got {got}")
     return n
-
-
-def convkit_cuda_has_conv() -> bool:
-    """Whether convkit's CUDA module has convolutions (it has pooling and ReLU first)."""
-    try:
-        from convkit import _backend
-        mod = _backend._load("cuda")
-    except Exception:  # noqa: BLE001 - no module, no driver: no convolutions either
-        return False
-    return mod is not None and hasattr(mod, "conv2d_fwd")
 
 
 def gpu_info(device, cuda=None) -> Dict[str, object]:

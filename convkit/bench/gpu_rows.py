@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from convkit.bench.checks import TOLERANCE, tensor_errors
-from convkit.bench.config import HALF_DTYPES, ITEMSIZE
+from convkit.bench.config import ITEMSIZE
 from convkit.bench.cupy_ref import DTYPES as CUPY_DTYPES, ConvCase
 from convkit.bench.tf32 import cudnn_benchmark, tf32
 from convkit.bench.timing import Timing
@@ -102,16 +102,10 @@ class _Ref:
     rel_err: Optional[float] = None
 
 
-def _half_refusal(e: Exception, layer, dtype: str) -> bool:
-    """A convolution that convkit does not take in a half dtype yet (the kernels come later):
-    a TypeError that names the dtype. Reported as reference-only, not as a failure."""
-    return layer.is_conv and dtype in HALF_DTYPES and isinstance(e, TypeError) and dtype in str(e)
-
-
 # ---- one (layer, pass, batch) on the GPU ------------------------------------------------------
 def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, batch: int,
                    timer, ceilings: Dict[str, object], warmup: int, repeat: int,
-                   has_conv: bool, torch_mod=None, cupy_backend=None,
+                   torch_mod=None, cupy_backend=None,
                    max_sampling_s: Optional[float] = None) -> List[Dict[str, object]]:
     """Check, then time convkit's algorithms and the references on one (layer, pass, batch);
     returns its rows, one per (algo, reference). The references of a convolution: cuDNN with
@@ -119,8 +113,8 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
     cupy_backend (convkit/bench/cupy_ref.py) and a dtype it takes, our im2col + cuBLAS through
     CuPy (ref "cupy-im2col-cublas", checked against float64 like ours: a wrong result is not
     timed, ref_status FAIL). Pooling and ReLU: torch's CUDA kernels. Ours is timed once per
-    algorithm, interleaved with every reference. Without convkit convolutions on CUDA, a
-    convolution still gets its reference rows: algo "none", ours_ms null, status "ref-only".
+    algorithm, interleaved with every reference. An algorithm that raises (a dtype or shape it
+    refuses, a kernel error) is an ERROR row per reference, the references still timed.
     max_sampling_s: the time the samples may take (CudaTimer.time's max_s)."""
     torch = torch_mod
     if torch is None:
@@ -139,19 +133,12 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
 
     ours: Dict[str, Callable[[], object]] = {}
     outcome: Dict[str, Dict[str, object]] = {}
-    run_algos = list(algos) if (has_conv or not layer.is_conv) else []
-    for algo in run_algos:
+    for algo in algos:
         try:
             with tf32(settings[0], "conv", torch):
                 got = layer.results(inputs, pass_, "convkit", algo)
-        except NotImplementedError as e:
-            outcome[algo] = {"status": "ref-only", "note": f"{type(e).__name__}: {e}"}
-            continue
-        except Exception as e:  # an algo that refuses a shape, a kernel error: report, go on
-            if _half_refusal(e, layer, dtype):
-                outcome[algo] = {"status": "ref-only", "note": f"{type(e).__name__}: {e}"}
-            else:
-                outcome[algo] = {"status": "ERROR", "error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # an algo that refuses a shape or dtype, a kernel error: report, go on
+            outcome[algo] = {"status": "ERROR", "error": f"{type(e).__name__}: {e}"}
             continue
         abs_err, rel_err, worst = tensor_errors(got, ref64)
         o = {"max_abs_err": abs_err, "max_rel_err": rel_err}
@@ -192,10 +179,6 @@ def run_layer_pass(layer, pass_: str, algos: Sequence[str], inputs, dtype: str, 
     ours_t = dict(zip(ours, timings[:len(ours)]))
     ref_t = {id(r): t for r, t in zip(timed_refs, timings[len(ours):])}
 
-    if not outcome or all(o["status"] == "ref-only" for o in outcome.values()):
-        note = (next(iter(outcome.values()))["note"] if outcome else
-                "convkit's CUDA module has no convolutions yet (no conv2d_fwd)")
-        outcome = {"none": {"status": "ref-only", "note": note}}
     rows: List[Dict[str, object]] = []
     for algo, o in outcome.items():
         for r in refs:

@@ -66,7 +66,7 @@ def _reference_lines(report: Dict[str, object]) -> List[str]:
 
 def markdown_gpu(report: Dict[str, object]) -> str:
     """markdown_report for a CUDA run: one row per (layer, batch, pass, algo, reference) with
-    both sides' times, rates (TFLOP/s, GB/s) and fractions of the ceiling, reference-only rows,
+    both sides' times, rates (TFLOP/s, GB/s) and fractions of the ceiling,
     then the summary, the totals, failures."""
     commit = commit_text(report)
     out = [
@@ -99,7 +99,7 @@ def markdown_gpu(report: Dict[str, object]) -> str:
                   else f"**{r['ref_status']}**")
         body.append([
             r["layer"], str(r.get("batch")), r["pass"], r["algo"], _ref_cell(r), fmt_work(r),
-            f"{r['ours_ms']:.4f}" if status == "ok" else ("—" if status == "ref-only" else f"**{status}**"),
+            f"{r['ours_ms']:.4f}" if status == "ok" else f"**{status}**",
             ref_ms, fmt(r.get("ratio"), ".2f"), _rate_cell(r, ""), _rate_cell(r, "ref_"),
             _pct(r.get("pct_of_ceiling")), _pct(r.get("ref_pct_of_ceiling")),
             _pct(None if spread is None else 100 * spread),

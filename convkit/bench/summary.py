@@ -55,11 +55,9 @@ def summarize(rows: Sequence[Dict[str, object]], gpu: bool = False) -> List[Dict
     (cuDNN with TF32 off, on, CuPy's im2col + cuBLAS). gpu=True also gives each group the
     geometric mean of the fraction of the ceiling that ours and the reference reach
     (ours_pct_of_ceiling, ref_pct_of_ceiling: of the copy bandwidth for pools and ReLU, of the
-    torch.mm rate for convolutions), adds groups for reference-only convolution rows (no
-    convkit kernel yet: only the reference's fraction of the ceiling) and, per pass and batch,
-    how CuPy's im2col + cuBLAS compares with cuDNN (kind "ref-vs-ref": cupy time / cudnn time).
+    torch.mm rate for convolutions) and adds, per pass and batch, how CuPy's im2col + cuBLAS compares with cuDNN (kind "ref-vs-ref": cupy time / cudnn time).
     Each entry has the group's name and its fields: op, pass, batch, algo, kind ("algo",
-    "best", "1x1", "depthwise", "ref-only", "ref-vs-ref", "all"), ref, ref_tf32."""
+    "best", "1x1", "depthwise", "ref-vs-ref", "all"), ref, ref_tf32."""
     by_name = L.layers_by_name()
     ok = _timed(rows)
     out: List[Dict[str, object]] = []
@@ -105,15 +103,6 @@ def summarize(rows: Sequence[Dict[str, object]], gpu: bool = False) -> List[Dict
                 add(f"depthwise convs {p}{at}, best algo per layer{suffix}",
                     best_per_layer([r for r in cp if is_kind(r["layer"], "is_depthwise")]),
                     kind="depthwise", algo="best", **fields)
-                if gpu:
-                    only = [r for r in rows if r["op"] == "conv2d" and r["pass"] == p
-                            and r.get("batch") == b and ref_key(r) == (ref, s)
-                            and r.get("status") == "ref-only" and r.get("ref_ms")]
-                    if only:
-                        out.append(dict(fields, group=f"{ref_label(ref, s)} conv {p}{at} (no convkit kernel)",
-                                        geomean_ratio=None, n=len(only), ours_pct_of_ceiling=None,
-                                        ref_pct_of_ceiling=_geomean([r.get("ref_pct_of_ceiling") for r in only]),
-                                        kind="ref-only", algo="none"))
             if gpu:
                 # the classic alternative against cuDNN, layer by layer (one time per layer each)
                 per: Dict[Tuple, Dict[str, float]] = {}

@@ -75,39 +75,39 @@ def overhead_lines(report: Dict[str, object]) -> List[str]:
             + "; ".join(parts) + "."]
 
 
+def _failed(rows) -> Tuple[List[Dict[str, object]], List[Dict[str, object]]]:
+    """(failed convkit cases, references that failed their own check), each once: the first row
+    of its (layer, pass, batch, algorithm) or (layer, pass, batch, reference, TF32) (a GPU case
+    has a row per reference, a reference a row per algorithm)."""
+    cases: Dict[Tuple, Dict[str, object]] = {}
+    refs: Dict[Tuple, Dict[str, object]] = {}
+    for r in rows:
+        where = (r["layer"], r["pass"], r.get("batch"))
+        if r["status"] != "ok":
+            cases.setdefault(where + (r["algo"],), r)
+        if r.get("ref_status") not in (None, "ok"):
+            refs.setdefault(where + (r.get("ref"), r.get("ref_tf32")), r)
+    return list(cases.values()), list(refs.values())
+
+
 def failure_lines(report: Dict[str, object]) -> List[str]:
-    """Interruption, failed cases (once per layer, pass, batch, algorithm: a GPU case has a row
-    per reference) and references that failed their own check."""
+    """Interruption, failed cases and references that failed their own check (_failed)."""
     out = []
     if report.get("interrupted"):
         out += ["", f"**Interrupted**: {report['interrupted']}; the tables cover what ran."]
-    seen, bad = set(), []
-    for r in report["rows"]:
-        key = (r["layer"], r["pass"], r.get("batch"), r["algo"])
-        if r["status"] not in ("ok", "ref-only") and key not in seen:
-            seen.add(key)
-            bad.append(r)
-    if bad:
-        out += ["", f"**{len(bad)} case(s) failed** (no time reported for them):", ""]
-        out += [f"- {r['layer']} {r['pass']} batch {r.get('batch')} algo={r['algo']}: {r['status']}: "
-                f"{r.get('error')}" for r in bad]
-    seen, bad_ref = set(), []
-    for r in report["rows"]:
-        key = (r["layer"], r["pass"], r.get("batch"), r.get("ref"), r.get("ref_tf32"))
-        if r.get("ref_status") not in (None, "ok") and key not in seen:
-            seen.add(key)
-            bad_ref.append(r)
-    if bad_ref:
-        out += ["", f"**{len(bad_ref)} reference case(s) failed** (the reference was not timed):", ""]
-        out += [f"- {r['layer']} {r['pass']} batch {r.get('batch')} {ref_label(r['ref'], r.get('ref_tf32'))}: "
-                f"{r['ref_status']}: {r.get('ref_error')}" for r in bad_ref]
+    bad, bad_ref = _failed(report["rows"])
+    for rs, what, detail in (
+            (bad, "case(s) failed** (no time reported for them)",
+             lambda r: f"algo={r['algo']}: {r['status']}: {r.get('error')}"),
+            (bad_ref, "reference case(s) failed** (the reference was not timed)",
+             lambda r: f"{ref_label(r['ref'], r.get('ref_tf32'))}: {r['ref_status']}: {r.get('ref_error')}")):
+        if rs:
+            out += ["", f"**{len(rs)} {what}:", ""]
+            out += [f"- {r['layer']} {r['pass']} batch {r.get('batch')} {detail(r)}" for r in rs]
     return out
 
 
 def n_failed(report: Dict[str, object]) -> Tuple[int, int]:
-    """(failed convkit cases, failed reference cases), each counted once (see failure_lines)."""
-    cases = {(r["layer"], r["pass"], r.get("batch"), r["algo"]) for r in report["rows"]
-             if r["status"] not in ("ok", "ref-only")}
-    refs = {(r["layer"], r["pass"], r.get("batch"), r.get("ref"), r.get("ref_tf32")) for r in report["rows"]
-            if r.get("ref_status") not in (None, "ok")}
-    return len(cases), len(refs)
+    """(failed convkit cases, failed reference cases), each counted once (_failed)."""
+    bad, bad_ref = _failed(report["rows"])
+    return len(bad), len(bad_ref)
