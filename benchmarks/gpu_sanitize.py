@@ -80,13 +80,15 @@ CONVS = [
     ((4, 8, 45, 47), (16, 8, 3, 3), 1, 1, 1, 1),         # N*P*Q = 8460: grad weight's long reduction
 ]
 # (CONVS index, algorithm): again with the im2col workspace capped to one image, so the
-# batch-chunk loop runs (convkit._kernels.WORKSPACE_CAP_BYTES, read at each call).
+# batch-chunk loop runs (convkit.set_workspace_cap, read at each call).
 CHUNKED = [(0, "im2col"), (9, "im2col")]
 
-def _one_image_cap(kernels, x, w, stride, pad, dil, groups, algo):
+def _one_image_cap(x, w, stride, pad, dil, groups, algo):
     """The workspace cap that makes `algo` take one image a chunk in every pass: the largest of
     the passes' smallest workspaces (a cap below one image is refused, not chunked further)."""
-    from convkit._params import check_conv, dtype_name
+    from convkit import _kernels as kernels
+    from convkit._algos import check_conv
+    from convkit._params import dtype_name
     k = kernels._module(x, "conv2d")
     args = check_conv("gpu_sanitize", tuple(x.shape), tuple(w.shape), x.dtype, w.dtype, stride=stride, padding=pad,
                       dilation=dil, groups=groups, algo=algo)
@@ -250,11 +252,10 @@ def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo, chunke
     x64, w64, b64 = (t.detach().cpu().double().requires_grad_(True) for t in (x, w, b))
     ref = F.conv2d(x64, w64, b64, stride, pad, dil, groups)
     ref_nobias = F.conv2d(x64.detach(), w64.detach(), None, stride, pad, dil, groups)
-    kernels = None
+    import convkit
+    cap_before = convkit.workspace_cap()
     if chunked:
-        from convkit import _kernels as kernels
-        cap_before, kernels.WORKSPACE_CAP_BYTES = kernels.WORKSPACE_CAP_BYTES, _one_image_cap(
-            kernels, x, w, stride, pad, dil, groups, algo)   # one image a chunk
+        convkit.set_workspace_cap(_one_image_cap(x, w, stride, pad, dil, groups, algo))   # one image a chunk
     try:
         try:
             y = CF.conv2d(x, w, b, stride, pad, dil, groups, algo=algo)
@@ -268,8 +269,7 @@ def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo, chunke
         if device.type == "cuda":
             torch.cuda.synchronize()
     finally:
-        if kernels is not None:
-            kernels.WORKSPACE_CAP_BYTES = cap_before
+        convkit.set_workspace_cap(cap_before)
     gx, gw, gb = torch.autograd.grad(ref, (x64, w64, b64), dy.cpu().double())
     _close(y, ref, dtype, f"conv2d algo={algo}")
     _close(y_nobias, ref_nobias, dtype, f"conv2d algo={algo} (no bias)")
