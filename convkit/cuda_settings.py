@@ -49,7 +49,7 @@ VARIANT_CHOICES: Dict[str, tuple] = {
     "depthwise": ("auto", "off"),
 }
 
-#: Every forced value once: the variants a sweep runs (tests/test_cuda_variants.py, the GPU
+#: Every forced value once: the variants a sweep runs (tests/kernels/test_cuda_variants.py, the GPU
 #: check's racecheck) besides "auto".
 VARIANT_SWEEP = tuple(f"{k}={v}" for k, vals in VARIANT_CHOICES.items() for v in vals[1:])
 

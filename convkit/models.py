@@ -4,7 +4,7 @@ local response norm, dropout and the fully connected layers are torch's.
 
 Every model takes `num_classes`, `in_channels` and `algo` (passed to every convkit Conv2d).
 Module names follow torchvision's where torchvision has the model (VGG16, GoogLeNet, ResNet), so
-state_dict keys line up; parameter counts (tests/test_models.py):
+state_dict keys line up; parameter counts (tests/tools/test_models.py):
 
     LeNet5 (1 channel, 10 classes)      61,706
     AlexNet (the lecture's table)       62,378,344   (the lecture: "62.3 million")

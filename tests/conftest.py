@@ -35,6 +35,15 @@ HALF_DTYPES = [torch.float16, torch.bfloat16]
 # The backends whose kernels (convolutions, pooling, ReLU) take float16 / bfloat16 (the CUDA modules).
 HALF_BACKENDS = [b for b in BACKENDS if "float16" in convkit._backend.dtypes(b)]
 
+
+def dtypes_of(backend, half=False):
+    """The dtypes `backend`'s module takes, as it reports them (convkit._backend.dtypes: the
+    module's has_half), full-precision ones or (half=True) the half types: what the parity
+    sweeps run, so a dtype a module gains is swept with no edit to them."""
+    names = convkit._backend.dtypes(backend)
+    want = HALF_DTYPES if half else DTYPES
+    return [getattr(torch, n) for n in names if getattr(torch, n) in want]
+
 # Relative tolerance of one rounding in each dtype, used as the per-term error of a sum.
 _UNIT = {torch.float32: 2e-6, torch.float64: 1e-14, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 

@@ -9,7 +9,7 @@ Under a time budget (--budget, which benchmarks/gpu_check.sh sets from its slot)
 samples; the warm-up calls, waited for, tell what one round of samples costs, and the sample
 count shrinks to fit (never below 5). The run stops cleanly when the budget is spent.
 
-tests/test_bench.py runs it on the CPU with the device checks, the timer and the ceilings
+tests/tools/test_bench.py runs it on the CPU with the device checks, the timer and the ceilings
 replaced by stand-ins (names looked up in this module)."""
 from __future__ import annotations
 

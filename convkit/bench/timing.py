@@ -20,7 +20,7 @@ start event before the host had finished enqueueing fn (the spin was too short, 
 synchronizes inside), the sample is retaken with a spin twice as long; samples that stay
 host-bound are counted in `host_bound` and the row says so. Under a time limit (max_s) the sample
 count shrinks to fit (never below min_repeat). CudaTimer takes a stand-in for torch.cuda, which
-is how tests/test_bench.py runs it on the CPU.
+is how tests/tools/test_bench.py runs it on the CPU.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Hostile input: nothing a caller passes may crash, hang, corrupt or silently mislead convkit.
 
-Each case of tests/hostile_cases.py runs on the 'cpu' and 'cudasim' backends in a worker process
-that has torch and convkit imported already (tests/hostile_worker.py): a case that kills the
+Each case of tests/integration/hostile_cases.py runs on the 'cpu' and 'cudasim' backends in a worker process
+that has torch and convkit imported already (tests/integration/hostile_worker.py): a case that kills the
 worker (a segfault, an abort, an uncaught C++ exception) or runs past its time limit fails here
 with what happened, and the next case gets a fresh worker. One worker per pytest process, so
 under pytest-xdist each of its processes has its own.

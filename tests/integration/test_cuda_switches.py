@@ -2,7 +2,7 @@
 sync-after-launch on, every launch is followed by a checked sync (counted) and results stay
 right; while a stream is captured into a CUDA graph no sync happens and the replay matches eager;
 every forced kernel variant matches torch in float64 on the GPU. The emulator's side of the same
-switches is tests/test_cuda_variants.py."""
+switches is tests/kernels/test_cuda_variants.py."""
 import pytest
 import torch
 import torch.nn.functional as F

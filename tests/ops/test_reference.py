@@ -1,5 +1,5 @@
 """algo='reference' (CPU): the convolution's definition as loops, one float64 sum per output
-element. It is swept with every other algorithm against torch in tests/test_conv2d.py; here it
+element. It is swept with every other algorithm against torch in tests/ops/test_conv2d.py; here it
 is the oracle: every algorithm of every backend agrees with it on random shapes, in float64, with
 no torch convolution involved, and on the shapes where the fast kernels hand over to their
 bounded paths (huge padding, stride or dilation, a kernel larger than the image)."""
@@ -44,7 +44,7 @@ def test_every_algorithm_agrees_with_the_reference(backend):
     """40 seeded random convolutions (groups, stride, padding, dilation, odd sizes): each algorithm
     the backend builds gives the reference's forward and both gradients to float64 rounding."""
     if backend == "cuda":
-        pytest.skip("the reference runs on host memory; the cuda backend's parity is tests/test_conv2d.py's")
+        pytest.skip("the reference runs on host memory; the cuda backend's parity is tests/ops/test_conv2d.py's")
     rng = random.Random(20261207)
     for _ in range(40):
         xs, ws, kw = _random_case(rng)

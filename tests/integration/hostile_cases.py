@@ -1,5 +1,5 @@
-"""The cases of the hostile-input suite (tests/test_hostile.py), run one at a time in a worker
-process (tests/hostile_worker.py) so that a crash or a hang takes down the worker, not pytest.
+"""The cases of the hostile-input suite (tests/integration/test_hostile.py), run one at a time in a worker
+process (tests/integration/hostile_worker.py) so that a crash or a hang takes down the worker, not pytest.
 
 Each case is a function of the backend ("cpu" or "cudasim") that returns normally when convkit
 behaved: it gave torch's answer, or it raised a ConvkitError naming the argument (allocation

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 import convkit
 import convkit.functional as CF
 import convkit.nn as cnn
+from convkit._algos import check_conv
 
-from conftest import HALF_BACKENDS, HALF_DTYPES, device_of, dtype_id, rand, ref_conv2d
+from conftest import HALF_BACKENDS, HALF_DTYPES, device_of, dtype_id, dtypes_of, rand, ref_conv2d
 
 pytestmark = pytest.mark.skipif(not HALF_BACKENDS, reason="no backend with float16/bfloat16 kernels is available")
 
-ALGOS = ["direct", "im2col", "1x1", "auto"]
 
 # (id, x shape, w shape, bias, conv kwargs): what breaks kernels, in the half types.
 CASES = [
@@ -49,15 +49,24 @@ MEDIUM = [
 ]
 
 
-def _applies(algo, w_shape, kw):
-    """algo='1x1' takes 1x1 kernels without padding only."""
-    return algo != "1x1" or (w_shape[2:] == (1, 1) and kw.get("padding", 0) in (0, "valid"))
+def _applies(algo, x_shape, w_shape, kw):
+    """Whether `algo` computes the case: the argument check's rule (the registry's)."""
+    try:
+        check_conv("t", x_shape, w_shape, "float32", "float32", **kw, algo=algo)
+    except ValueError:
+        return False
+    return True
 
 
 def _params(cases):
     return [pytest.param(b, dt, algo, c, id=f"{b}-{dtype_id(dt)}-{algo}-{c[0]}")
-            for b in HALF_BACKENDS for dt in HALF_DTYPES for c in cases for algo in ALGOS
-            if _applies(algo, c[2], c[4])]
+            for b in HALF_BACKENDS for dt in dtypes_of(b, half=True) for c in cases for algo in _algos(b)
+            if _applies(algo, c[1], c[2], c[4])]
+
+
+def _algos(backend):
+    """Every algorithm the backend's module builds (the registry), and auto."""
+    return list(convkit._backend.module(backend).conv_algos()) + ["auto"]
 
 
 def _max_err(t, ref):

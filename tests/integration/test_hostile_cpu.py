@@ -23,7 +23,7 @@ import convkit
 import convkit._backend
 import convkit.functional as CF
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = pytest.mark.skipif("cpu" not in convkit.available_backends(), reason="no CPU module")
 

@@ -27,7 +27,7 @@ from convkit import _backend
 from convkit.bench import (ceilings, checks, cli, config, cpu_run, env, gpu_rows, gpu_run, layers as L, plan,
                            report, summary, tables, tf32, timing)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import gpu_check_summary  # noqa: E402
@@ -1091,7 +1091,7 @@ def test_gpu_check_script_syntax_and_dry_run():
     assert "--cases variants --dtypes float32,float16" in cmd["sanitizer-racecheck"]
     assert "--tool memcheck" in cmd["sanitizer-memcheck"] and "--cases all" in cmd["sanitizer-memcheck"]
     assert "CONVKIT_TEST_BACKENDS=cuda" in cmd["tests"]
-    tests = re.findall(r"tests/(test_\w+)\.py", cmd["tests"])
+    tests = re.findall(r"tests/\w+/(test_\w+)\.py", cmd["tests"])
     assert tests[0] == "test_cuda_conv" and "test_cuda_graphs" in tests
     assert not {"test_blocked", "test_winograd", "test_cpu_peak", "test_train", "test_models"} & set(tests)
     assert "--batch 32 --budget" in cmd["bench-b32"] and "--readme" in cmd["bench-b32"]

@@ -17,7 +17,7 @@ import convkit
 import convkit.functional as CF
 from convkit._algos import check_conv
 
-from conftest import (BACKENDS, DTYPES, assert_bitwise, assert_close, conv_out_hw, device_of, one_image_workspace,
+from conftest import (BACKENDS, DTYPES, dtypes_of, assert_bitwise, assert_close, conv_out_hw, device_of, one_image_workspace,
                       dtype_id, is_channels_last, pair, rand, ref_conv2d, small_ints)
 
 
@@ -51,7 +51,7 @@ def _case_id(c):
 
 
 def _algo_applies(algo, c):
-    """Whether algo computes case c: the argument check's rule (tests/test_backends.py checks it
+    """Whether algo computes case c: the argument check's rule (tests/integration/test_backends.py checks it
     against the modules' registry rule, conv_algo_refusal)."""
     if algo == "auto":
         return True
@@ -129,7 +129,7 @@ def _params():
             for algo in _algos(b):
                 if not _algo_applies(algo, c):
                     continue
-                for dt in DTYPES:
+                for dt in dtypes_of(b):  # (the half types: tests/ops/test_conv_half.py's sweep)
                     ps.append(pytest.param(b, algo, dt, c, id=f"{b}-{algo}-{dtype_id(dt)}-{_case_id(c)}"))
     return ps
 
@@ -543,7 +543,7 @@ def test_conv2d_im2col_batch_chunking(backend, images, dtype, monkeypatch):
 def test_cuda_non_default_stream():
     """Every launch goes on the caller's current stream (pytorch#15352): work queued on a side
     stream, read back after that stream only, gives the right numbers. (Pooling and ReLU on a
-    side stream: tests/test_cuda.py.)"""
+    side stream: tests/integration/test_cuda.py.)"""
     torch.cuda.synchronize()
     x = torch.randn(8, 32, 56, 56, device="cuda")
     w = torch.randn(64, 32, 3, 3, device="cuda")

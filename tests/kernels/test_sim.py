@@ -20,7 +20,7 @@ from convkit import _backend
 
 BACKENDS = ["cudasim", "cuda"]
 FULL = 0xFFFFFFFF
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _module(backend):

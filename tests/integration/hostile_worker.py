@@ -1,7 +1,7 @@
-"""A pre-imported worker for the hostile-input suite (tests/test_hostile.py).
+"""A pre-imported worker for the hostile-input suite (tests/integration/test_hostile.py).
 
 It imports torch and convkit once, then reads one JSON request a line on stdin,
-{"case": name, "backend": "cpu" | "cudasim"}, runs that case of tests/hostile_cases.py under
+{"case": name, "backend": "cpu" | "cudasim"}, runs that case of tests/integration/hostile_cases.py under
 `convkit.use_backend(backend)`, and answers one JSON line on the file descriptor it was given
 (`--reply-fd`, so that whatever a kernel or library prints on stdout cannot garble a reply):
 {"outcome": "ok" | "fail", "detail": text}. A case that crashes the process or never returns is
