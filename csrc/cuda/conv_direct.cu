@@ -241,11 +241,11 @@ void bwd_weight(DType dt, const ConvParams& p, const void* dy, const void* x, vo
     run_depthwise_grad_weight(dt, plan.maxt, plan.g, plan.dt, x, dy, ws, dw, stream);
   else
     run_grad_weight(dt, plan.wg, dy, x, ws, dw, stream);
-  if (plan.splits > 1)
+  if (plan.splits > 1)  // gemm.h's splitk_reduce sums the partials in split order
     dispatch_dtype(dt, [&](auto tag) {
       using T = decltype(tag);
       using A = acc_t<T>;
-      splitk_reduce<T>(static_cast<const A*>(ws), plan.splits, out_elems, static_cast<T*>(dw), stream);  // in split order
+      splitk_reduce<T>(static_cast<const A*>(ws), plan.splits, out_elems, static_cast<T*>(dw), stream);
     });
 }
 

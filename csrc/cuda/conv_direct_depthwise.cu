@@ -274,8 +274,9 @@ std::size_t depthwise_smem(const DwTiling& t, const DirectGeom& g, int acc_bytes
 }
 }  // namespace
 
-// The depthwise tiling (conv_direct.cuh). Forced variants (variant.h): DepthwiseMode::Off answers false; DirectTileMode::Small shrinks
-// the tile as far as it goes, as for a window that barely fits.
+// The depthwise tiling (conv_direct.cuh). Forced variants (variant.h): DepthwiseMode::Off
+// answers false; DirectTileMode::Small shrinks the tile as far as it goes, as for a window that
+// barely fits.
 bool plan_depthwise(const DirectGeom& g, int64_t planes, int acc_bytes, bool wgrad, DwTiling& t) {
   if (g.taps_h == 0 || g.taps_w == 0 || g.out_h == 0 || g.out_w == 0) return false;
   const Variant forced = variant();
