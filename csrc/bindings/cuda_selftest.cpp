@@ -1,4 +1,4 @@
-// Python bindings of the emulator self-tests (csrc/cuda/sim_selftest.h) as the submodule
+// Python bindings of the emulator self-tests (csrc/sim/selftest/sim_selftest.h) as the submodule
 // `selftest` of convkit._cuda / convkit._cudasim, and, in _cudasim only, the emulator's controls
 // (sim_set_seed, sim_set_num_workers, sim_counters, ...) on the module itself.
 #include <pybind11/pybind11.h>
@@ -7,7 +7,7 @@
 #include <string>
 
 #include "bindings/bind_util.h"
-#include "cuda/sim_selftest.h"
+#include "sim/selftest/sim_selftest.h"
 #if defined(CONVKIT_SIM)
 #include "sim/control.h"
 #endif

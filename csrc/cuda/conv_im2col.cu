@@ -16,7 +16,7 @@
 #include "cuda/dtype.cuh"
 #include "cuda/gemm.h"
 #include "cuda/grid.cuh"
-#include "cuda/pool_geom.cuh"
+#include "cuda/fast_divmod.cuh"
 #include "cuda/runtime.h"
 
 namespace convkit::cuda {

@@ -13,7 +13,7 @@
 #include <string>
 
 #include "cuda/dtype.cuh"
-#include "cuda/pool_geom.cuh"
+#include "cuda/fast_divmod.cuh"
 #include "cuda/runtime.h"
 
 namespace convkit::cuda {

@@ -1,7 +1,7 @@
-// Index arithmetic of the pooling kernels: a 32-bit division by a launch-time constant through
-// a precomputed multiplier (3 instructions instead of a ~20-instruction divide), the 32-bit
-// geometry a pooling launch hands its kernel, and the split of a launch into chunks of (n, c)
-// planes that keeps each launch's flat element index below 2^31 while plane offsets stay int64.
+// Index arithmetic of the pooling kernels: the 32-bit geometry a pooling launch hands its kernel
+// (its divisions by launch-time constants through fast_divmod.cuh), and the split of a launch
+// into chunks of (n, c) planes that keeps each launch's flat element index below 2^31 while
+// plane offsets stay int64.
 #pragma once
 #include <algorithm>
 #include <climits>
@@ -9,31 +9,10 @@
 #include <string>
 
 #include "common/params.h"
+#include "cuda/fast_divmod.cuh"
 #include "cuda/runtime.h"
 
 namespace convkit::cuda {
-
-// n / d and n % d for 0 <= n < 2^31 and 1 <= d < 2^31 (Granlund and Montgomery's round-up
-// method): with s = ceil(log2 d) and mul = floor(2^32 (2^s - d) / d) + 1,
-// n / d = (mulhi(n, mul) + n) >> s, where mulhi(n, mul) <= n keeps the sum in 32 bits.
-struct FastDivmod {
-  uint32_t d, mul, shift;
-
-  FastDivmod() = default;
-  explicit FastDivmod(uint32_t divisor) : d(divisor), mul(0), shift(0) {
-    while ((uint64_t{1} << shift) < divisor) ++shift;
-    mul = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - divisor)) / divisor + 1);
-  }
-
-  __device__ __forceinline__ uint32_t div(uint32_t n) const {
-    const uint32_t hi = static_cast<uint32_t>((static_cast<uint64_t>(n) * mul) >> 32);
-    return (hi + n) >> shift;
-  }
-  __device__ __forceinline__ void divmod(uint32_t n, uint32_t& q, uint32_t& r) const {
-    q = div(n);
-    r = n - q * d;
-  }
-};
 
 // PoolParams in 32 bits plus the divisions a kernel needs. A kernel walks a flat index over one
 // tensor of the launch (the output in forward, the input in backward): `plane` divides by that

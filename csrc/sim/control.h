@@ -1,5 +1,6 @@
-// Controls and counters of the CUDA emulator (csrc/sim/simt.cpp) in plain C++: no CUDA types, no
-// emulator macros, so the pybind11 bindings can include it. simt.h includes it for kernels' TUs.
+// Controls and counters of the CUDA emulator (csrc/sim/fiber.cpp, simt.cpp) in plain C++: no CUDA
+// types, no emulator macros, so the pybind11 bindings can include it. simt.h includes it for
+// kernels' TUs.
 #pragma once
 #include <cstdint>
 

@@ -1,6 +1,7 @@
 // simt.h: the CUDA emulator's device-side API. csrc/cuda/*.cu compiled by the host compiler
 // against this header run on the CPU with CUDA's meaning: every CUDA thread of a block is a
-// fiber (simt.cpp), so __syncthreads() is a real barrier and warp operations meet their lanes.
+// fiber (fiber.cpp; the CUDA semantics in simt.cpp), so __syncthreads() is a real barrier and
+// warp operations meet their lanes.
 //
 // What it models: blocks run on a pool of OS threads (simt::set_num_workers), the threads of one
 // block as fibers on one OS thread, in an order shuffled by a seeded PRNG between blocking points:
@@ -170,7 +171,7 @@ inline void check_aligned(const void* p, std::size_t align, const char* what) {
 
 namespace detail {
 
-// What the built-in variables read. A fiber's ThreadCtx lives in simt.cpp; tls_thread points at
+// What the built-in variables read. A fiber's ThreadCtx lives in fiber.cpp; tls_thread points at
 // the running one (null outside a kernel).
 struct BlockDims {
   uint3 block_idx;

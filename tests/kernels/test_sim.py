@@ -1,4 +1,4 @@
-"""Tests of the CUDA emulator (csrc/sim) through its self-test kernels (csrc/cuda/sim_selftest.cu).
+"""Tests of the CUDA emulator (csrc/sim) through its self-test kernels (csrc/sim/selftest/sim_selftest.cu).
 
 The well-defined kernels run on "cudasim" (the emulator) and on "cuda" when a GPU is present, so
 the emulator is shown to agree with hardware: barrier reductions, per-block shared memory, the

@@ -3,7 +3,7 @@
 // kernels (barrier divergence, warp deadlock, misaligned load16, missing barrier, shared-memory
 // overrun) the emulator must catch. They compile under nvcc too, so tests/test_sim.py can show
 // the emulator agrees with a GPU on the well-defined ones.
-#include "cuda/sim_selftest.h"
+#include "sim/selftest/sim_selftest.h"
 
 #include "cuda/runtime.h"
 

@@ -1,7 +1,7 @@
-// Launchers of the emulator self-test kernels (csrc/cuda/sim_selftest.cu): small kernels that
-// exercise barriers, shared memory, warp operations, atomics and launch limits, run by
-// tests/test_sim.py on the emulator (convkit._cudasim) and on a GPU (convkit._cuda) to show the
-// two agree. Plain C++ (no CUDA header): pointers are device pointers (host under the emulator).
+// Launchers of the emulator self-test kernels (csrc/sim/selftest/sim_selftest.cu): small
+// kernels that exercise barriers, shared memory, warp operations, atomics and launch limits, run
+// by tests/test_sim.py on the emulator (convkit._cudasim) and on a GPU (convkit._cuda) to show
+// the two agree. Plain C++ (no CUDA header): pointers are device pointers (host under the emulator).
 #pragma once
 #include <cstddef>
 #include <cstdint>
