@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The compiler's resource report for convkit's CUDA kernels: compiles every csrc/cuda/*.cu for
-one architecture (sm_90 by default) with `nvcc -Xptxas -v`, and prints one row per kernel
-instantiation: registers, shared memory, spill stores and loads, stack frame, barriers,
-constant bank 0, flagging spills and stack use (a local-memory array, or registers spilled to
-local memory: slow). Needs nvcc, no GPU. Standard library only.
+"""The compiler's resource report for convkit's CUDA kernels: compiles every csrc/cuda/*.cu (and
+the emulator's self-test kernels, csrc/sim/selftest/*.cu) for one architecture (sm_90 by
+default) with `nvcc -Xptxas -v`, and prints one row per kernel instantiation: registers,
+shared memory, spill stores and loads, stack frame, barriers, constant bank 0, flagging spills
+and stack use (a local-memory array, or registers spilled to local memory: slow). Needs nvcc,
+no GPU. Standard library only.
 
   python3 tools/ptxas_report.py                    # the table (make cuda-report)
   python3 tools/ptxas_report.py --json             # the same as JSON
@@ -160,7 +161,7 @@ def table(kernels: List[Dict[str, object]]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("files", nargs="*", help="the .cu files [csrc/cuda/*.cu]")
+    ap.add_argument("files", nargs="*", help="the .cu files [csrc/cuda/*.cu, csrc/sim/selftest/*.cu]")
     ap.add_argument("--arch", default="sm_90", help="the target [sm_90]")
     ap.add_argument("--nvcc", default=None, help="nvcc to use [$NVCC, nvcc on PATH, /usr/local/cuda/bin/nvcc]")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -176,7 +177,8 @@ def main(argv=None) -> int:
     if not nvcc:
         print("ptxas_report: nvcc not found (PATH, $NVCC, /usr/local/cuda/bin)", file=sys.stderr)
         return 2
-    files = args.files or sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))
+    files = args.files or sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")) +
+                                 glob.glob(os.path.join(ROOT, "csrc", "sim", "selftest", "*.cu")))
     if not files:
         print("ptxas_report: no .cu files in csrc/cuda", file=sys.stderr)
         return 0

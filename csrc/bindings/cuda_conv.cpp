@@ -17,6 +17,8 @@ namespace py = pybind11;
 namespace convkit::bind {
 namespace {
 
+using cuda::StreamHandle;
+
 ConvAlgo cuda_algo(const std::string& algo, const char* op, const char* backend) {
   return parse_conv_algo(algo, cuda::kCudaConvAlgos, op, backend);
 }
@@ -54,7 +56,7 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
       "conv2d_fwd",
       [backend](const std::string& algo, const std::string& dtype, const ConvParams& p, std::uintptr_t x,
                 std::uintptr_t w, std::uintptr_t b, std::uintptr_t y, std::uintptr_t ws, int64_t ws_bytes, int device,
-                std::uintptr_t stream) {
+                StreamHandle stream) {
         constexpr const char* op = "conv2d_fwd";
         run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
           const cuda::ConvAlgo a = cuda_algo(algo, op, backend);
@@ -75,7 +77,7 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
       "conv2d_bwd_input",
       [backend](const std::string& algo, const std::string& dtype, const ConvParams& p, std::uintptr_t dy,
                 std::uintptr_t w, std::uintptr_t dx, std::uintptr_t ws, int64_t ws_bytes, int device,
-                std::uintptr_t stream) {
+                StreamHandle stream) {
         constexpr const char* op = "conv2d_bwd_input";
         run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
           const cuda::ConvAlgo a = cuda_algo(algo, op, backend);
@@ -96,7 +98,7 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
       "conv2d_bwd_weight",
       [backend](const std::string& algo, const std::string& dtype, const ConvParams& p, std::uintptr_t dy,
                 std::uintptr_t x, std::uintptr_t dw, std::uintptr_t ws, int64_t ws_bytes, int device,
-                std::uintptr_t stream) {
+                StreamHandle stream) {
         constexpr const char* op = "conv2d_bwd_weight";
         run_op(op, [&] { return conv_shapes(algo, dtype, p); }, [&] {
           const cuda::ConvAlgo a = cuda_algo(algo, op, backend);
@@ -117,7 +119,7 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
   m.def(
       "conv2d_bwd_bias",
       [backend](const std::string& dtype, const ConvParams& p, std::uintptr_t dy, std::uintptr_t db, int device,
-                std::uintptr_t stream) {
+                StreamHandle stream) {
         constexpr const char* op = "conv2d_bwd_bias";
         run_op(op, [&] { return conv_shapes("-", dtype, p); }, [&] {
           const cuda::DType dt = cuda_dtype(dtype, op, backend);

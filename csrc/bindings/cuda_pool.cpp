@@ -14,6 +14,8 @@ namespace py = pybind11;
 namespace convkit::bind {
 namespace {
 
+using cuda::StreamHandle;
+
 std::string pool_shapes(const std::string& dtype, const PoolParams& p) {
   auto s = [](int64_t v) { return std::to_string(v); };
   return "N=" + s(p.N) + ", C=" + s(p.C) + ", H=" + s(p.H) + ", W=" + s(p.W) + ", k=" + s(p.kh) + "x" +
@@ -28,7 +30,7 @@ void register_cuda_pool(pybind11::module_& m, const char* backend) {
   m.def(
       "max_pool2d_fwd",
       [backend](const std::string& dtype, const PoolParams& pp, std::uintptr_t x, std::uintptr_t y,
-                std::uintptr_t idx, int device, std::uintptr_t stream) {
+                std::uintptr_t idx, int device, StreamHandle stream) {
         constexpr const char* op = "max_pool2d_fwd";
         run_op(op, [&] { return pool_shapes(dtype, pp); }, [&] {
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
@@ -45,7 +47,7 @@ void register_cuda_pool(pybind11::module_& m, const char* backend) {
   m.def(
       "max_pool2d_bwd",
       [backend](const std::string& dtype, const PoolParams& pp, std::uintptr_t dy, std::uintptr_t idx,
-                std::uintptr_t dx, int device, std::uintptr_t stream) {
+                std::uintptr_t dx, int device, StreamHandle stream) {
         constexpr const char* op = "max_pool2d_bwd";
         run_op(op, [&] { return pool_shapes(dtype, pp); }, [&] {
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
@@ -62,7 +64,7 @@ void register_cuda_pool(pybind11::module_& m, const char* backend) {
   m.def(
       "avg_pool2d_fwd",
       [backend](const std::string& dtype, const PoolParams& pp, bool count_include_pad, int64_t divisor_override,
-                std::uintptr_t x, std::uintptr_t y, int device, std::uintptr_t stream) {
+                std::uintptr_t x, std::uintptr_t y, int device, StreamHandle stream) {
         constexpr const char* op = "avg_pool2d_fwd";
         run_op(op, [&] { return pool_shapes(dtype, pp); }, [&] {
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
@@ -80,7 +82,7 @@ void register_cuda_pool(pybind11::module_& m, const char* backend) {
   m.def(
       "avg_pool2d_bwd",
       [backend](const std::string& dtype, const PoolParams& pp, bool count_include_pad, int64_t divisor_override,
-                std::uintptr_t dy, std::uintptr_t dx, int device, std::uintptr_t stream) {
+                std::uintptr_t dy, std::uintptr_t dx, int device, StreamHandle stream) {
         constexpr const char* op = "avg_pool2d_bwd";
         run_op(op, [&] { return pool_shapes(dtype, pp); }, [&] {
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
@@ -98,7 +100,7 @@ void register_cuda_pool(pybind11::module_& m, const char* backend) {
   m.def(
       "relu_fwd",
       [backend](const std::string& dtype, int64_t n, std::uintptr_t x, std::uintptr_t y, int device,
-                std::uintptr_t stream) {
+                StreamHandle stream) {
         constexpr const char* op = "relu_fwd";
         run_op(op, [&] { return "n=" + std::to_string(n) + ", dtype=" + dtype; }, [&] {
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
@@ -115,7 +117,7 @@ void register_cuda_pool(pybind11::module_& m, const char* backend) {
   m.def(
       "relu_bwd",
       [backend](const std::string& dtype, int64_t n, std::uintptr_t dy, std::uintptr_t y, std::uintptr_t dx,
-                int device, std::uintptr_t stream) {
+                int device, StreamHandle stream) {
         constexpr const char* op = "relu_bwd";
         run_op(op, [&] { return "n=" + std::to_string(n) + ", dtype=" + dtype; }, [&] {
           const cuda::DType dt = cuda_dtype(dtype, op, backend);

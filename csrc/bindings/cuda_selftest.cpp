@@ -56,7 +56,7 @@ st::WarpVote parse_vote(const std::string& name) {
 }  // namespace
 
 void register_cuda_selftest(py::module_& m) {
-  py::module_ s = m.def_submodule("selftest", "Self-test kernels of the CUDA emulator (tests/test_sim.py)");
+  py::module_ s = m.def_submodule("selftest", "Self-test kernels of the CUDA emulator (tests/kernels/test_sim.py)");
   const auto dev = py::arg("device") = 0;
   const auto stream = py::arg("stream") = 0;
 

@@ -11,7 +11,7 @@
 //   float64: im2col 4.5e-15 / 2.0e-16, F(2x2) 5.1e-15 / 7.3e-16, F(4x4) 1.5e-14 / 1.2e-14
 // F(4x4) is ~20x im2col's error in float32 and not faster here except at 56x56 (batch 8, 2
 // threads: stem.3x3 0.75x F(2x2)'s time, 3a/4a.3x3 equal or slower, 5a.3x3 at 7x7 4x slower),
-// and F(2x2)'s 0, +-1, +-1/2 keep small-integer inputs exact. tests/test_winograd.py checks
+// and F(2x2)'s 0, +-1, +-1/2 keep small-integer inputs exact. tests/ops/test_winograd.py checks
 // F(2x2) at 5e-6 (float32) / 1e-13 (float64) relative to max |ref|, within 4x im2col's float32
 // error, and bit-exact on small integers. F(4x4) is one line away (kTileM, WinogradTile<4>).
 //

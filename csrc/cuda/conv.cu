@@ -87,7 +87,7 @@ int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, DType dt, const Con
 }
 
 void conv2d_fwd(ConvAlgo algo, DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y,
-                void* ws, int64_t ws_bytes, int device, std::uintptr_t stream) {
+                void* ws, int64_t ws_bytes, int device, StreamHandle stream) {
   check_params(algo, p, "conv2d_fwd");
   DeviceGuard guard(device);
   if (p.N == 0) return;
@@ -104,7 +104,7 @@ void conv2d_fwd(ConvAlgo algo, DType dt, const ConvParams& p, const void* x, con
 }
 
 void conv2d_bwd_input(ConvAlgo algo, DType dt, const ConvParams& p, const void* dy, const void* w, void* dx,
-                      void* ws, int64_t ws_bytes, int device, std::uintptr_t stream) {
+                      void* ws, int64_t ws_bytes, int device, StreamHandle stream) {
   check_params(algo, p, "conv2d_bwd_input");
   DeviceGuard guard(device);
   if (p.N == 0) return;
@@ -121,7 +121,7 @@ void conv2d_bwd_input(ConvAlgo algo, DType dt, const ConvParams& p, const void* 
 }
 
 void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void* dy, const void* x, void* dw,
-                       void* ws, int64_t ws_bytes, int device, std::uintptr_t stream) {
+                       void* ws, int64_t ws_bytes, int device, StreamHandle stream) {
   check_params(algo, p, "conv2d_bwd_weight");
   DeviceGuard guard(device);
   if (p.N == 0) {  // an empty batch has a zero gradient
@@ -144,7 +144,7 @@ void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void*
   }
 }
 
-void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, int device, std::uintptr_t stream) {
+void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);

@@ -8,6 +8,7 @@
 #include "common/conv_algo.h"
 #include "common/params.h"
 #include "cuda/ops.h"
+#include "cuda/stream.h"
 
 namespace convkit::cuda {
 
@@ -23,8 +24,6 @@ namespace convkit::cuda {
   void bwd_weight(DType dt, const ConvParams& p, const void* dy, const void* x, void* dw, void* ws,              \
                   int64_t ws_bytes, StreamHandle stream);                                                        \
   }
-
-using StreamHandle = std::uintptr_t;
 
 // The algorithms the CUDA modules build: X(Enum, namespace), one line each, in
 // common/conv_algo.h's order. conv.cu dispatches over this list and the modules report it.

@@ -9,6 +9,7 @@
 #include "common/conv_algo.h"
 #include "common/dtype.h"
 #include "common/params.h"
+#include "cuda/stream.h"
 
 namespace convkit::cuda {
 
@@ -31,27 +32,27 @@ int num_devices();
 // of each window's maximum within its (n, c) plane, or nullptr. torch's rules: the first
 // maximum in row-major window order wins a tie, a NaN wins (the last NaN of a window).
 void max_pool2d_fwd(DType dt, const PoolParams& p, const void* x, void* y, int64_t* idx, int device,
-                    std::uintptr_t stream);
+                    StreamHandle stream);
 
 // dy, idx: [N, C, P, Q] -> dx: [N, C, H, W], every element of dx written (no zero-fill needed):
 // dx[h, w] = sum of dy over the windows covering (h, w) whose idx is h * W + w.
 void max_pool2d_bwd(DType dt, const PoolParams& p, const void* dy, const int64_t* idx, void* dx, int device,
-                    std::uintptr_t stream);
+                    StreamHandle stream);
 
 // divisor_override == 0: none. p.dh and p.dw must be 1.
 void avg_pool2d_fwd(DType dt, const PoolParams& p, bool count_include_pad, int64_t divisor_override,
-                    const void* x, void* y, int device, std::uintptr_t stream);
+                    const void* x, void* y, int device, StreamHandle stream);
 
 // dy: [N, C, P, Q] -> dx: [N, C, H, W], every element of dx written.
 void avg_pool2d_bwd(DType dt, const PoolParams& p, bool count_include_pad, int64_t divisor_override,
-                    const void* dy, void* dx, int device, std::uintptr_t stream);
+                    const void* dy, void* dx, int device, StreamHandle stream);
 
 // y = max(x, 0) over n elements (NaN and -0.0 kept, as torch); y may equal x; any alignment.
-void relu_fwd(DType dt, int64_t n, const void* x, void* y, int device, std::uintptr_t stream);
+void relu_fwd(DType dt, int64_t n, const void* x, void* y, int device, StreamHandle stream);
 
 // dx = dy where y > 0 or y is NaN, else 0 (csrc/cpu/relu.cpp's rule); dx may equal dy.
 void relu_bwd(DType dt, int64_t n, const void* dy, const void* y, void* dx, int device,
-              std::uintptr_t stream);
+              StreamHandle stream);
 
 // ---- conv2d ------------------------------------------------------------------------------
 // x [N, C, H, W], w [K, C/groups, R, S], y [N, K, P, Q], all NCHW / KCRS contiguous, in dtype
@@ -68,14 +69,14 @@ int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, DType dt, const Con
 
 // y = conv2d(x, w) + b (b == nullptr: no bias).
 void conv2d_fwd(ConvAlgo algo, DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y,
-                void* ws, int64_t ws_bytes, int device, std::uintptr_t stream);
+                void* ws, int64_t ws_bytes, int device, StreamHandle stream);
 // dx = grad of conv2d w.r.t. its input, given dy [N, K, P, Q].
 void conv2d_bwd_input(ConvAlgo algo, DType dt, const ConvParams& p, const void* dy, const void* w, void* dx,
-                      void* ws, int64_t ws_bytes, int device, std::uintptr_t stream);
+                      void* ws, int64_t ws_bytes, int device, StreamHandle stream);
 // dw = grad of conv2d w.r.t. its weight (zeros when N == 0), deterministic.
 void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void* dy, const void* x, void* dw,
-                       void* ws, int64_t ws_bytes, int device, std::uintptr_t stream);
+                       void* ws, int64_t ws_bytes, int device, StreamHandle stream);
 // db[k] = sum of dy[n, k, p, q] over n, p, q (zeros when N == 0), deterministic.
-void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, int device, std::uintptr_t stream);
+void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, int device, StreamHandle stream);
 
 }  // namespace convkit::cuda

@@ -183,7 +183,7 @@ void check_avg_params(const PoolParams& p, const char* op) {
 }  // namespace
 
 void avg_pool2d_fwd(DType dt, const PoolParams& p, bool count_include_pad, int64_t divisor_override,
-                    const void* x, void* y, int device, std::uintptr_t stream) {
+                    const void* x, void* y, int device, StreamHandle stream) {
   check_avg_params(p, "avg_pool2d_fwd");
   DeviceGuard guard(device);
   if (p.N == 0 || p.C == 0) return;
@@ -204,7 +204,7 @@ void avg_pool2d_fwd(DType dt, const PoolParams& p, bool count_include_pad, int64
 }
 
 void avg_pool2d_bwd(DType dt, const PoolParams& p, bool count_include_pad, int64_t divisor_override,
-                    const void* dy, void* dx, int device, std::uintptr_t stream) {
+                    const void* dy, void* dx, int device, StreamHandle stream) {
   check_avg_params(p, "avg_pool2d_bwd");
   DeviceGuard guard(device);
   if (p.N == 0 || p.C == 0) return;

@@ -180,7 +180,7 @@ void max_pool2d_fwd_launch(const PoolParams& p, const PoolGeom& g, const T* x, T
 }  // namespace
 
 void max_pool2d_fwd(DType dt, const PoolParams& p, const void* x, void* y, int64_t* idx, int device,
-                    std::uintptr_t stream) {
+                    StreamHandle stream) {
   DeviceGuard guard(device);
   if (p.N == 0 || p.C == 0) return;
   const PoolGeom g = make_pool_geom(p, /*over_input=*/false, "max_pool2d_fwd");
@@ -199,7 +199,7 @@ void max_pool2d_fwd(DType dt, const PoolParams& p, const void* x, void* y, int64
 }
 
 void max_pool2d_bwd(DType dt, const PoolParams& p, const void* dy, const int64_t* idx, void* dx, int device,
-                    std::uintptr_t stream) {
+                    StreamHandle stream) {
   DeviceGuard guard(device);
   if (p.N == 0 || p.C == 0) return;
   const PoolGeom g = make_pool_geom(p, /*over_input=*/true, "max_pool2d_bwd");

@@ -130,7 +130,7 @@ inline unsigned relu_blocks(int64_t n, const PackSplit& s) {
 
 }  // namespace
 
-void relu_fwd(DType dt, int64_t n, const void* x, void* y, int device, std::uintptr_t stream) {
+void relu_fwd(DType dt, int64_t n, const void* x, void* y, int device, StreamHandle stream) {
   if (n < 0) throw Error("relu_fwd: n must be >= 0, got " + std::to_string(n));
   DeviceGuard guard(device);
   if (n == 0) return;
@@ -142,7 +142,7 @@ void relu_fwd(DType dt, int64_t n, const void* x, void* y, int device, std::uint
   });
 }
 
-void relu_bwd(DType dt, int64_t n, const void* dy, const void* y, void* dx, int device, std::uintptr_t stream) {
+void relu_bwd(DType dt, int64_t n, const void* dy, const void* y, void* dx, int device, StreamHandle stream) {
   if (n < 0) throw Error("relu_bwd: n must be >= 0, got " + std::to_string(n));
   DeviceGuard guard(device);
   if (n == 0) return;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "common/error.h"
+#include "cuda/stream.h"
 #include "cuda/variant.h"
 
 #if defined(__CUDACC__)
@@ -45,9 +46,6 @@
 #endif
 
 namespace convkit::cuda {
-
-// A cudaStream_t as the Python layer passes it (an integer handle; 0 is the legacy stream).
-using StreamHandle = std::uintptr_t;
 
 // ---- 16-byte vector accesses ---------------------------------------------------------------
 // The GPU faults on a misaligned 16-byte access; the emulator reports it as a launch error.

@@ -17,7 +17,7 @@ void set_num_workers(int n);
 int num_workers();
 
 // The SM count the emulated device reports (default 132, an H100 SXM; 1..65536, else
-// std::runtime_error). Grid sizes that read it change; results must not (tests/test_cuda_variants.py).
+// std::runtime_error). Grid sizes that read it change; results must not (tests/kernels/test_cuda_variants.py).
 void set_sm_count(int n);
 int sm_count();
 

@@ -1,7 +1,7 @@
 // Self-test kernels of the CUDA emulator: barriers, per-block shared memory, every warp operation
 // (widths < 32, partial masks), atomics across blocks, launch limits, and deliberately broken
 // kernels (barrier divergence, warp deadlock, misaligned load16, missing barrier, shared-memory
-// overrun) the emulator must catch. They compile under nvcc too, so tests/test_sim.py can show
+// overrun) the emulator must catch. They compile under nvcc too, so tests/kernels/test_sim.py can show
 // the emulator agrees with a GPU on the well-defined ones.
 #include "sim/selftest/sim_selftest.h"
 
@@ -263,7 +263,7 @@ __global__ void shared_out_of_bounds_kernel(int* __restrict__ out, int past) {
 
 bool has_half() { return CK_HAVE_HALF != 0; }
 
-void block_sum(const float* x, float* block_sums, int n, int threads, int device, std::uintptr_t stream) {
+void block_sum(const float* x, float* block_sums, int n, int threads, int device, StreamHandle stream) {
   CK_CHECK(threads >= 1 && threads <= 1024 && (threads & (threads - 1)) == 0,
            "block_sum: threads must be a power of two in [1, 1024], got " + std::to_string(threads));
   DeviceGuard guard(device);
@@ -272,7 +272,7 @@ void block_sum(const float* x, float* block_sums, int n, int threads, int device
   launch("block_sum_kernel", block_sum_kernel, dim3(blocks), dim3(threads), 0, stream, x, block_sums, n);
 }
 
-void tiled_matmul(const float* A, const float* B, float* C, int M, int N, int K, int device, std::uintptr_t stream) {
+void tiled_matmul(const float* A, const float* B, float* C, int M, int N, int K, int device, StreamHandle stream) {
   constexpr int kTile = 16;
   DeviceGuard guard(device);
   if (M <= 0 || N <= 0) return;
@@ -280,7 +280,7 @@ void tiled_matmul(const float* A, const float* B, float* C, int M, int N, int K,
          dim3(kTile, kTile), 0, stream, A, B, C, M, N, K);
 }
 
-void neighbor_exchange(int* out, int threads, bool with_barrier, int device, std::uintptr_t stream) {
+void neighbor_exchange(int* out, int threads, bool with_barrier, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   if (with_barrier)
     launch("neighbor_exchange_kernel<barrier>", neighbor_exchange_kernel<true>, dim3(1), dim3(threads), 0, stream, out);
@@ -290,14 +290,14 @@ void neighbor_exchange(int* out, int threads, bool with_barrier, int device, std
 }
 
 void shared_per_block(int* out, int* unwritten_i, float* unwritten_f, int blocks, int threads, int device,
-                      std::uintptr_t stream) {
+                      StreamHandle stream) {
   DeviceGuard guard(device);
   launch("shared_per_block_kernel", shared_per_block_kernel, dim3(blocks), dim3(threads),
          static_cast<std::size_t>(threads) * sizeof(float), stream, out, unwritten_i, unwritten_f);
 }
 
 void thread_ids(int* out, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, int device,
-                std::uintptr_t stream) {
+                StreamHandle stream) {
   DeviceGuard guard(device);
   launch("thread_ids_kernel", thread_ids_kernel, dim3(gx, gy, gz), dim3(bx, by, bz), 0, stream, out);
 }
@@ -305,14 +305,14 @@ void thread_ids(int* out, unsigned gx, unsigned gy, unsigned gz, unsigned bx, un
 namespace {
 template <typename T>
 void launch_shuffle(WarpShfl op, const void* in, void* out, int threads, unsigned mask, int arg, int width,
-                    std::uintptr_t stream) {
+                    StreamHandle stream) {
   launch("warp_shuffle_kernel", warp_shuffle_kernel<T>, dim3(1), dim3(threads), 0, stream, static_cast<const T*>(in),
          static_cast<T*>(out), static_cast<int>(op), mask, arg, width);
 }
 }  // namespace
 
 void warp_shuffle(WarpType type, WarpShfl op, const void* in, void* out, int threads, unsigned mask, int arg,
-                  int width, int device, std::uintptr_t stream) {
+                  int width, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   switch (type) {
     case WarpType::I32: return launch_shuffle<int>(op, in, out, threads, mask, arg, width, stream);
@@ -329,24 +329,24 @@ void warp_shuffle(WarpType type, WarpShfl op, const void* in, void* out, int thr
   }
 }
 
-void warp_vote(WarpVote op, const int* in, int* out, int threads, unsigned mask, int device, std::uintptr_t stream) {
+void warp_vote(WarpVote op, const int* in, int* out, int threads, unsigned mask, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   launch("warp_vote_kernel", warp_vote_kernel, dim3(1), dim3(threads), 0, stream, in, out, static_cast<int>(op), mask);
 }
 
-void barrier_reductions(const int* pred, int* out, int threads, int device, std::uintptr_t stream) {
+void barrier_reductions(const int* pred, int* out, int threads, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   launch("barrier_reductions_kernel", barrier_reductions_kernel, dim3(1), dim3(threads), 0, stream, pred, out);
 }
 
-void atomics(void* slots, int blocks, int threads, int device, std::uintptr_t stream) {
+void atomics(void* slots, int blocks, int threads, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   launch("atomics_kernel", atomics_kernel, dim3(blocks), dim3(threads), 0, stream,
          static_cast<unsigned char*>(slots));
 }
 
 void launch_config(int* out, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                   std::size_t dynamic_smem, bool optin, int device, std::uintptr_t stream) {
+                   std::size_t dynamic_smem, bool optin, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   const dim3 grid(gx, gy, gz), block(bx, by, bz);
   const unsigned long long bytes = dynamic_smem;
@@ -358,7 +358,7 @@ void launch_config(int* out, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
   }
 }
 
-void static_plus_dynamic_shared(int* out, std::size_t dynamic_smem, int optin, int device, std::uintptr_t stream) {
+void static_plus_dynamic_shared(int* out, std::size_t dynamic_smem, int optin, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   const unsigned long long bytes = dynamic_smem;
   switch (optin) {
@@ -376,22 +376,22 @@ void static_plus_dynamic_shared(int* out, std::size_t dynamic_smem, int optin, i
   }
 }
 
-void barrier_divergence(int* out, int blocks, int threads, int mode, int device, std::uintptr_t stream) {
+void barrier_divergence(int* out, int blocks, int threads, int mode, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   launch("barrier_divergence_kernel", barrier_divergence_kernel, dim3(blocks), dim3(threads), 0, stream, out, mode);
 }
 
-void warp_deadlock(int* out, int mode, int device, std::uintptr_t stream) {
+void warp_deadlock(int* out, int mode, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   launch("warp_deadlock_kernel", warp_deadlock_kernel, dim3(1), dim3(mode == 2 ? 48 : 32), 0, stream, out, mode);
 }
 
-void misaligned_load16(const float* x, float* y, int offset_floats, int device, std::uintptr_t stream) {
+void misaligned_load16(const float* x, float* y, int offset_floats, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   launch("misaligned_load16_kernel", misaligned_load16_kernel, dim3(1), dim3(32), 0, stream, x, y, offset_floats);
 }
 
-void shared_out_of_bounds(int* out, int past, int device, std::uintptr_t stream) {
+void shared_out_of_bounds(int* out, int past, int device, StreamHandle stream) {
   DeviceGuard guard(device);
   launch("shared_out_of_bounds_kernel", shared_out_of_bounds_kernel, dim3(1), dim3(64), 0, stream, out, past);
 }
