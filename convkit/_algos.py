@@ -74,12 +74,14 @@ def refusal(algo: str, args: ConvArgs, r: int, s: int) -> str:
 def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bias_shape=None, bias_dtype=None,
                stride=1, padding=0, dilation=1, groups=1, algo="auto") -> ConvArgs:
     """convkit._params.check_conv, then the algorithm's name and the registry's rule."""
-    check_name(op, algo)
+    if algo != "auto":  # (the common case first: per-call cost matters for small layers)
+        check_name(op, algo)
     args = _params.check_conv(op, input_shape, weight_shape, input_dtype, weight_dtype, bias_shape, bias_dtype,
                               stride, padding, dilation, groups, algo)
-    why = refusal(algo, args, weight_shape[2], weight_shape[3])
-    if why:
-        raise ConvkitValueError(f"{op}: {why}")
+    if algo != "auto":
+        why = refusal(algo, args, weight_shape[2], weight_shape[3])
+        if why:
+            raise ConvkitValueError(f"{op}: {why}")
     return args
 
 

@@ -130,7 +130,8 @@ def _run_conv(kind: str, a, b_arr, out_shape, x_shape, w_shape, args: ConvArgs, 
     """One convolution pass: kind 'fwd' (a=x, b=w), 'bwd_input' (a=dy, b=w), 'bwd_weight' (a=dy, b=x)."""
     op = {"fwd": "conv2d", "bwd_input": "conv2d_backward_input", "bwd_weight": "conv2d_backward_weight"}[kind]
     k = _module(a, op, "input" if kind == "fwd" else "grad_output")
-    _algos.check_built(op, args.algo, k.name)
+    if args.algo != "auto":
+        _algos.check_built(op, args.algo, k.name)
     if x_shape[0] == 0:
         return A.zeros(a, out_shape)  # empty batch: empty output, or a zero weight gradient
     if k.name != "cpu":
