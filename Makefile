@@ -88,9 +88,10 @@ clean:
 # kernel aborts with ASan's report (our memcheck without a GPU). libstdc++ is preloaded after
 # libasan because python doesn't link it, and ASan must find the real __cxa_throw when it starts.
 ASAN_BUILD     ?= build/asan
-SANITIZE_TESTS ?= tests/kernels/test_sim.py tests/ops/test_pool.py tests/ops/test_relu.py tests/kernels/test_cuda_kernels.py tests/ops/test_half.py \
-                  tests/ops/test_conv2d.py tests/ops/test_conv_half.py tests/kernels/test_cuda_variants.py tests/integration/test_hostile.py \
-                  tests/integration/test_transforms.py
+SANITIZE_TESTS ?= tests/kernels/test_sim.py tests/ops/test_pool.py tests/ops/test_relu.py \
+                  tests/kernels/test_cuda_kernels.py tests/ops/test_half.py tests/ops/test_conv2d.py \
+                  tests/ops/test_conv_half.py tests/kernels/test_cuda_variants.py \
+                  tests/integration/test_hostile.py tests/integration/test_transforms.py
 
 .PHONY: test-sanitize
 test-sanitize: build
@@ -124,9 +125,10 @@ test-variants: build
 # The same for the CPU kernels: convkit._cpu built with AddressSanitizer in its own build dir, the
 # CPU kernels' tests on the 'cpu' backend with the ASan runtime preloaded.
 ASAN_CPU_BUILD     ?= build/asan-cpu
-SANITIZE_CPU_TESTS ?= tests/ops/test_blocked.py tests/ops/test_winograd.py tests/ops/test_conv2d.py tests/kernels/test_cpu_peak.py \
-                      tests/ops/test_pool.py tests/ops/test_relu.py tests/integration/test_eager.py tests/integration/test_hostile_cpu.py tests/integration/test_hostile.py \
-                      tests/integration/test_transforms.py
+SANITIZE_CPU_TESTS ?= tests/ops/test_blocked.py tests/ops/test_winograd.py tests/ops/test_reference.py \
+                      tests/ops/test_conv2d.py tests/kernels/test_cpu_peak.py tests/ops/test_pool.py \
+                      tests/ops/test_relu.py tests/integration/test_eager.py tests/integration/test_hostile_cpu.py \
+                      tests/integration/test_hostile.py tests/integration/test_transforms.py
 
 .PHONY: test-sanitize-cpu
 test-sanitize-cpu: build
