@@ -180,6 +180,11 @@ void register_cuda_selftest(py::module_& m) {
   m.def("sim_set_sm_count", &simt::set_sm_count, py::arg("n"),
         "SMs the emulated device reports (default 132): grids sized by it change, results must not");
   m.def("sim_sm_count", &simt::sm_count);
+  m.def("sim_racecheck_built", &simt::racecheck_built,
+        "Whether this module's kernels are instrumented for the race detector (make test-racecheck)");
+  m.def("sim_set_racecheck", &simt::set_racecheck, py::arg("on"),
+        "Turns the race detector on or off (env CONVKIT_SIM_RACECHECK; only in the racecheck build)");
+  m.def("sim_racecheck", &simt::racecheck);
 #endif
 }
 

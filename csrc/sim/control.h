@@ -33,4 +33,16 @@ struct Counters {
 Counters counters();
 void reset_counters();
 
+// The race detector (racecheck.cpp; `make test-racecheck`). racecheck_built(): this module's
+// kernels were compiled with -fsanitize=thread's instrumentation and report into the emulator's
+// own shadow memory (CMake option CONVKIT_SIM_RACECHECK); false in the ordinary build, where
+// set_racecheck does nothing. When on (env CONVKIT_SIM_RACECHECK, default 1 in that build), a
+// launch whose kernel races (shared or global memory, within a warp, between warps of a block or
+// between blocks), reads shared memory its block never wrote, or makes a misaligned shared access
+// fails with a LaunchError whose message starts "racecheck:" or "initcheck:" and names the kernel,
+// both accesses' source lines, the memory space and the block and thread indices.
+bool racecheck_built();
+void set_racecheck(bool on);
+bool racecheck();
+
 }  // namespace simt
