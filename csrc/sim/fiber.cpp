@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "sim/racecheck.h"
 #include "sim/simt_internal.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -392,6 +393,7 @@ bool run_block(Worker& w, Launch& L, std::uint64_t linear_id) {
     f.wpred = 0;
     init_context(w, f, w.stacks[i]);
   }
+  if (L.racecheck) rc::block_begin(b);
   queue_all_shuffled(b, fibers);
 
   for (;;) {
@@ -419,6 +421,7 @@ bool run_block(Worker& w, Launch& L, std::uint64_t linear_id) {
     b.n_at_barrier = 0;
     b.barrier_first = nullptr;
     ++b.barriers;
+    if (L.racecheck) rc::barrier_released(b);
     queue_all_shuffled(b, fibers);
   }
 
@@ -428,6 +431,7 @@ bool run_block(Worker& w, Launch& L, std::uint64_t linear_id) {
     for (int i = 0; i < n; ++i)
       if (fibers[i].state != State::Done) __asan_unpoison_memory_region(w.stacks[i], w.stack_size);
 #endif
+  if (L.racecheck) rc::block_end(b);
   free_shared(b);
   g_counters.blocks.fetch_add(1, std::memory_order_relaxed);
   g_counters.threads.fetch_add(static_cast<std::uint64_t>(n), std::memory_order_relaxed);
@@ -475,6 +479,16 @@ void run_blocks(Launch& L) {
   const std::uint64_t nblocks = static_cast<std::uint64_t>(L.grid.x) * L.grid.y * L.grid.z;
   const int workers = static_cast<int>(std::min<std::uint64_t>(static_cast<std::uint64_t>(num_workers()), nblocks));
   g_counters.launches.fetch_add(1, std::memory_order_relaxed);
+  if (rc::on()) {  // the race detector: one checked launch at a time, its blocks in order
+    auto lock = rc::launch_lock();
+    L.racecheck = true;
+    rc::launch_begin(L);
+    for (std::uint64_t i = 0; i < nblocks && !L.stop.load(std::memory_order_relaxed); ++i) run_block_checked(L, i);
+    const std::string races = rc::launch_end(L);
+    if (L.stop.load()) throw LaunchError(L.error);
+    if (!races.empty()) throw LaunchError(races);
+    return;
+  }
   if (workers <= 1) {
     for (std::uint64_t i = 0; i < nblocks && !L.stop.load(std::memory_order_relaxed); ++i) run_block_checked(L, i);
   } else {

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "sim/racecheck.h"
 #include "sim/simt_internal.h"
 
 namespace simt {
@@ -208,7 +209,9 @@ void complete_meeting(Fiber* lanes, const Meeting& m) {
         lanes[i].wres = shuffle_result(lanes, mask, i, m.op, lanes[i].warg, lanes[i].wwidth);
       }
       return;
-    case WarpOp::SyncWarp: return;
+    case WarpOp::SyncWarp:
+      if (block_of(&lanes[__builtin_ctz(mask)]).launch->racecheck) rc::warp_synced(lanes, mask);
+      return;
     default: break;
   }
   // Reductions over the lanes of the mask.

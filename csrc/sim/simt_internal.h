@@ -112,6 +112,7 @@ struct Launch {
   const std::function<void()>* body;
   std::uint64_t seed_base;
   int nthreads;
+  bool racecheck = false;  // the race detector watches this launch (racecheck.h)
   std::atomic<bool> stop{false};
   std::mutex error_mutex;
   std::uint64_t error_block = ~std::uint64_t{0};
