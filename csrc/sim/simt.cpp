@@ -180,9 +180,9 @@ unsigned active_mask() {
 
 namespace {
 
-// Lane j's value as lane i of a shuffle reads it (PTX shfl.sync's rules: the segment of `width`
-// lanes, out-of-segment sources read the lane's own value; sources outside the mask are poison).
-std::uint64_t shuffle_result(const Fiber* lanes, unsigned mask, int i, WarpOp op, int arg, int width) {
+// The lane that lane i of a shuffle reads (PTX shfl.sync's rules: the segment of `width` lanes;
+// a source before the segment (up) or after it (down, xor) is the lane itself).
+int shuffle_source(int i, WarpOp op, int arg, int width) {
   const int seg = 32 - width;  // lane bits that select the segment
   const int min_lane = i & seg;
   const int max_lane = min_lane | (31 & ~seg);
@@ -195,7 +195,7 @@ std::uint64_t shuffle_result(const Fiber* lanes, unsigned mask, int i, WarpOp op
     case WarpOp::ShflXor: j = i ^ b; if (j > max_lane) j = i; break;
     default: break;
   }
-  return (mask >> j & 1u) ? lanes[j].wval : kPoison;
+  return j;
 }
 
 // Every lane of a complete meeting gets its result (lanes: the warp's fibers, index = lane).
@@ -204,8 +204,17 @@ void complete_meeting(Fiber* lanes, const Meeting& m) {
   switch (m.op) {
     case WarpOp::ShflIdx: case WarpOp::ShflUp: case WarpOp::ShflDown: case WarpOp::ShflXor:
       for (unsigned r = mask; r; r &= r - 1) {
-        int i = __builtin_ctz(r);
-        lanes[i].wres = shuffle_result(lanes, mask, i, m.op, lanes[i].warg, lanes[i].wwidth);
+        const int i = __builtin_ctz(r);
+        const Fiber& l = lanes[i];
+        const int j = shuffle_source(i, m.op, l.warg, l.wwidth);
+        if (!(mask >> j & 1u)) {  // undefined on a GPU (an inactive source): the block's error
+          Block& b = block_of(&lanes[i]);
+          b.error = std::string(op_name(m.op)) + " in " + where(b) + " " + thread_name(&l) + " (warp " +
+                    std::to_string(l.warp) + " lane " + std::to_string(i) + ") at " + fmt_site(l.wfile, l.wline) +
+                    ": source lane " + std::to_string(j) + " is not in mask " + fmt_hex(mask);
+          abandon(current_fiber());
+        }
+        lanes[i].wres = lanes[j].wval;
       }
       return;
     case WarpOp::SyncWarp: return;
