@@ -432,8 +432,13 @@ void* static_shared(const void* tag, std::size_t bytes, std::size_t align, const
   Fiber* f = current_fiber();
   if (!f) throw LaunchError(std::string("shared array '") + name + "' declared outside a kernel");
   Block& b = block_of(f);
+  // A GPU aligns a static array to its type's alignment and no better: the array sits `align`
+  // bytes past a 16-byte boundary when align < 16, so it is aligned to `align` but not to
+  // 2 * align, and a wider access than the type allows faults here as it may there. The
+  // allocation's start (s.ptr) is what free_shared frees.
+  const std::size_t skew = align < 16 ? align : 0;
   for (const SharedArray& s : b.statics)
-    if (s.tag == tag) return s.ptr;
+    if (s.tag == tag) return static_cast<char*>(s.ptr) + skew;
   // The GPU's rules, checked when the static size becomes known: static at most 48 KiB; without
   // opt-in, static + dynamic at most 48 KiB; with it, static + the opted-in dynamic maximum at
   // most 227 KiB (cudaFuncSetAttribute refuses more).
@@ -454,14 +459,14 @@ void* static_shared(const void* tag, std::size_t bytes, std::size_t align, const
     std::string().swap(over);
     abandon(f);
   }
-  void* p = alloc_poisoned(bytes, align);
+  void* p = alloc_poisoned(bytes + skew, align);
   if (!p) {
     b.error = "out of host memory for shared array '" + std::string(name) + "' in " + where(b);
     abandon(f);
   }
   b.statics.push_back({tag, p, bytes});
   b.static_bytes = total;
-  return p;
+  return static_cast<char*>(p) + skew;
 }
 
 void* dynamic_shared() {
