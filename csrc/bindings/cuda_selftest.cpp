@@ -8,6 +8,7 @@
 
 #include "bindings/bind_util.h"
 #include "sim/selftest/sim_selftest.h"
+#include "sim/selftest/sim_selftest_bugs.h"
 #if defined(CONVKIT_SIM)
 #include "sim/control.h"
 #endif
@@ -157,6 +158,22 @@ void register_cuda_selftest(py::module_& m) {
       "shared_out_of_bounds",
       [](Ptr out, int past, int device, Ptr stream) { st::shared_out_of_bounds(ptr<int>(out), past, device, stream); },
       py::arg("out"), py::arg("past"), dev, stream);
+
+  // Seeded bugs (sim_selftest_bugs.cu, tests/kernels/test_racecheck.py): never on a GPU unless clean.
+  s.def("seeded_bugs", []() {
+    py::list names;
+    for (int i = 0; const char* n = st::seeded_bug_name(static_cast<st::SeededBug>(i)); ++i) names.append(n);
+    return names;
+  }, "The seeded bug classes, each marked `// BUG(<name>)` at its offending line of sim_selftest_bugs.cu");
+  s.attr("SEEDED_BUG_IN") = st::kSeededBugIn;
+  s.attr("SEEDED_BUG_OUT") = st::kSeededBugOut;
+  s.def(
+      "seeded_bug",
+      [](const std::string& name, bool clean, Ptr x, Ptr out, int device, Ptr stream) {
+        st::seeded_bug(st::parse_seeded_bug(name.c_str()), clean, ptr<const float>(x), ptr<float>(out), device, stream);
+      },
+      py::arg("name"), py::arg("clean"), py::arg("x"), py::arg("out"), dev, stream,
+      "Launches a seeded-bug kernel (clean: its correct counterpart); x: SEEDED_BUG_IN floats, out: SEEDED_BUG_OUT");
 
 #if defined(CONVKIT_SIM)
   m.def("sim_set_seed", &simt::set_seed, py::arg("seed"),

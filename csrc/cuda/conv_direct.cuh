@@ -81,17 +81,18 @@ struct WGeom {
 
 // ---- device helpers of the kernels -----------------------------------------------------------
 
-// 8 consecutive accumulator values from a 16-byte aligned shared-memory address.
+// 8 consecutive accumulator values from a 16-byte aligned shared-memory address (checked
+// under the emulator).
 __device__ __forceinline__ void lds8(const float* p, float (&v)[8]) {
-  const float4 a = reinterpret_cast<const float4*>(p)[0];
-  const float4 b = reinterpret_cast<const float4*>(p)[1];
+  const float4 a = load16(reinterpret_cast<const float4*>(p));
+  const float4 b = load16(reinterpret_cast<const float4*>(p) + 1);
   v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
 }
 
 __device__ __forceinline__ void lds8(const double* p, double (&v)[8]) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const double2 a = reinterpret_cast<const double2*>(p)[i];
+    const double2 a = load16(reinterpret_cast<const double2*>(p) + i);
     v[2 * i] = a.x, v[2 * i + 1] = a.y;
   }
 }

@@ -164,22 +164,23 @@ __device__ __forceinline__ void store4(double* p, const double (&v)[4]) {
   }
 }
 
-// Four consecutive shared-memory values (16-byte aligned) into registers, and back.
+// Four consecutive shared-memory values (16-byte aligned; checked under the emulator) into
+// registers, and back.
 __device__ __forceinline__ void lds4(const float* p, float (&v)[4]) {
-  const float4 f = *reinterpret_cast<const float4*>(p);
+  const float4 f = load16(reinterpret_cast<const float4*>(p));
   v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
 }
 __device__ __forceinline__ void lds4(const double* p, double (&v)[4]) {
-  const double2 a = *reinterpret_cast<const double2*>(p);
-  const double2 b = *reinterpret_cast<const double2*>(p + 2);
+  const double2 a = load16(reinterpret_cast<const double2*>(p));
+  const double2 b = load16(reinterpret_cast<const double2*>(p + 2));
   v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
 }
 __device__ __forceinline__ void sts4(float* p, const float (&v)[4]) {
-  *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  store16(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
 }
 __device__ __forceinline__ void sts4(double* p, const double (&v)[4]) {
-  *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
-  *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
+  store16(reinterpret_cast<double2*>(p), make_double2(v[0], v[1]));
+  store16(reinterpret_cast<double2*>(p + 2), make_double2(v[2], v[3]));
 }
 
 // One operand's tile loader: the tile is kSlow x kFast elements of the operand's own

@@ -48,24 +48,37 @@
 namespace convkit::cuda {
 
 // ---- 16-byte vector accesses ---------------------------------------------------------------
-// The GPU faults on a misaligned 16-byte access; the emulator reports it as a launch error.
+// The GPU faults on a misaligned 16-byte access (global or shared); the emulator reports it as a
+// launch error naming the caller's source line (GCC's and Clang's __builtin_FILE / __builtin_LINE
+// as default arguments are evaluated where load16 / store16 is called).
+#if defined(__CUDACC__)
 template <typename V>
 __device__ __forceinline__ V load16(const V* p) {
   static_assert(sizeof(V) == 16, "load16 moves 16 bytes");
-#if !defined(__CUDACC__)
-  ::simt::check_aligned(p, 16, "load16");
-#endif
   return *p;
 }
 
 template <typename V>
 __device__ __forceinline__ void store16(V* p, const V& v) {
   static_assert(sizeof(V) == 16, "store16 moves 16 bytes");
-#if !defined(__CUDACC__)
-  ::simt::check_aligned(p, 16, "store16");
-#endif
   *p = v;
 }
+#else
+template <typename V>
+__device__ __forceinline__ V load16(const V* p, const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  static_assert(sizeof(V) == 16, "load16 moves 16 bytes");
+  ::simt::check_aligned(p, 16, "load16", file, line);
+  return *p;
+}
+
+template <typename V>
+__device__ __forceinline__ void store16(V* p, const V& v, const char* file = __builtin_FILE(),
+                                        int line = __builtin_LINE()) {
+  static_assert(sizeof(V) == 16, "store16 moves 16 bytes");
+  ::simt::check_aligned(p, 16, "store16", file, line);
+  *p = v;
+}
+#endif
 
 // ---- device queries and launches (host code) -----------------------------------------------
 

@@ -181,9 +181,9 @@ unsigned active_mask() {
 
 namespace {
 
-// Lane j's value as lane i of a shuffle reads it (PTX shfl.sync's rules: the segment of `width`
-// lanes, out-of-segment sources read the lane's own value; sources outside the mask are poison).
-std::uint64_t shuffle_result(const Fiber* lanes, unsigned mask, int i, WarpOp op, int arg, int width) {
+// The lane that lane i of a shuffle reads (PTX shfl.sync's rules: the segment of `width` lanes;
+// a source before the segment (up) or after it (down, xor) is the lane itself).
+int shuffle_source(int i, WarpOp op, int arg, int width) {
   const int seg = 32 - width;  // lane bits that select the segment
   const int min_lane = i & seg;
   const int max_lane = min_lane | (31 & ~seg);
@@ -196,7 +196,7 @@ std::uint64_t shuffle_result(const Fiber* lanes, unsigned mask, int i, WarpOp op
     case WarpOp::ShflXor: j = i ^ b; if (j > max_lane) j = i; break;
     default: break;
   }
-  return (mask >> j & 1u) ? lanes[j].wval : kPoison;
+  return j;
 }
 
 // Every lane of a complete meeting gets its result (lanes: the warp's fibers, index = lane).
@@ -205,8 +205,17 @@ void complete_meeting(Fiber* lanes, const Meeting& m) {
   switch (m.op) {
     case WarpOp::ShflIdx: case WarpOp::ShflUp: case WarpOp::ShflDown: case WarpOp::ShflXor:
       for (unsigned r = mask; r; r &= r - 1) {
-        int i = __builtin_ctz(r);
-        lanes[i].wres = shuffle_result(lanes, mask, i, m.op, lanes[i].warg, lanes[i].wwidth);
+        const int i = __builtin_ctz(r);
+        const Fiber& l = lanes[i];
+        const int j = shuffle_source(i, m.op, l.warg, l.wwidth);
+        if (!(mask >> j & 1u)) {  // undefined on a GPU (an inactive source): the block's error
+          Block& b = block_of(&lanes[i]);
+          b.error = std::string(op_name(m.op)) + " in " + where(b) + " " + thread_name(&l) + " (warp " +
+                    std::to_string(l.warp) + " lane " + std::to_string(i) + ") at " + fmt_site(l.wfile, l.wline) +
+                    ": source lane " + std::to_string(j) + " is not in mask " + fmt_hex(mask);
+          abandon(current_fiber());
+        }
+        lanes[i].wres = lanes[j].wval;
       }
       return;
     case WarpOp::SyncWarp:
@@ -426,8 +435,13 @@ void* static_shared(const void* tag, std::size_t bytes, std::size_t align, const
   Fiber* f = current_fiber();
   if (!f) throw LaunchError(std::string("shared array '") + name + "' declared outside a kernel");
   Block& b = block_of(f);
+  // A GPU aligns a static array to its type's alignment and no better: the array sits `align`
+  // bytes past a 16-byte boundary when align < 16, so it is aligned to `align` but not to
+  // 2 * align, and a wider access than the type allows faults here as it may there. The
+  // allocation's start (s.ptr) is what free_shared frees.
+  const std::size_t skew = align < 16 ? align : 0;
   for (const SharedArray& s : b.statics)
-    if (s.tag == tag) return s.ptr;
+    if (s.tag == tag) return static_cast<char*>(s.ptr) + skew;
   // The GPU's rules, checked when the static size becomes known: static at most 48 KiB; without
   // opt-in, static + dynamic at most 48 KiB; with it, static + the opted-in dynamic maximum at
   // most 227 KiB (cudaFuncSetAttribute refuses more).
@@ -448,14 +462,14 @@ void* static_shared(const void* tag, std::size_t bytes, std::size_t align, const
     std::string().swap(over);
     abandon(f);
   }
-  void* p = alloc_poisoned(bytes, align);
+  void* p = alloc_poisoned(bytes + skew, align);
   if (!p) {
     b.error = "out of host memory for shared array '" + std::string(name) + "' in " + where(b);
     abandon(f);
   }
   b.statics.push_back({tag, p, bytes});
   b.static_bytes = total;
-  return p;
+  return static_cast<char*>(p) + skew;
 }
 
 void* dynamic_shared() {

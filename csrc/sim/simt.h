@@ -8,22 +8,33 @@
 // a kernel that relies on one schedule fails, deterministically for a given seed
 // (CONVKIT_SIM_SEED picks another). Lanes of a warp don't run in lock-step (CUDA's independent
 // thread scheduling, taken strictly); the lanes named in a warp operation's mask meet there.
-// Errors a GPU would fault on or hang at (barrier divergence: threads at different
-// __syncthreads() calls or some exited; a warp op whose mask names a lane that doesn't exist, has
-// exited or waits elsewhere; misaligned 16-byte access; shared memory over the limit; refused
-// launch configurations) become simt::LaunchError naming the kernel, block and thread, never a
-// hang. Shared memory (CK_SHARED / CK_DYNAMIC_SHARED in cuda/runtime.h) is a separate heap
-// allocation per array per block, filled with 0xFF bytes (NaN / -1) when the block starts, so an
-// unwritten read shows up and AddressSanitizer sees overflows between arrays.
+// Errors a GPU would fault on or hang at, or whose result it leaves undefined (barrier
+// divergence: threads at different __syncthreads() calls or some exited; a warp op whose mask
+// names a lane that doesn't exist, has exited or waits elsewhere; a shuffle whose source lane is
+// outside its mask, PTX's undefined value, while a source outside the lane's segment of `width`
+// lanes reads the lane's own value as PTX says; a misaligned 16-byte access through load16 /
+// store16 or the shared-memory helpers built on them, global or shared, named with the call's
+// file:line; shared memory over the limit; refused launch configurations) become
+// simt::LaunchError naming the kernel, block and thread, never a hang. Shared memory (CK_SHARED /
+// CK_DYNAMIC_SHARED in cuda/runtime.h) is a separate heap allocation per array per block, filled
+// with 0xFF bytes (NaN / -1) when the block starts, so an unwritten read shows up and
+// AddressSanitizer sees overflows between arrays. A static array is aligned no better than a GPU
+// guarantees: exactly its type's alignment when that is under 16 bytes (placed at an address
+// aligned to `alignof` but not to twice it), so a float array read as float4 faults here as it
+// may on a GPU; an array whose type says alignas(16) or more, and the dynamic array (declared
+// __align__(16)), get that.
 //
 // Known gaps: fibers are never preempted, so a non-atomic read-modify-write race between threads
 // goes unseen (racecheck on a GPU covers it), and a thread spinning on a flag that another thread
-// of its block, or another block, sets may spin forever. __activemask() returns the warp's lanes
-// that have not exited. g++ accepts what nvcc rejects in a few places (variable-length arrays such
-// as `int a[warpSize]`), which the nvcc build catches. No inline PTX, textures, cooperative groups
-// or __constant__ uploads (__constant__ is a plain global); assert() in a kernel ends the process.
-// A kernel that overflows its fiber stack (64 KiB, 512 KiB under ASan; CONVKIT_SIM_STACK_KB)
-// crashes on the stack's guard page.
+// of its block, or another block, sets may spin forever. Alignment is checked only where a kernel
+// says it moves 16 bytes (load16 / store16 and the helpers on them): a plain dereference of a
+// float4* or an 8-byte vector access goes unchecked, and AddressSanitizer misses an underrun of a
+// static array into the few bytes that skew it from 16-byte alignment. __activemask() returns the
+// warp's lanes that have not exited. g++ accepts what nvcc rejects in a few places (variable-length
+// arrays such as `int a[warpSize]`), which the nvcc build catches. No inline PTX, textures,
+// cooperative groups or __constant__ uploads (__constant__ is a plain global); assert() in a kernel
+// ends the process. A kernel that overflows its fiber stack (64 KiB, 512 KiB under ASan;
+// CONVKIT_SIM_STACK_KB) crashes on the stack's guard page.
 #pragma once
 
 // Standard headers first: libstdc++ spells __attribute__((__noinline__)) in some of them, which
@@ -167,6 +178,23 @@ namespace detail {
 // kernel, `what` and the address.
 inline void check_aligned(const void* p, std::size_t align, const char* what) {
   if (reinterpret_cast<std::uintptr_t>(p) & (align - 1)) detail::misaligned(p, align, what);
+}
+
+namespace detail {
+// `what` at file:line, formatted on the stack (the fiber is abandoned, so nothing may be left to
+// free), then misaligned().
+[[noreturn]] __attribute__((noinline, cold)) inline void misaligned_at(const void* p, std::size_t align,
+                                                                       const char* what, const char* file, int line) {
+  const char* base = std::strrchr(file, '/');
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%s at %s:%d", what, base ? base + 1 : file, line);
+  misaligned(p, align, buf);
+}
+}  // namespace detail
+
+// The same, naming the access's source line too ("load16 at file.cu:42 of 0x...").
+inline void check_aligned(const void* p, std::size_t align, const char* what, const char* file, int line) {
+  if (reinterpret_cast<std::uintptr_t>(p) & (align - 1)) detail::misaligned_at(p, align, what, file, line);
 }
 
 namespace detail {
