@@ -122,6 +122,36 @@ test-variants: build
 	      -p no:cacheprovider $(PYTEST_ARGS); \
 	  fi; done
 
+# The race detector (csrc/sim/racecheck.cpp): convkit._cudasim with its kernel files instrumented
+# (-fsanitize=thread calling the emulator's own hooks, no libtsan), in its own build dir, then the
+# CUDA kernel suite on the emulator with the detector on: a race, an unwritten shared read or a
+# misaligned shared access fails the test that launched it. RACECHECK_TESTS: the whole suite;
+# `make test-racecheck-ci` (what .ci/run runs): the seeded bugs, the emulator's self-tests, one
+# case per kernel variant.
+RACECHECK_BUILD    ?= build/racecheck
+RACECHECK_TESTS    ?= tests/kernels/test_racecheck.py tests/kernels/test_sim.py tests/kernels/test_cuda_kernels.py \
+                      tests/kernels/test_cuda_variants.py tests/ops/test_pool.py tests/ops/test_relu.py \
+                      tests/ops/test_half.py tests/ops/test_conv2d.py tests/ops/test_conv_half.py
+RACECHECK_CI_TESTS ?= tests/kernels/test_racecheck.py tests/kernels/test_sim.py tests/kernels/test_cuda_variants.py
+RACECHECK_ENV = CONVKIT_CUDASIM_SO="$$(ls $(abspath $(RACECHECK_BUILD))/lib/_cudasim*.so)" CONVKIT_TEST_BACKENDS=cudasim \
+                CONVKIT_SIM_RACECHECK=1
+
+.PHONY: racecheck-build test-racecheck test-racecheck-ci
+racecheck-build: build
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake -S . -B $(RACECHECK_BUILD) -DCONVKIT_SIM_RACECHECK=ON -DCONVKIT_CUDA=OFF \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$(abspath $(RACECHECK_BUILD))/lib" \
+	  -DPython_EXECUTABLE="$(abspath $(PYTHON))" -Dpybind11_DIR="$$($(PYTHON) -m pybind11 --cmakedir)"
+	PATH="$(abspath $(VENV))/bin:$$PATH" cmake --build $(RACECHECK_BUILD) --target _cudasim --parallel
+
+test-racecheck: racecheck-build
+	$(RACECHECK_ENV) $(PYTHON) -m pytest $(RACECHECK_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS)
+	@set -e; for v in $(VARIANTS); do echo "== racecheck, CONVKIT_CUDA_VARIANT=$$v"; \
+	  CONVKIT_CUDA_VARIANT=$$v $(RACECHECK_ENV) $(PYTHON) -m pytest $(VARIANT_TESTS) $(XDIST) -q -p no:cacheprovider \
+	    $(PYTEST_ARGS); done
+
+test-racecheck-ci: racecheck-build
+	$(RACECHECK_ENV) $(PYTHON) -m pytest $(RACECHECK_CI_TESTS) $(XDIST) -q -p no:cacheprovider $(PYTEST_ARGS)
+
 # The same for the CPU kernels: convkit._cpu built with AddressSanitizer in its own build dir, the
 # CPU kernels' tests on the 'cpu' backend with the ASan runtime preloaded.
 ASAN_CPU_BUILD     ?= build/asan-cpu

@@ -13,6 +13,7 @@ The runtime settings (read by convkit and its compiled modules):
   CONVKIT_SIM_THREADS     OS threads the CUDA emulator runs blocks on, 1 to 256
   CONVKIT_SIM_SEED        the emulator's schedule-shuffle seed, 0 to 2^64 - 1
   CONVKIT_SIM_STACK_KB    the emulator's fiber stack in KiB, 16 to 1048576
+  CONVKIT_SIM_RACECHECK   1/0: the race detector on or off, in its build (make test-racecheck; default on)
   CONVKIT_GEMM_KC/MC/NC   CPU GEMM cache-block overrides (tuning), 1 to 1048576
   CONVKIT_BLOCKED_TILE    "OCB,UR": force the CPU blocked convolution's register tile (tuning)
   CONVKIT_CUDA_VARIANT    force the CUDA kernels' size-picked variants, e.g. gemm_tile=big,splitk=on
@@ -97,6 +98,7 @@ _RUNTIME: Dict[str, Tuple[Callable[[str], object], object, str]] = {
     "CONVKIT_SIM_THREADS": (_int_in(1, 256), None, "an integer from 1 to 256"),
     "CONVKIT_SIM_SEED": (_int_in(0, (1 << 64) - 1), 0, "an integer from 0 to 2^64 - 1"),
     "CONVKIT_SIM_STACK_KB": (_int_in(16, 1 << 20), None, "an integer from 16 to 1048576 (KiB)"),
+    "CONVKIT_SIM_RACECHECK": (parse_flag, True, "1/0, true/false, yes/no, on/off (or empty)"),
     "CONVKIT_GEMM_KC": (_int_in(1, 1 << 20), None, "an integer from 1 to 1048576"),
     "CONVKIT_GEMM_MC": (_int_in(1, 1 << 20), None, "an integer from 1 to 1048576"),
     "CONVKIT_GEMM_NC": (_int_in(1, 1 << 20), None, "an integer from 1 to 1048576"),

@@ -267,3 +267,32 @@ def one_image_workspace(backend, x_shape, w_shape, dtype, algo="im2col", **kw):
     args = check_conv("test", x_shape, w_shape, dtype, dtype, **kw, algo=algo)
     p = kernels._conv_params(mod, x_shape, w_shape, args)
     return max(mod.conv2d_workspace_bytes(algo, kind, dtype_id(dtype), p, 1) for kind in ("fwd", "bwd_input", "bwd_weight"))
+
+
+# ---- the race detector's build (make test-racecheck) ------------------------------------------
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "racy: runs a kernel that races or reads unwritten shared memory on purpose (a test of the "
+                   "emulator's schedule or poison); the race detector is turned off for it in its build")
+
+
+@pytest.fixture(autouse=True)
+def _racecheck_off_for_racy_kernels(request, monkeypatch):
+    """In the race detector's build (CONVKIT_CUDASIM_SO pointing at it), a test marked `racy`
+    runs with the detector off, in this process and in the subprocesses it starts."""
+    if request.node.get_closest_marker("racy") is None or "cudasim" not in convkit.available_backends():
+        yield
+        return
+    mod = convkit._backend.module("cudasim")
+    if not mod.sim_racecheck_built():
+        yield
+        return
+    was = mod.sim_racecheck()
+    mod.sim_set_racecheck(False)
+    monkeypatch.setenv("CONVKIT_SIM_RACECHECK", "0")
+    try:
+        yield
+    finally:
+        mod.sim_set_racecheck(was)
+

@@ -203,7 +203,7 @@ SharedShadow* shared_shadow(std::uintptr_t a) {
     return &g.shared.back();
   };
   for (const impl::SharedArray& s : b.statics)
-    if (SharedShadow* r = add(s.ptr, s.bytes)) return r;
+    if (SharedShadow* r = add(s.data, s.bytes)) return r;
   return add(b.dynamic, b.launch->dyn_smem);
 }
 

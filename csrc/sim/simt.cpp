@@ -20,7 +20,6 @@ namespace {
 
 constexpr std::size_t kSmemDefault = 48 * 1024;
 constexpr std::size_t kSmemOptin = 227 * 1024;
-constexpr std::uint64_t kPoison = ~std::uint64_t{0};
 
 std::mutex g_optin_mutex;
 std::unordered_map<const void*, std::size_t>& optin_table() {
@@ -438,10 +437,10 @@ void* static_shared(const void* tag, std::size_t bytes, std::size_t align, const
   // A GPU aligns a static array to its type's alignment and no better: the array sits `align`
   // bytes past a 16-byte boundary when align < 16, so it is aligned to `align` but not to
   // 2 * align, and a wider access than the type allows faults here as it may there. The
-  // allocation's start (s.ptr) is what free_shared frees.
+  // allocation's start (s.ptr) is what free_shared frees; s.data is the array.
   const std::size_t skew = align < 16 ? align : 0;
   for (const SharedArray& s : b.statics)
-    if (s.tag == tag) return static_cast<char*>(s.ptr) + skew;
+    if (s.tag == tag) return s.data;
   // The GPU's rules, checked when the static size becomes known: static at most 48 KiB; without
   // opt-in, static + dynamic at most 48 KiB; with it, static + the opted-in dynamic maximum at
   // most 227 KiB (cudaFuncSetAttribute refuses more).
@@ -467,9 +466,10 @@ void* static_shared(const void* tag, std::size_t bytes, std::size_t align, const
     b.error = "out of host memory for shared array '" + std::string(name) + "' in " + where(b);
     abandon(f);
   }
-  b.statics.push_back({tag, p, bytes});
+  void* data = static_cast<char*>(p) + skew;
+  b.statics.push_back({tag, p, data, bytes});
   b.static_bytes = total;
-  return static_cast<char*>(p) + skew;
+  return data;
 }
 
 void* dynamic_shared() {

@@ -100,7 +100,8 @@ struct Warp {
 
 struct SharedArray {
   const void* tag;
-  void* ptr;
+  void* ptr;   // the allocation (what free_shared frees)
+  void* data;  // the array: ptr plus the alignment skew (static_shared)
   std::size_t bytes;
 };
 
