@@ -25,8 +25,9 @@
 // __align__(16)), get that.
 //
 // Known gaps: fibers are never preempted, so a non-atomic read-modify-write race between threads
-// goes unseen (racecheck on a GPU covers it), and a thread spinning on a flag that another thread
-// of its block, or another block, sets may spin forever. Alignment is checked only where a kernel
+// gives the same answer every time here (the race detector's build, racecheck.cpp and `make
+// test-racecheck`, reports it and the other races), and a thread spinning on a flag that another
+// thread of its block, or another block, sets may spin forever. Alignment is checked only where a kernel
 // says it moves 16 bytes (load16 / store16 and the helpers on them): a plain dereference of a
 // float4* or an 8-byte vector access goes unchecked, and AddressSanitizer misses an underrun of a
 // static array into the few bytes that skew it from 16-byte alignment. __activemask() returns the
