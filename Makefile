@@ -90,7 +90,7 @@ clean:
 ASAN_BUILD     ?= build/asan
 SANITIZE_TESTS ?= tests/kernels/test_sim.py tests/ops/test_pool.py tests/ops/test_relu.py \
                   tests/kernels/test_cuda_kernels.py tests/ops/test_half.py tests/ops/test_conv2d.py \
-                  tests/ops/test_conv_half.py tests/kernels/test_cuda_variants.py \
+                  tests/ops/test_conv_half.py tests/kernels/test_cuda_variants.py tests/ops/test_bias_grad.py \
                   tests/integration/test_hostile.py tests/integration/test_transforms.py
 
 .PHONY: test-sanitize
@@ -131,8 +131,10 @@ test-variants: build
 RACECHECK_BUILD    ?= build/racecheck
 RACECHECK_TESTS    ?= tests/kernels/test_racecheck.py tests/kernels/test_sim.py tests/kernels/test_cuda_kernels.py \
                       tests/kernels/test_cuda_variants.py tests/ops/test_pool.py tests/ops/test_relu.py \
-                      tests/ops/test_half.py tests/ops/test_conv2d.py tests/ops/test_conv_half.py
-RACECHECK_CI_TESTS ?= tests/kernels/test_racecheck.py tests/kernels/test_sim.py tests/kernels/test_cuda_variants.py
+                      tests/ops/test_half.py tests/ops/test_conv2d.py tests/ops/test_conv_half.py \
+                      tests/ops/test_bias_grad.py
+RACECHECK_CI_TESTS ?= tests/kernels/test_racecheck.py tests/kernels/test_sim.py tests/kernels/test_cuda_variants.py \
+                      tests/ops/test_bias_grad.py
 RACECHECK_ENV = CONVKIT_CUDASIM_SO="$$(ls $(abspath $(RACECHECK_BUILD))/lib/_cudasim*.so)" CONVKIT_TEST_BACKENDS=cudasim \
                 CONVKIT_SIM_RACECHECK=1
 

@@ -293,7 +293,8 @@ assert 'cuda' in b, b; assert hasattr(m, 'set_variant'), 'a _cuda built before f
 # The CUDA test files, most telling first (not the CPU-only suites: with CONVKIT_TEST_BACKENDS=cuda
 # the backend-parametrized files run on the cuda backend alone).
 CUDA_TESTS="tests/ops/test_cuda_conv.py tests/integration/test_cuda_switches.py tests/integration/test_cuda.py tests/integration/test_cuda_graphs.py tests/kernels/test_cuda_kernels.py \
-tests/ops/test_conv2d.py tests/ops/test_conv_half.py tests/ops/test_pool.py tests/ops/test_relu.py tests/ops/test_half.py"
+tests/ops/test_conv2d.py tests/ops/test_conv_half.py tests/ops/test_pool.py tests/ops/test_relu.py tests/ops/test_half.py \
+tests/ops/test_bias_grad.py"
 
 call_check() {
   begin_call check "${BUDGET:-$CHECK_BUDGET}"

@@ -193,8 +193,10 @@ def conv2d_bwd_bias(dy):
     if n == 0 or p_ == 0 or q_ == 0:
         return A.zeros(dy, (c,))
     params = k.mod.ConvParams(n, c, p_, q_, c, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, c)  # shape carrier: P=H, Q=W
+    dt = dtype_name(dy.dtype)
     db = A.new(dy, (c,))
-    k("conv2d_bwd_bias", dtype_name(dy.dtype), params, A.ptr(dy), A.ptr(db))
+    ws = A.workspace(dy, k.mod.conv2d_bwd_bias_workspace_bytes(dt, params))  # (the per-chunk sums on CUDA)
+    k("conv2d_bwd_bias", dt, params, A.ptr(dy), A.ptr(db), A.ptr(ws), 0 if ws is None else ws.nbytes)
     return db
 
 

@@ -87,15 +87,19 @@ void register_cpu_conv(py::module_& m) {
       py::arg("ws"), py::arg("ws_bytes"), "dw = grad of conv2d w.r.t. its weight (overwritten)");
 
   m.def(
+      "conv2d_bwd_bias_workspace_bytes", [](const std::string&, const ConvParams&) -> int64_t { return 0; },
+      py::arg("dtype"), py::arg("p"), "Workspace bytes of conv2d_bwd_bias: none on the CPU");
+  m.def(
       "conv2d_bwd_bias",
-      [](const std::string& dtype, const ConvParams& p, std::uintptr_t dy, std::uintptr_t db) {
+      [](const std::string& dtype, const ConvParams& p, std::uintptr_t dy, std::uintptr_t db, std::uintptr_t /*ws*/,
+         int64_t /*ws_bytes*/) {
         dispatch_float(dtype, "conv2d_bwd_bias", [&](auto tag) {
           using T = decltype(tag);
           cpu_call([&] { cpu::conv2d_bwd_bias<T>(p, ptr<const T>(dy), ptr<T>(db)); });  // N == 0 writes zeros
         });
       },
-      py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("db"),
-      "db[k] = sum of dy[:, k] (overwritten)");
+      py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("db"), py::arg("ws"), py::arg("ws_bytes"),
+      "db[k] = sum of dy[:, k] (overwritten); the workspace arguments are the CUDA modules' (unused here)");
 }
 
 }  // namespace convkit::bind

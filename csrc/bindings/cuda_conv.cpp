@@ -117,19 +117,25 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
       "dw = grad of conv2d w.r.t. its weight (overwritten; zeros for an empty batch)");
 
   m.def(
+      "conv2d_bwd_bias_workspace_bytes",
+      [backend](const std::string& dtype, const ConvParams& p) -> int64_t {
+        return cuda::conv2d_bwd_bias_workspace_bytes(cuda_dtype(dtype, "conv2d_bwd_bias_workspace_bytes", backend), p);
+      },
+      py::arg("dtype"), py::arg("p"), "Workspace bytes of conv2d_bwd_bias (the per-chunk sums; 0 when none)");
+  m.def(
       "conv2d_bwd_bias",
-      [backend](const std::string& dtype, const ConvParams& p, std::uintptr_t dy, std::uintptr_t db, int device,
-                StreamHandle stream) {
+      [backend](const std::string& dtype, const ConvParams& p, std::uintptr_t dy, std::uintptr_t db, std::uintptr_t ws,
+                int64_t ws_bytes, int device, StreamHandle stream) {
         constexpr const char* op = "conv2d_bwd_bias";
         run_op(op, [&] { return conv_shapes("-", dtype, p); }, [&] {
           const cuda::DType dt = cuda_dtype(dtype, op, backend);
           check_ptr(db, op, "db");
           if (p.N > 0) check_ptr(dy, op, "dy");
-          cuda::conv2d_bwd_bias(dt, p, ptr<const void>(dy), ptr<void>(db), device, stream);
+          cuda::conv2d_bwd_bias(dt, p, ptr<const void>(dy), ptr<void>(db), ptr<void>(ws), ws_bytes, device, stream);
         });
       },
-      py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("db"), py::arg("device"), py::arg("stream"),
-      "db[k] = sum of dy[:, k] (overwritten; zeros for an empty batch)");
+      py::arg("dtype"), py::arg("p"), py::arg("dy"), py::arg("db"), py::arg("ws"), py::arg("ws_bytes"),
+      py::arg("device"), py::arg("stream"), "db[k] = sum of dy[:, k] (overwritten; zeros for an empty batch)");
 }
 
 }  // namespace convkit::bind

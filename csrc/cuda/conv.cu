@@ -1,10 +1,13 @@
 // conv2d on the GPU: the entry points of ops.h. Checks the arguments every algorithm relies
 // on, makes the caller's device current, handles the empty batch, then hands the work to the
-// algorithm's launchers (conv_algos.h's list, one switch case each). Also grad bias: one block
-// per output channel reducing dy over (n, p, q) with a fixed-shape tree, deterministic, no atomics.
+// algorithm's launchers (conv_algos.h's list, one switch case each). Also grad bias: a reduction
+// over (channel, chunk of the batch's pixels) blocks, then the chunks of each channel in order;
+// deterministic, no atomics.
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "common/conv_algo.h"
 #include "cuda/conv_algos.h"
@@ -17,22 +20,44 @@ namespace convkit::cuda {
 namespace {
 
 constexpr int kBiasThreads = 256;
+// Grad bias splits each channel's N*P*Q elements into chunks of about kBiasChunk, at most
+// kBiasMaxSplits of them, so that a layer with few channels and large planes still fills the
+// GPU. The split is a function of the shape alone (never of the device), so the summation order,
+// and the result, are the same on every GPU and on the emulator.
+constexpr int64_t kBiasChunk = 32768;
+constexpr int64_t kBiasMaxSplits = 64;
+
+int64_t bias_splits(const ConvParams& p) {
+  const int64_t elems = p.N * p.P * p.Q;
+  return elems <= kBiasChunk ? 1 : std::min(kBiasMaxSplits, (elems + kBiasChunk - 1) / kBiasChunk);
+}
 
 // ---------------------------------------------------------------------------------------------
 // GPU kernels
 
-// db[k] = sum over n, pq of dy[n][k][pq]. Block k: thread t sums the elements t, t + 256, ...
-// of the flattened (n, pq) range in order, then a shared-memory tree halves the partials.
-template <typename T>
+// Grad bias, db[k] = sum over n, pq of dy[n][k][pq], as a reduction over (channel, chunk) blocks.
+// Block (k, s) sums chunk s of channel k's flattened (n, pq) range: thread t the elements
+// t, t + 256, ... of the chunk in order, then a shared-memory tree halves the partials. With one
+// chunk the block writes db[k]; with several, out[k * splits + s] in the accumulation type, and
+// conv2d_bwd_bias_sum_kernel adds a channel's chunks in order. Deterministic, no atomics.
+template <typename T, typename Out>
 __global__ void __launch_bounds__(kBiasThreads)
-    conv2d_bwd_bias_kernel(int64_t N, int64_t K, int64_t PQ, const T* __restrict__ dy, T* __restrict__ db) {
+    conv2d_bwd_bias_kernel(int64_t K, int64_t PQ, int64_t elems, int64_t chunk, const T* __restrict__ dy,
+                           Out* __restrict__ out) {
   using A = acc_t<T>;
   CK_SHARED(A, partial, [kBiasThreads]);
-  const int64_t k = blockIdx.x;
+  const int64_t k = blockIdx.x, s = blockIdx.y;
+  const int64_t begin = s * chunk, end = begin + chunk < elems ? begin + chunk : elems;
   A sum = A(0);
-  for (int64_t n = 0; n < N; ++n) {
-    const T* row = dy + (n * K + k) * PQ;
-    for (int64_t i = threadIdx.x; i < PQ; i += kBiasThreads) sum += to_acc(load_ro(row + i));
+  int64_t e = begin + threadIdx.x;
+  int64_t n = e / PQ, pq = e - n * PQ;  // (n, pq) of element e, advanced without dividing again
+  for (; e < end; e += kBiasThreads) {
+    sum += to_acc(load_ro(dy + (n * K + k) * PQ + pq));
+    pq += kBiasThreads;
+    while (pq >= PQ) {
+      pq -= PQ;
+      ++n;
+    }
   }
   partial[threadIdx.x] = sum;
   __syncthreads();
@@ -41,7 +66,23 @@ __global__ void __launch_bounds__(kBiasThreads)
     if (static_cast<int>(threadIdx.x) < half) partial[threadIdx.x] += partial[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) db[k] = from_acc<T>(partial[0]);
+  if (threadIdx.x == 0) {
+    if constexpr (std::is_same_v<Out, A>)
+      out[k * gridDim.y + s] = partial[0];
+    else
+      out[k] = from_acc<T>(partial[0]);
+  }
+}
+
+// db[k] = the sum of channel k's `splits` chunk sums, in chunk order (thread per channel).
+template <typename T>
+__global__ void __launch_bounds__(kBiasThreads)
+    conv2d_bwd_bias_sum_kernel(int64_t K, int64_t splits, const acc_t<T>* __restrict__ part, T* __restrict__ db) {
+  const int64_t k = static_cast<int64_t>(blockIdx.x) * kBiasThreads + threadIdx.x;
+  if (k >= K) return;
+  acc_t<T> sum = part[k * splits];
+  for (int64_t s = 1; s < splits; ++s) sum += part[k * splits + s];
+  db[k] = from_acc<T>(sum);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -144,7 +185,20 @@ void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void*
   }
 }
 
-void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, int device, StreamHandle stream) {
+int64_t conv2d_bwd_bias_workspace_bytes(DType dt, const ConvParams& p) {
+  if (p.N == 0) return 0;
+  const int64_t splits = bias_splits(p);
+  const int64_t acc_bytes = dt == DType::F64 ? 8 : 4;  // acc_t: double for double, else float
+  return splits == 1 ? 0 : p.K * splits * acc_bytes;
+}
+
+void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, void* ws, int64_t ws_bytes, int device,
+                     StreamHandle stream) {
+  const int64_t need = conv2d_bwd_bias_workspace_bytes(dt, p);
+  if (need > 0 && (ws == nullptr || ws_bytes < need))
+    throw Error("conv2d_bwd_bias: needs a workspace of " + std::to_string(need) + " bytes, got " +
+                std::to_string(ws == nullptr ? 0 : ws_bytes));
+  if (p.K > INT32_MAX) throw Error("conv2d_bwd_bias: more than 2^31 - 1 channels");
   DeviceGuard guard(device);
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
@@ -152,8 +206,19 @@ void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, in
       zero_fill(p.K, static_cast<T*>(db), stream);
       return;
     }
-    launch("conv2d_bwd_bias_kernel", conv2d_bwd_bias_kernel<T>, dim3(static_cast<unsigned>(p.K)), dim3(kBiasThreads),
-           0, stream, p.N, p.K, p.P * p.Q, static_cast<const T*>(dy), static_cast<T*>(db));
+    const int64_t elems = p.N * p.P * p.Q, splits = bias_splits(p), chunk = (elems + splits - 1) / splits;
+    const dim3 grid(static_cast<unsigned>(p.K), static_cast<unsigned>(splits));
+    if (splits == 1) {
+      launch("conv2d_bwd_bias_kernel", conv2d_bwd_bias_kernel<T, T>, grid, dim3(kBiasThreads), 0, stream, p.K,
+             p.P * p.Q, elems, chunk, static_cast<const T*>(dy), static_cast<T*>(db));
+      return;
+    }
+    auto* part = static_cast<acc_t<T>*>(ws);
+    launch("conv2d_bwd_bias_kernel<split>", conv2d_bwd_bias_kernel<T, acc_t<T>>, grid, dim3(kBiasThreads), 0, stream,
+           p.K, p.P * p.Q, elems, chunk, static_cast<const T*>(dy), part);
+    launch("conv2d_bwd_bias_sum_kernel", conv2d_bwd_bias_sum_kernel<T>,
+           dim3(static_cast<unsigned>((p.K + kBiasThreads - 1) / kBiasThreads)), dim3(kBiasThreads), 0, stream, p.K,
+           splits, static_cast<const acc_t<T>*>(part), static_cast<T*>(db));
   });
 }
 

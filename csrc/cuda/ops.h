@@ -76,7 +76,10 @@ void conv2d_bwd_input(ConvAlgo algo, DType dt, const ConvParams& p, const void* 
 // dw = grad of conv2d w.r.t. its weight (zeros when N == 0), deterministic.
 void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void* dy, const void* x, void* dw,
                        void* ws, int64_t ws_bytes, int device, StreamHandle stream);
-// db[k] = sum of dy[n, k, p, q] over n, p, q (zeros when N == 0), deterministic.
-void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, int device, StreamHandle stream);
+// db[k] = sum of dy[n, k, p, q] over n, p, q (zeros when N == 0), deterministic. The workspace
+// holds the per-chunk sums when a channel's N*P*Q elements are split (0 bytes when they are not).
+int64_t conv2d_bwd_bias_workspace_bytes(DType dt, const ConvParams& p);
+void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, void* ws, int64_t ws_bytes, int device,
+                     StreamHandle stream);
 
 }  // namespace convkit::cuda
