@@ -22,9 +22,15 @@ def _dtypes(backend):
     return dtypes_of(backend) + (dtypes_of(backend, half=True) if backend in HALF_BACKENDS else [])
 
 
+def _racecheck_on(backend):
+    return backend == "cudasim" and convkit._backend.module("cudasim").sim_racecheck()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape,splits", SHAPES, ids=[str(s) for s, _ in SHAPES])
 def test_grad_bias_matches_float64(backend, shape, splits):
+    if _racecheck_on(backend) and shape[0] * shape[1] * shape[2] * shape[3] > 4_000_000:
+        pytest.skip("the race detector's shadow takes ~25x the data: the 64-chunk case is checked without it")
     dev = device_of(backend)
     gen = torch.Generator().manual_seed(sum(shape))
     for dtype in _dtypes(backend):
