@@ -188,8 +188,7 @@ void conv2d_bwd_weight(ConvAlgo algo, DType dt, const ConvParams& p, const void*
 int64_t conv2d_bwd_bias_workspace_bytes(DType dt, const ConvParams& p) {
   if (p.N == 0) return 0;
   const int64_t splits = bias_splits(p);
-  const int64_t acc_bytes = dt == DType::F64 ? 8 : 4;  // acc_t: double for double, else float
-  return splits == 1 ? 0 : p.K * splits * acc_bytes;
+  return splits == 1 ? 0 : p.K * splits * acc_bytes(dt);
 }
 
 void conv2d_bwd_bias(DType dt, const ConvParams& p, const void* dy, void* db, void* ws, int64_t ws_bytes, int device,

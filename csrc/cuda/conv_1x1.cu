@@ -123,8 +123,7 @@ namespace onebyone {
 
 int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t) {
   if (pass != ConvPass::BwdWeight) return 0;
-  const int64_t acc = dt == DType::F64 ? 8 : 4;
-  return bwd_weight_splits(dt, p) * p.K * p.Cg() * acc;
+  return bwd_weight_splits(dt, p) * p.K * p.Cg() * acc_bytes(dt);
 }
 
 void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void*, int64_t,

@@ -110,15 +110,13 @@ DirectGeom bwd_phase_geom(const ConvParams& p, int64_t ph, int64_t pw) {
   return g;
 }
 
-int acc_bytes_of(DType dt) { return dt == DType::F64 ? 8 : 4; }
-
 // One forward pass or grad-input phase: the depthwise kernel where a group's output plane sums
 // one input plane (or a few, with one output plane a group), else the general kernel.
 void run_direct(DType dt, const DirectGeom& g, int64_t N, const void* in, const void* w, const void* b, void* out,
                 StreamHandle stream) {
   const bool depthwise = (g.n_red == 1 && g.n_out <= 8) || (g.n_out == 1 && g.n_red <= 16);
   DwTiling t{};
-  if (depthwise && plan_depthwise(g, N * g.groups * g.n_out, acc_bytes_of(dt), false, t)) {
+  if (depthwise && plan_depthwise(g, N * g.groups * g.n_out, static_cast<int>(acc_bytes(dt)), false, t)) {
     run_depthwise(dt, g, t, in, w, b, out, stream);
     return;
   }
@@ -195,7 +193,7 @@ WgradPlan plan_bwd_weight(const ConvParams& p, int acc_bytes, int64_t cap_bytes)
 
 int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
   if (pass != ConvPass::BwdWeight || p.N == 0) return 0;
-  return plan_bwd_weight(p, acc_bytes_of(dt), cap_bytes).ws_bytes;
+  return plan_bwd_weight(p, static_cast<int>(acc_bytes(dt)), cap_bytes).ws_bytes;
 }
 
 // Forward and grad input need no workspace.
@@ -229,7 +227,7 @@ void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, voi
 void bwd_weight(DType dt, const ConvParams& p, const void* dy, const void* x, void* dw, void* ws, int64_t ws_bytes,
                 StreamHandle stream) {
   check_32bit(p, "conv2d_bwd_weight (direct)");
-  const int accb = acc_bytes_of(dt);
+  const int accb = static_cast<int>(acc_bytes(dt));
   // The workspace offered is the cap: the caller sized it with workspace_bytes at some cap, and
   // the same plan comes out of the same bytes.
   const WgradPlan plan = plan_bwd_weight(p, accb, ws == nullptr ? 0 : ws_bytes);

@@ -122,8 +122,7 @@ int bwd_weight_splits(DType dt, const ConvParams& p) {
 
 int64_t partial_bytes(ConvPass pass, DType dt, const ConvParams& p) {
   if (pass != ConvPass::BwdWeight) return 0;
-  const int64_t acc = dt == DType::F64 ? 8 : 4;
-  return align_up(bwd_weight_splits(dt, p) * p.K * p.Cg() * p.R * p.S * acc);
+  return align_up(bwd_weight_splits(dt, p) * p.K * p.Cg() * p.R * p.S * acc_bytes(dt));
 }
 
 // Column bytes of one image: columns of x in its dtype (forward, grad weight), or grad-input
