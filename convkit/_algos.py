@@ -46,18 +46,25 @@ def check_name(op: str, algo) -> str:
     return algo
 
 
-def refusal(algo: str, args: ConvArgs, r: int, s: int) -> str:
+def applies(algo: str, args: ConvArgs, r: int, s: int) -> bool:
     """The registry's applicability rule (csrc/common/conv_algo.h's ConvNeeds, which
-    conv_algo_refusal applies in C++) for `algo` on an r x s kernel with these arguments: '' when
-    it applies, else why not, worded as the C++ rule words it. Plain Python over the registry's
-    table, so torch.compile traces it."""
+    conv_algo_refusal applies in C++): whether `algo` computes a convolution of an r x s kernel
+    with these arguments. Plain Python over the registry's table, so torch.compile traces it."""
     if algo == "auto":
+        return True
+    nr, ns, nstride, ndil, no_padding = _NEEDS[algo]
+    (sh, sw), (dh, dw) = args.stride, args.dilation
+    return ((not nr or r == nr) and (not ns or s == ns) and (not nstride or sh == sw == nstride)
+            and (not ndil or dh == dw == ndil) and (not no_padding or args.pads == (0, 0, 0, 0)))
+
+
+def refusal(algo: str, args: ConvArgs, r: int, s: int) -> str:
+    """'' when the rule (applies) lets `algo` compute the convolution, else why not, worded as the
+    C++ rule words it."""
+    if applies(algo, args, r, s):
         return ""
     nr, ns, nstride, ndil, no_padding = _NEEDS[algo]
     (sh, sw), (dh, dw) = args.stride, args.dilation
-    if ((not nr or r == nr) and (not ns or s == ns) and (not nstride or sh == sw == nstride)
-            and (not ndil or dh == dw == ndil) and (not no_padding or args.pads == (0, 0, 0, 0))):
-        return ""
     need = []
     if nr or ns:
         need.append(f"a {nr or 'R'}x{ns or 'S'} kernel")
@@ -87,7 +94,7 @@ def check_conv(op: str, input_shape, weight_shape, input_dtype, weight_dtype, bi
 
 def is_pointwise(p, args: ConvArgs) -> bool:
     """A 1x1 kernel without padding: what algo='1x1' takes (any stride, dilation, groups)."""
-    return p.R == 1 and p.S == 1 and args.pads == (0, 0, 0, 0)
+    return applies("1x1", args, p.R, p.S)
 
 
 def heuristic_cpu(p, args: ConvArgs) -> str:
@@ -157,8 +164,7 @@ def candidates(p, args: ConvArgs, backend: str = "cpu"):
     """What auto and convkit.benchmark choose from: the timed algorithms `backend`'s module builds
     that compute p, in the registry's order (csrc/common/conv_algo.h: the module's conv_algos()
     and the one applicability rule)."""
-    mod = _backend.module(backend)
-    return [a for a in built(backend) if a in TIMED and not mod.conv_algo_refusal(a, p)]
+    return [a for a in built(backend) if a in TIMED and applies(a, args, p.R, p.S)]
 
 
 def resolve(k, like, x_shape, w_shape, p, args: ConvArgs) -> str:
@@ -236,7 +242,8 @@ def fitting_workspace(k, op: str, kind: str, algo: str, nbytes: int, dt: str, p,
         return algo, nbytes
     cap = A.WORKSPACE_CAP_BYTES
     if args.algo == "auto":
-        for other in [a for a in ("blocked", "im2col", "direct") if a in candidates(p, args, k.name) and a != algo]:
+        usable = candidates(p, args, k.name)
+        for other in [a for a in ("blocked", "im2col", "direct") if a in usable and a != algo]:
             other_bytes = k.mod.conv2d_workspace_bytes(other, kind, dt, p, cap)
             if fits(k, other, kind, dt, p, other_bytes):
                 return other, other_bytes
