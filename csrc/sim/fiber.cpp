@@ -479,17 +479,13 @@ void run_blocks(Launch& L) {
   const std::uint64_t nblocks = static_cast<std::uint64_t>(L.grid.x) * L.grid.y * L.grid.z;
   const int workers = static_cast<int>(std::min<std::uint64_t>(static_cast<std::uint64_t>(num_workers()), nblocks));
   g_counters.launches.fetch_add(1, std::memory_order_relaxed);
+  std::unique_lock<std::mutex> checked;
   if (rc::on()) {  // the race detector: one checked launch at a time, its blocks in order
-    auto lock = rc::launch_lock();
+    checked = rc::launch_lock();
     L.racecheck = true;
     rc::launch_begin(L);
-    for (std::uint64_t i = 0; i < nblocks && !L.stop.load(std::memory_order_relaxed); ++i) run_block_checked(L, i);
-    const std::string races = rc::launch_end(L);
-    if (L.stop.load()) throw LaunchError(L.error);
-    if (!races.empty()) throw LaunchError(races);
-    return;
   }
-  if (workers <= 1) {
+  if (L.racecheck || workers <= 1) {
     for (std::uint64_t i = 0; i < nblocks && !L.stop.load(std::memory_order_relaxed); ++i) run_block_checked(L, i);
   } else {
     const long long nb = static_cast<long long>(nblocks);
@@ -499,7 +495,9 @@ void run_blocks(Launch& L) {
       run_block_checked(L, static_cast<std::uint64_t>(i));
     }
   }
+  const std::string races = L.racecheck ? rc::launch_end(L) : std::string();
   if (L.stop.load()) throw LaunchError(L.error);
+  if (!races.empty()) throw LaunchError(races);
 }
 
 }  // namespace simt::impl

@@ -104,7 +104,6 @@ constexpr std::size_t kMaxReports = 16;
 constexpr std::uint16_t kUnknownSite = 0xFFFF;
 
 struct State {
-  impl::Launch* launch = nullptr;
   impl::Block* block = nullptr;  // the running block (null outside a checked launch)
   std::uint32_t bar = 0;
   std::vector<ThreadClock> threads;
@@ -332,11 +331,8 @@ void rmw_hook(const volatile void* addr, std::size_t size, void* pc) {
 
 std::unique_lock<std::mutex> launch_lock() { return std::unique_lock<std::mutex>(g_launch_mutex); }
 
-void launch_begin(impl::Launch& L) {
-  g.launch = &L;
-  g.global.clear();
-  g.last_page = ~std::uintptr_t{0};
-  g.last_cells = nullptr;
+// The global shadow is empty between launches (launch_end frees it).
+void launch_begin(impl::Launch&) {
   g.reports.clear();
   g.n_reports = 0;
   g.seen.clear();
@@ -356,7 +352,6 @@ std::string launch_end(impl::Launch& L) {
     msg = format(L, *first);
     if (g.n_reports > 1) msg += " (and " + std::to_string(g.n_reports - 1) + " more reports in this launch)";
   }
-  g.launch = nullptr;
   g.block = nullptr;
   g.global.clear();
   g.last_page = ~std::uintptr_t{0};
