@@ -7,14 +7,20 @@ CONVKIT_CUDA_VARIANT  forces the kernel variants the launchers otherwise pick by
     comma-separated list of key=value (unnamed keys stay `auto`; "" or "auto" is all auto):
       gemm_tile=auto|big|small     the GEMM's 128x128 tile (8x8 a thread) or 64x64 tile (4x4)
                                    (float and half types; double: 64x64 or 32x32)
-      splitk=auto|off|on           split-K of grad weight (GEMM and direct): one split, or at
-                                   least 3 (fewer where the reduction has fewer steps)
+      splitk=auto|off|on           split-K of grad weight (GEMM and direct) and of implicit
+                                   GEMM's three passes: one split, or at least 3 (fewer where
+                                   the reduction has fewer steps)
       direct_tile=auto|full|small  the direct kernel's tile: never shrunk for small problems, or
                                    shrunk as far as it goes (64 threads; depthwise: one plane
                                    slot, one row group, 8 columns where the layout allows)
       direct_axes=auto|cols|rows|compact  the direct kernel's patch axes taken one tap a stage
                                    (the path of windows too wide for shared memory)
       depthwise=auto|off           off: the general direct kernels take depthwise shapes
+      igemm_tile=auto|big|small|narrow|short  implicit GEMM's block tile: 128x128 (8x8 a
+                                   thread), 64x64, 32x128 (few rows), 128x32 (few columns);
+                                   double: half of each
+      igemm_pipeline=auto|registers  implicit GEMM's operands through registers (double
+                                   buffered) instead of the cp.async pipeline (float, double)
     e.g. CONVKIT_CUDA_VARIANT=gemm_tile=big,splitk=on. A forced variant changes the summation
     order (results within rounding of auto's), never what is computed.
 CONVKIT_CUDA_SYNC=1  synchronizes the stream and checks it after every kernel launch, so a fault
@@ -47,6 +53,8 @@ VARIANT_CHOICES: Dict[str, tuple] = {
     "direct_tile": ("auto", "full", "small"),
     "direct_axes": ("auto", "cols", "rows", "compact"),
     "depthwise": ("auto", "off"),
+    "igemm_tile": ("auto", "big", "small", "narrow", "short"),
+    "igemm_pipeline": ("auto", "registers"),
 }
 
 #: Every forced value once: the variants a sweep runs (tests/kernels/test_cuda_variants.py, the GPU

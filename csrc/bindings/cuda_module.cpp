@@ -38,17 +38,20 @@ PYBIND11_MODULE(CONVKIT_MODULE_NAME, m) {
   // CONVKIT_CUDA_VARIANT and CONVKIT_CUDA_SYNC when the module is loaded).
   m.def(
       "set_variant",
-      [](int gemm_tile, int splitk, int direct_tile, int direct_axes, int depthwise) {
+      [](int gemm_tile, int splitk, int direct_tile, int direct_axes, int depthwise, int igemm_tile,
+         int igemm_pipeline) {
         cuda::Variant v;
         v.gemm_tile = static_cast<cuda::GemmTileMode>(gemm_tile);
         v.splitk = static_cast<cuda::SplitMode>(splitk);
         v.direct_tile = static_cast<cuda::DirectTileMode>(direct_tile);
         v.direct_axes = static_cast<cuda::DirectAxesMode>(direct_axes);
         v.depthwise = static_cast<cuda::DepthwiseMode>(depthwise);
+        v.igemm_tile = static_cast<cuda::IgemmTileMode>(igemm_tile);
+        v.igemm_pipeline = static_cast<cuda::IgemmPipelineMode>(igemm_pipeline);
         cuda::set_variant(v);
       },
       py::arg("gemm_tile") = 0, py::arg("splitk") = 0, py::arg("direct_tile") = 0, py::arg("direct_axes") = 0,
-      py::arg("depthwise") = 0, "Forces size-selected kernel variants (0 = auto each; cuda/variant.h)");
+      py::arg("depthwise") = 0, py::arg("igemm_tile") = 0, py::arg("igemm_pipeline") = 0, "Forces size-selected kernel variants (0 = auto each; cuda/variant.h)");
   m.def("get_variant", []() {
     const cuda::Variant v = cuda::variant();
     py::dict d;
@@ -57,6 +60,8 @@ PYBIND11_MODULE(CONVKIT_MODULE_NAME, m) {
     d["direct_tile"] = static_cast<int>(v.direct_tile);
     d["direct_axes"] = static_cast<int>(v.direct_axes);
     d["depthwise"] = static_cast<int>(v.depthwise);
+    d["igemm_tile"] = static_cast<int>(v.igemm_tile);
+    d["igemm_pipeline"] = static_cast<int>(v.igemm_pipeline);
     return d;
   });
   m.def("set_launch_sync", &cuda::set_launch_sync, py::arg("on"),

@@ -29,12 +29,13 @@ inline constexpr ConvNeeds kNeedsWinograd{3, 3, 1, 1, false};  // F(2x2, 3x3)
 // bench and the test sweeps list them. `timed`: auto and convkit.benchmark may time and pick it
 // (false for an oracle such as 'reference', which only runs when asked for by name). Which
 // modules build an algorithm is each backend's list (cpu/conv.h, cuda/conv_algos.h).
-#define CONVKIT_CONV_ALGOS(X)                     \
-  X(Direct, "direct", true, kAnyShape)            \
-  X(Im2col, "im2col", true, kAnyShape)            \
-  X(OneByOne, "1x1", true, kNeeds1x1)             \
-  X(Blocked, "blocked", true, kAnyShape)          \
-  X(Winograd, "winograd", true, kNeedsWinograd)   \
+#define CONVKIT_CONV_ALGOS(X)                       \
+  X(Direct, "direct", true, kAnyShape)              \
+  X(Im2col, "im2col", true, kAnyShape)              \
+  X(OneByOne, "1x1", true, kNeeds1x1)               \
+  X(Blocked, "blocked", true, kAnyShape)            \
+  X(Winograd, "winograd", true, kNeedsWinograd)     \
+  X(ImplicitGemm, "implicit_gemm", true, kAnyShape) \
   X(Reference, "reference", false, kAnyShape)
 
 enum class ConvAlgo {

@@ -1,6 +1,7 @@
 // The per-algorithm convolution launchers behind csrc/cuda/conv.cu's dispatch (ops.h's
 // conv2d_* functions), one namespace per kernel file conv_<algo>.cu: direct (conv_direct.cu),
-// im2col + GEMM (conv_im2col.cu), 1x1 GEMM on NCHW (conv_1x1.cu). conv.cu has already checked the arguments, made the device current and
+// im2col + GEMM (conv_im2col.cu), 1x1 GEMM on NCHW (conv_1x1.cu), implicit GEMM
+// (conv_implicit_gemm.cu). conv.cu has already checked the arguments, made the device current and
 // handled N == 0; these launch on `stream` and never synchronize. Plain C++ (no CUDA headers).
 #pragma once
 #include <cstdint>
@@ -30,7 +31,8 @@ namespace convkit::cuda {
 #define CONVKIT_CUDA_CONV_ALGOS(X) \
   X(Direct, direct)                \
   X(Im2col, im2col)                \
-  X(OneByOne, onebyone)
+  X(OneByOne, onebyone)            \
+  X(ImplicitGemm, implicit_gemm)
 
 CONVKIT_CUDA_CONV_ALGOS(CONVKIT_CUDA_CONV_ALGO)
 #undef CONVKIT_CUDA_CONV_ALGO

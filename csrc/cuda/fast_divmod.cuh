@@ -16,7 +16,7 @@ struct FastDivmod {
   uint32_t d, mul, shift;
 
   FastDivmod() = default;
-  explicit FastDivmod(uint32_t divisor) : d(divisor), mul(0), shift(0) {
+  __host__ __device__ explicit FastDivmod(uint32_t divisor) : d(divisor), mul(0), shift(0) {
     while ((uint64_t{1} << shift) < divisor) ++shift;
     mul = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - divisor)) / divisor + 1);
   }

@@ -14,27 +14,13 @@
 
 #include "cuda/dtype.cuh"
 #include "cuda/gemm.h"
+#include "cuda/gemm_tile.cuh"
 #include "cuda/grid.cuh"
 #include "cuda/runtime.h"
 #include "cuda/variant.h"
 
 namespace convkit::cuda {
 namespace gemm_detail {
-
-// Block tile BM x BN, k-step BK, TM x TN outputs per thread (TM, TN in {4, 8}: rows and columns
-// in groups of 4, group g of a thread at g * BM / (TM / 4) + ty * 4, spreading a warp's reads).
-template <int BM_, int BN_, int BK_, int TM_, int TN_>
-struct Tile {
-  static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
-  static constexpr int kThreadsM = BM / TM, kThreadsN = BN / TN;
-  static constexpr int kThreads = kThreadsM * kThreadsN;
-  static constexpr int kPad = 4;  // keeps rows 16-byte aligned and the transposing stores conflict-free
-  // Blocks an SM should hold at once (__launch_bounds__' second argument): 2 for the 8 x 8
-  // thread tiles caps them at 128 registers, so two blocks (16 warps) hide each other's loads.
-  static constexpr int kMinBlocksPerSm = TM * TN >= 64 ? 2 : 1;
-  static_assert(TM % 4 == 0 && TN % 4 == 0, "thread tiles are groups of 4");
-  static_assert(BM % TM == 0 && BN % TN == 0 && BK % 4 == 0, "tile shape");
-};
 
 // Both operands' double-buffered shared tiles in one 16-byte aligned block: lds4 / sts4 move
 // 16 bytes, and a plain __shared__ float array is only guaranteed 4-byte alignment (nvcc
@@ -164,25 +150,6 @@ __device__ __forceinline__ void store4(double* p, const double (&v)[4]) {
   }
 }
 
-// Four consecutive shared-memory values (16-byte aligned; checked under the emulator) into
-// registers, and back.
-__device__ __forceinline__ void lds4(const float* p, float (&v)[4]) {
-  const float4 f = load16(reinterpret_cast<const float4*>(p));
-  v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
-}
-__device__ __forceinline__ void lds4(const double* p, double (&v)[4]) {
-  const double2 a = load16(reinterpret_cast<const double2*>(p));
-  const double2 b = load16(reinterpret_cast<const double2*>(p + 2));
-  v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
-}
-__device__ __forceinline__ void sts4(float* p, const float (&v)[4]) {
-  store16(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
-}
-__device__ __forceinline__ void sts4(double* p, const double (&v)[4]) {
-  store16(reinterpret_cast<double2*>(p), make_double2(v[0], v[1]));
-  store16(reinterpret_cast<double2*>(p + 2), make_double2(v[2], v[3]));
-}
-
 // One operand's tile loader: the tile is kSlow x kFast elements of the operand's own
 // (slow, fast) layout, moved as kFast / 4 vectors per slow row, kVecs vectors per thread.
 template <int kSlow, int kFast, int kThreads>
@@ -297,28 +264,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   for (int kt = kt_begin; kt < kt_end; ++kt) {
     const bool more = kt + 1 < kt_end;  // uniform across the block
     if (more) load_tiles(kt + 1);
-#pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      A av[TM], bv[TN];
-#pragma unroll
-      for (int g = 0; g < TM / 4; ++g) {
-        A t[4];
-        lds4(&As[buf][kk][g * (BM / (TM / 4)) + ty * 4], t);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) av[g * 4 + j] = t[j];
-      }
-#pragma unroll
-      for (int g = 0; g < TN / 4; ++g) {
-        A t[4];
-        lds4(&Bs[buf][kk][g * (BN / (TN / 4)) + tx * 4], t);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) bv[g * 4 + j] = t[j];
-      }
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = av[i] * bv[j] + acc[i][j];
-    }
+    tile_fma<Cfg, LDA, LDB>(As[buf], Bs[buf], ty, tx, acc);
     if (more) store_tiles(buf ^ 1);
     __syncthreads();
     buf ^= 1;
@@ -329,7 +275,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   const T* bias = d.bias ? d.bias + b * d.bias_batch_stride : nullptr;
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const int m = m0 + (i / 4) * (BM / (TM / 4)) + ty * 4 + (i % 4);
+    const int m = m0 + tile_row<Cfg>(i, ty);
     if (m >= d.M) continue;
     const A add = bias ? to_acc(load_ro(bias + m)) : A(0);
     Out* row = c_base + static_cast<int64_t>(m) * d.C.ld;

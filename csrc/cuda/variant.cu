@@ -9,7 +9,8 @@
 namespace convkit::cuda {
 namespace {
 
-std::atomic<int> g_gemm_tile{0}, g_splitk{0}, g_direct_tile{0}, g_direct_axes{0}, g_depthwise{0};
+std::atomic<int> g_gemm_tile{0}, g_splitk{0}, g_direct_tile{0}, g_direct_axes{0}, g_depthwise{0}, g_igemm_tile{0},
+    g_igemm_pipeline{0};
 std::atomic<bool> g_sync{false};
 std::atomic<std::uint64_t> g_sync_count{0};
 
@@ -29,6 +30,8 @@ Variant variant() {
   v.direct_tile = static_cast<DirectTileMode>(g_direct_tile.load(std::memory_order_relaxed));
   v.direct_axes = static_cast<DirectAxesMode>(g_direct_axes.load(std::memory_order_relaxed));
   v.depthwise = static_cast<DepthwiseMode>(g_depthwise.load(std::memory_order_relaxed));
+  v.igemm_tile = static_cast<IgemmTileMode>(g_igemm_tile.load(std::memory_order_relaxed));
+  v.igemm_pipeline = static_cast<IgemmPipelineMode>(g_igemm_pipeline.load(std::memory_order_relaxed));
   return v;
 }
 
@@ -39,7 +42,10 @@ void set_variant(const Variant& v) {
   const int dt = checked(static_cast<int>(v.direct_tile), 2, "direct_tile");
   const int da = checked(static_cast<int>(v.direct_axes), 3, "direct_axes");
   const int dw = checked(static_cast<int>(v.depthwise), 1, "depthwise");
+  const int it = checked(static_cast<int>(v.igemm_tile), 4, "igemm_tile");
+  const int ip = checked(static_cast<int>(v.igemm_pipeline), 1, "igemm_pipeline");
   g_gemm_tile = gt, g_splitk = sk, g_direct_tile = dt, g_direct_axes = da, g_depthwise = dw;
+  g_igemm_tile = it, g_igemm_pipeline = ip;
 }
 
 bool launch_sync() { return g_sync.load(std::memory_order_relaxed); }

@@ -6,7 +6,8 @@
 //   (gemm.cuh: 128x128 only with at least 128 blocks, i.e. about two million outputs), split-K
 //   on or off (gemm.cuh, conv_direct.cu's grad weight), the direct kernels' tile plans
 //   (conv_direct.cu: how far a tile shrinks, dense or one-tap-a-chunk axes, depthwise kernel or
-//   the general one). Forcing one makes every variant reachable with the small shapes the
+//   the general one), the implicit-GEMM tile and operand pipeline (conv_implicit_gemm.cu).
+//   Forcing one makes every variant reachable with the small shapes the
 //   emulator, ASan and compute-sanitizer can afford. A forced variant changes the summation
 //   order, never the result beyond rounding; Auto everywhere is the size-selected default.
 // - Sync after launch. After every launch the stream is synchronized and checked, so a kernel
@@ -21,7 +22,7 @@
 namespace convkit::cuda {
 
 enum class GemmTileMode : int { Auto = 0, Big = 1, Small = 2 };
-// Split-K (GEMM and direct grad weight): Off = one split; On = at least kForcedSplits splits
+// Split-K (GEMM, implicit GEMM's three passes and direct grad weight): Off = one split; On = at least kForcedSplits splits
 // (as many as the reduction's k-steps or pixel stages allow, if fewer).
 enum class SplitMode : int { Auto = 0, Off = 1, On = 2 };
 // The direct kernel's tile: Full = no shrinking for small problems (up to 256 threads);
@@ -34,6 +35,11 @@ enum class DirectAxesMode : int { Auto = 0, Cols = 1, Rows = 2, Compact = 3 };
 // Depthwise shapes: Off = the general direct kernels take them (as when a depthwise patch would
 // not fit in shared memory).
 enum class DepthwiseMode : int { Auto = 0, Off = 1 };
+// The implicit-GEMM block tile (conv_implicit_gemm.cuh's TileSet): Auto = the plan's choice.
+enum class IgemmTileMode : int { Auto = 0, Big = 1, Small = 2, Narrow = 3, Short = 4 };
+// The implicit-GEMM operand pipeline: Registers = register-staged double buffering for every
+// dtype (Auto: the cp.async pipeline for float and double, registers for the half types).
+enum class IgemmPipelineMode : int { Auto = 0, Registers = 1 };
 
 constexpr int kForcedSplits = 3;
 
@@ -43,6 +49,8 @@ struct Variant {
   DirectTileMode direct_tile = DirectTileMode::Auto;
   DirectAxesMode direct_axes = DirectAxesMode::Auto;
   DepthwiseMode depthwise = DepthwiseMode::Auto;
+  IgemmTileMode igemm_tile = IgemmTileMode::Auto;
+  IgemmPipelineMode igemm_pipeline = IgemmPipelineMode::Auto;
 };
 
 // The variant now in force (all Auto unless set). Cheap: a copy of a few ints.

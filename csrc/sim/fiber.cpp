@@ -391,6 +391,8 @@ bool run_block(Worker& w, Launch& L, std::uint64_t linear_id) {
     f.thread_idx.z = i / (bx * by);
     f.wres = 0;
     f.wpred = 0;
+    f.async_copies.clear();
+    f.async_committed = 0;
     init_context(w, f, w.stacks[i]);
   }
   if (L.racecheck) rc::block_begin(b);

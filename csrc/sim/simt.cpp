@@ -381,6 +381,14 @@ void misaligned(const void* p, std::size_t align, const char* what) {
   abandon(f);
 }
 
+void async_copy_error(const char* what) {
+  Fiber* f = current_fiber();
+  if (!f) throw LaunchError(what);
+  Block& b = block_of(f);
+  b.error = std::string(what) + " in " + where(b) + " " + thread_name(f);
+  abandon(f);
+}
+
 }  // namespace detail
 
 namespace impl {

@@ -207,9 +207,20 @@ struct BlockDims {
   dim3 block_dim;
   dim3 grid_dim;
 };
+// One pending asynchronous copy (memcpy_async): `bytes` bytes from src to the shared dst, the
+// last `zfill` of them zeros instead, in commit group `group`.
+struct AsyncCopy {
+  unsigned char* dst;
+  const unsigned char* src;
+  unsigned bytes, zfill, group;
+};
 struct ThreadCtx {
   uint3 thread_idx;
   const BlockDims* dims;
+  // The thread's asynchronous copies not yet waited for, and the groups it has committed
+  // (cleared when a block starts).
+  std::vector<AsyncCopy> async_copies;
+  unsigned async_committed = 0;
 };
 // __thread, not thread_local: a plain TLS slot, no C++ init wrapper on every access.
 extern __thread ThreadCtx* tls_thread;
@@ -494,6 +505,47 @@ SIMT_ATOMIC_BITS(int)
 SIMT_ATOMIC_BITS(unsigned int)
 SIMT_ATOMIC_BITS(unsigned long long)
 #undef SIMT_ATOMIC_BITS
+
+// ---- asynchronous copies (cuda/async_copy.cuh on the emulator) -------------------------------
+// What cp.async / __pipeline_memcpy_async promise, taken strictly: the copy lands at some time
+// between the issue and the wait that covers its commit group. Here it lands at the wait, and
+// from the issue until then the destination holds 0xFF bytes (NaN for every floating type), so
+// a read before the wait, or before the barrier that publishes another thread's copy, sees
+// poison instead of the data a fast GPU might have delivered. Both the poisoning and the copy
+// are this thread's writes, compiled into the kernel's unit, so the race detector sees them.
+namespace simt::detail {
+[[noreturn]] void async_copy_error(const char* what);
+
+inline void memcpy_async(void* dst, const void* src, unsigned bytes, unsigned zfill, const char* file, int line) {
+  if (bytes != 4 && bytes != 8 && bytes != 16) async_copy_error("memcpy_async: size must be 4, 8 or 16 bytes");
+  if (zfill > bytes) async_copy_error("memcpy_async: zfill exceeds the size");
+  check_aligned(dst, bytes, "memcpy_async destination", file, line);
+  if (zfill < bytes) check_aligned(src, bytes, "memcpy_async source", file, line);
+  ThreadCtx* t = tls_thread;
+  unsigned char* d = static_cast<unsigned char*>(dst);
+  for (unsigned i = 0; i < bytes; ++i) d[i] = 0xFF;
+  t->async_copies.push_back(AsyncCopy{d, static_cast<const unsigned char*>(src), bytes, zfill, t->async_committed});
+}
+
+inline void async_commit() { ++tls_thread->async_committed; }
+
+// Completes every copy of the groups committed before the newest `newest_pending` ones.
+inline void async_wait_prior(unsigned newest_pending) {
+  ThreadCtx* t = tls_thread;
+  const unsigned done_below = t->async_committed > newest_pending ? t->async_committed - newest_pending : 0;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < t->async_copies.size(); ++i) {
+    const AsyncCopy c = t->async_copies[i];
+    if (c.group < done_below) {
+      for (unsigned b = 0; b < c.bytes - c.zfill; ++b) c.dst[b] = c.src[b];
+      for (unsigned b = c.bytes - c.zfill; b < c.bytes; ++b) c.dst[b] = 0;
+    } else {
+      t->async_copies[kept++] = c;
+    }
+  }
+  t->async_copies.resize(kept);
+}
+}  // namespace simt::detail
 
 // ---- loads and math ---------------------------------------------------------------------------
 template <typename T>

@@ -1,0 +1,262 @@
+// conv2d by implicit GEMM (kernels in conv_implicit_gemm.cuh): the launchers, and the plan each
+// pass runs with, a block tile and a split-K factor chosen per layer.
+//
+// The plan comes from a small model of the kernel on a reference device (132 SMs, an H100 SXM's
+// count, whatever this device has, so the summation order and the result are the same on every
+// GPU and on the emulator): for each tile and split count, the waves of blocks the reference
+// device runs (blocks a wave: the SMs times the blocks an SM holds at the tile's register and
+// shared-memory use), times each block's multiply-adds at the tile's efficiency (an 8 x 8 thread
+// tile does 16 FMAs a shared-memory read, a 4 x 4 one 8), plus, for a split, the partial sums'
+// round trip through memory and the reduction's launch. Forced variants (variant.h) override the
+// tile, the split and the pipeline.
+//
+// Workspace: none, but for split-K's partial sums (fwd, grad input: splits x a chunk's outputs;
+// grad weight: splits x the weight, also when the batch comes in more than one chunk).
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "cuda/conv_algos.h"
+#include "cuda/conv_implicit_gemm.cuh"
+#include "cuda/dtype.cuh"
+#include "cuda/gemm.h"
+#include "cuda/runtime.h"
+#include "cuda/variant.h"
+
+namespace convkit::cuda {
+namespace {
+
+using igemm::Geom;
+using igemm::Plan;
+using igemm::TileId;
+
+constexpr int64_t kAlign = 256;
+constexpr int kMaxSplits = 32;
+constexpr int kMinSplitTiles = 4;  // k-steps a split covers at least
+
+// The reference device and the model's rates (an H100 SXM: 132 SMs, 67 TFLOP/s float32 SIMT,
+// half that in float64, about 3 TB/s of HBM, a few microseconds a launch).
+constexpr double kRefSms = 132;
+constexpr double kSmFmaPerSec = 67e12 / 2 / 132;
+constexpr double kBytesPerSec = 3.0e12;
+constexpr double kLaunchSec = 3e-6;
+
+void check_int32(int64_t v, const char* what, int64_t limit = INT32_MAX) {
+  if (v > limit)
+    throw Error(std::string("implicit_gemm: ") + what + " = " + std::to_string(v) + " exceeds " + std::to_string(limit));
+}
+
+// Every product the kernels form in 32 bits stays there (one image of a chunk included).
+void check_fits(const ConvParams& p) {
+  const int64_t half = INT32_MAX / 2;
+  check_int32(p.C, "C");
+  check_int32(p.K, "K");
+  check_int32(p.H * p.W, "H*W", kGemmMaxDim);
+  check_int32(p.P * p.Q, "P*Q", kGemmMaxDim);
+  check_int32(p.Cg() * p.R * p.S, "C/groups*R*S");
+  check_int32(p.Kg() * p.R * p.S, "K/groups*R*S");
+  check_int32(p.H + p.pad_t + p.pad_b, "H + padding", half);
+  check_int32(p.W + p.pad_l + p.pad_r, "W + padding", half);
+  check_int32((p.R - 1) * p.dil_h + 1, "dilated kernel height", half);
+  check_int32((p.S - 1) * p.dil_w + 1, "dilated kernel width", half);
+  check_int32(p.stride_h * p.P, "stride_h*P", half);
+  check_int32(p.stride_w * p.Q, "stride_w*Q", half);
+}
+
+Geom make_geom(const ConvParams& p) {
+  Geom g{};
+  g.C = static_cast<int>(p.C), g.H = static_cast<int>(p.H), g.W = static_cast<int>(p.W), g.K = static_cast<int>(p.K);
+  g.P = static_cast<int>(p.P), g.Q = static_cast<int>(p.Q), g.R = static_cast<int>(p.R), g.S = static_cast<int>(p.S);
+  g.sh = static_cast<int>(p.stride_h), g.sw = static_cast<int>(p.stride_w);
+  g.pt = static_cast<int>(p.pad_t), g.pl = static_cast<int>(p.pad_l);
+  g.dh = static_cast<int>(p.dil_h), g.dw = static_cast<int>(p.dil_w), g.groups = static_cast<int>(p.groups);
+  g.Cg = static_cast<int>(p.Cg()), g.Kg = static_cast<int>(p.Kg()), g.RS = g.R * g.S, g.CgRS = g.Cg * g.RS;
+  g.HW = g.H * g.W, g.PQ = g.P * g.Q, g.nb = 0;
+  g.CHW = p.C * p.H * p.W, g.KPQ = p.K * p.P * p.Q;
+  g.by_RS = FastDivmod(static_cast<uint32_t>(g.RS));
+  g.by_S = FastDivmod(static_cast<uint32_t>(g.S));
+  g.by_PQ = FastDivmod(static_cast<uint32_t>(g.PQ));
+  g.by_Q = FastDivmod(static_cast<uint32_t>(g.Q));
+  return g;
+}
+
+// grad input's stride phases: min(sh, H) x min(sw, W); pixels of the largest (the first) a image.
+int64_t phases(const ConvParams& p) { return std::min(p.stride_h, p.H) * std::min(p.stride_w, p.W); }
+int64_t phase_pixels(const ConvParams& p) {
+  return ((p.H + p.stride_h - 1) / p.stride_h) * ((p.W + p.stride_w - 1) / p.stride_w);
+}
+
+// The GEMM a pass runs, for the plan: `units` GEMMs of M x N x K (grad input: its first stride
+// phase's), the GEMM columns of one image, and the outputs of one image (fwd, grad input) or of
+// the whole pass (grad weight) that a split's partials hold.
+struct Shape {
+  int64_t units, M, N, K, columns_per_image, outputs;
+};
+
+Shape shape_of(ConvPass pass, const ConvParams& p) {
+  const int64_t PQ = p.P * p.Q, CgRS = p.Cg() * p.R * p.S;
+  switch (pass) {
+    case ConvPass::Fwd:
+      return Shape{p.groups, p.Kg(), p.N * PQ, CgRS, PQ, p.K * PQ};
+    case ConvPass::BwdInput: {
+      int r0, rstep, Rp, s0, sstep, Sp;
+      igemm::BwdInput<float>::phase_taps(0, static_cast<int>(p.pad_t), static_cast<int>(p.stride_h),
+                                         static_cast<int>(p.dil_h), static_cast<int>(p.R), r0, rstep, Rp);
+      igemm::BwdInput<float>::phase_taps(0, static_cast<int>(p.pad_l), static_cast<int>(p.stride_w),
+                                         static_cast<int>(p.dil_w), static_cast<int>(p.S), s0, sstep, Sp);
+      return Shape{phases(p) * p.groups, p.Cg(), p.N * phase_pixels(p), p.Kg() * Rp * Sp, phase_pixels(p),
+                   p.C * p.H * p.W};
+    }
+    case ConvPass::BwdWeight:
+      break;
+  }
+  return Shape{p.groups, p.Kg(), CgRS, p.N * PQ, 0, p.K * CgRS};
+}
+
+struct TileModel {
+  int BM, BN;
+  double efficiency;  // of the SM's FMA rate
+  int per_sm;         // blocks an SM holds
+};
+
+// 8 x 8 thread tiles (and double's 256-thread tile) reach about full rate at 2 blocks an SM
+// (128 registers a thread); 4 x 4 ones read shared memory twice as often a FMA (about 0.6) and
+// fit 3 blocks of 256 threads, or 8 of 64.
+template <typename T>
+TileModel tile_model(TileId id) {
+  TileModel m{};
+  igemm::with_tile<T>(id, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    const bool full = Cfg::TM * Cfg::TN >= 64 || (sizeof(T) == 8 && Cfg::kThreads == 256);
+    m = TileModel{Cfg::BM, Cfg::BN, full ? 1.0 : 0.6, Cfg::kThreads == 256 ? (full ? 2 : 3) : 8};
+  });
+  return m;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Seconds on the reference device.
+double model_seconds(const TileModel& t, const Shape& s, int splits, int64_t acc, bool f64) {
+  const double blocks = static_cast<double>(ceil_div(s.M, t.BM) * ceil_div(s.N, t.BN) * s.units * splits);
+  const double waves = std::ceil(blocks / (kRefSms * t.per_sm));
+  const double depth = static_cast<double>(ceil_div(ceil_div(s.K, 8), splits) * 8);
+  const double block_rate = kSmFmaPerSec * (f64 ? 0.5 : 1.0) * t.efficiency / t.per_sm;
+  double sec = waves * t.BM * t.BN * std::max(depth, 8.0) / block_rate;
+  if (splits > 1) sec += (2.0 * splits + 1) * static_cast<double>(s.outputs) * acc / kBytesPerSec + kLaunchSec;
+  return sec;
+}
+
+// Bytes of split partials for `splits` over `images` images (grad weight: the whole weight).
+int64_t partial_bytes(ConvPass pass, const Shape& s, int splits, int64_t images, int64_t acc) {
+  const int64_t per = pass == ConvPass::BwdWeight ? s.outputs : s.outputs * images;
+  return (splits * per * acc + kAlign - 1) / kAlign * kAlign;
+}
+
+struct Choice {
+  Plan plan;
+  int64_t chunk;  // images a launch
+  int64_t bytes;  // workspace
+};
+
+// The plan of `pass` for T with at most cap_bytes of workspace (see the file comment).
+template <typename T>
+Choice choose(ConvPass pass, const ConvParams& p, int64_t cap_bytes) {
+  const Variant v = variant();
+  const Shape s = shape_of(pass, p);
+  const int64_t acc = sizeof(acc_t<T>);
+  const bool f64 = sizeof(T) == 8;
+  const int64_t by_index = pass == ConvPass::BwdWeight ? kGemmMaxDim / (p.P * p.Q) : kGemmMaxDim / s.columns_per_image;
+  const int64_t max_chunk = std::max<int64_t>(1, std::min(p.N, by_index));
+  const bool chunked_weight = pass == ConvPass::BwdWeight && max_chunk < p.N;
+  const int64_t ktiles = std::max<int64_t>(1, ceil_div(s.K, 8));
+  const int max_splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kMaxSplits, ktiles / kMinSplitTiles)));
+  // Whether `splits` fits the cap with one image a chunk (or needs no partials).
+  const auto fits = [&](int splits) {
+    if (splits == 1 && !chunked_weight) return true;
+    return partial_bytes(pass, s, splits, 1, acc) <= std::max<int64_t>(cap_bytes, 0);
+  };
+  Plan best{TileId::Big, 1, igemm::kAsyncCopyable<T> && v.igemm_pipeline == IgemmPipelineMode::Auto};
+  double best_sec = -1;
+  for (int t = 0; t < igemm::kTileCount; ++t) {
+    const TileId id = static_cast<TileId>(t);
+    if (v.igemm_tile != IgemmTileMode::Auto && static_cast<int>(v.igemm_tile) != t + 1) continue;
+    const TileModel m = tile_model<T>(id);
+    for (int splits = 1; splits <= (v.splitk == SplitMode::Off ? 1 : max_splits); ++splits) {
+      if (!fits(splits)) break;  // more splits need more bytes
+      const double sec = model_seconds(m, s, splits, acc, f64);
+      if (best_sec < 0 || sec < best_sec) best_sec = sec, best.tile = id, best.splits = splits;
+    }
+  }
+  if (v.splitk == SplitMode::On) {
+    int forced = static_cast<int>(std::max<int64_t>(best.splits, std::min<int64_t>(kForcedSplits, ktiles)));
+    while (forced > best.splits && !fits(forced)) --forced;
+    best.splits = forced;
+  }
+  Choice c{best, max_chunk, 0};
+  if (pass == ConvPass::BwdWeight) {
+    if (best.splits > 1 || chunked_weight) c.bytes = partial_bytes(pass, s, best.splits, 1, acc);
+  } else if (best.splits > 1) {
+    const int64_t per_image = partial_bytes(pass, s, best.splits, 1, acc);
+    c.chunk = std::max<int64_t>(1, std::min(max_chunk, cap_bytes / std::max<int64_t>(per_image, 1)));
+    c.bytes = partial_bytes(pass, s, best.splits, c.chunk, acc);
+  }
+  return c;
+}
+
+Choice choice_for(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
+  check_fits(p);
+  Choice c{};
+  dispatch_dtype(dt, [&](auto tag) { c = choose<decltype(tag)>(pass, p, cap_bytes); });
+  return c;
+}
+
+template <typename T>
+acc_t<T>* workspace(const Choice& c, void* ws, int64_t ws_bytes) {
+  if (c.bytes > 0 && (ws == nullptr || ws_bytes < c.bytes))
+    throw Error("implicit_gemm: workspace of " + std::to_string(ws_bytes) + " bytes is smaller than the " +
+                std::to_string(c.bytes) + " its split-K partials need");
+  return c.bytes > 0 ? static_cast<acc_t<T>*>(ws) : nullptr;
+}
+
+}  // namespace
+
+namespace implicit_gemm {
+
+int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
+  return choice_for(pass, dt, p, cap_bytes).bytes;
+}
+
+void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void* ws,
+         int64_t ws_bytes, StreamHandle stream) {
+  const Choice c = choice_for(ConvPass::Fwd, dt, p, ws_bytes);
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    igemm::run_fwd<T>(p, make_geom(p), static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b),
+                      static_cast<T*>(y), workspace<T>(c, ws, ws_bytes), c.plan, c.chunk, stream);
+  });
+}
+
+void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, void* dx, void* ws, int64_t ws_bytes,
+               StreamHandle stream) {
+  const Choice c = choice_for(ConvPass::BwdInput, dt, p, ws_bytes);
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    igemm::run_bwd_input<T>(p, make_geom(p), static_cast<const T*>(dy), static_cast<const T*>(w), static_cast<T*>(dx),
+                            workspace<T>(c, ws, ws_bytes), c.plan, c.chunk, stream);
+  });
+}
+
+void bwd_weight(DType dt, const ConvParams& p, const void* dy, const void* x, void* dw, void* ws, int64_t ws_bytes,
+                StreamHandle stream) {
+  const Choice c = choice_for(ConvPass::BwdWeight, dt, p, ws_bytes);
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    igemm::run_bwd_weight<T>(p, make_geom(p), static_cast<const T*>(dy), static_cast<const T*>(x),
+                             static_cast<T*>(dw), workspace<T>(c, ws, ws_bytes), c.plan, c.chunk, stream);
+  });
+}
+
+}  // namespace implicit_gemm
+}  // namespace convkit::cuda
