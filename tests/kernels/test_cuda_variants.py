@@ -40,22 +40,25 @@ SHAPES = {
     "long": ((3, 4, 20, 22), (5, 4, 3, 3), 1, 1, 1, 1),            # N*P*Q = 1320: split-K by size
     "c1_3x5": ((2, 1, 12, 13), (16, 1, 3, 5), 1, (1, 2), 1, 1),    # one input channel: one stage
     "13x13_k128": ((1, 12, 4, 4), (128, 12, 13, 13), 1, 6, 1, 1),   # direct: columns one tap a stage
+    "k200": ((1, 2, 10, 14), (200, 2, 3, 3), 1, 1, 1, 1),           # implicit GEMM: every tile's grid differs
 }
 
 # The algorithms each forced key changes (split-K: every grad weight).
-_KEY_ALGOS = {"gemm_tile": ("im2col", "1x1"), "splitk": ("direct", "im2col", "1x1"),
-              "direct_tile": ("direct",), "direct_axes": ("direct",), "depthwise": ("direct",)}
+_KEY_ALGOS = {"gemm_tile": ("im2col", "1x1"), "splitk": ("direct", "im2col", "1x1", "implicit_gemm"),
+              "direct_tile": ("direct",), "direct_axes": ("direct",), "depthwise": ("direct",),
+              "igemm_tile": ("implicit_gemm",), "igemm_pipeline": ("implicit_gemm",)}
 
 
 def _algos(spec, ws, pad):
-    algos = ("direct", "im2col", "1x1") if spec == "auto" else _KEY_ALGOS[spec.split("=")[0]]
+    algos = ("direct", "im2col", "1x1", "implicit_gemm") if spec == "auto" else _KEY_ALGOS[spec.split("=")[0]]
     pointwise = tuple(ws[2:]) == (1, 1) and pad == 0
     return [a for a in algos if a != "1x1" or pointwise]
 
 
 def _dtypes(spec):
     # float64 has tiles of its own (64x64 / 32x32): the GEMM tile variants in it too
-    return ["float32", "float16"] + (["float64"] if spec.startswith("gemm_tile") or spec == "auto" else [])
+    wide = spec.startswith(("gemm_tile", "igemm")) or spec == "auto"
+    return ["float32", "float16"] + (["float64"] if wide else [])
 
 
 def _variant_params():
@@ -138,7 +141,8 @@ def _op(name, algo, which, dtype="float32"):
     return run
 
 
-# (key, shape, algo, pass, the forced values, the one auto picks at this size)
+# (key, shape, algo, pass, the forced values, the one auto picks at this size; None: auto differs
+# from every forced value, "": not checked)
 SWITCHES = [
     ("gemm_tile", "3x3", "im2col", "fwd", ("big", "small"), "small"),
     ("gemm_tile", "long", "im2col", "bwd_input", ("big", "small"), "small"),
@@ -151,6 +155,12 @@ SWITCHES = [
     ("direct_axes", "7x7s2", "direct", "bwd_input", ("compact",), None),
     ("depthwise", "dw3x3", "direct", "fwd", ("off",), None),
     ("depthwise", "dw5x5s2x2", "direct", "bwd_weight", ("off",), None),
+    ("igemm_tile", "k200", "implicit_gemm", "fwd", ("big", "small", "narrow", "short"), ""),
+    ("igemm_tile", "7x7s2", "implicit_gemm", "bwd_input", ("big", "short"), ""),
+    ("igemm_pipeline", "long", "implicit_gemm", "fwd", ("registers",), None),
+    ("splitk", "13x13_k128", "implicit_gemm", "fwd", ("on", "off"), ""),
+    ("splitk", "7x7s2", "implicit_gemm", "bwd_input", ("on", "off"), ""),
+    ("splitk", "long", "implicit_gemm", "bwd_weight", ("on", "off"), ""),
 ]
 
 
@@ -167,6 +177,8 @@ def test_forced_variant_changes_the_launch(key, name, algo, which, values, auto_
         with cs.variant(f"{key}={v}"):
             sigs[v] = _signature(run)
     assert len(set(sigs.values())) == len(values), f"{key}: forced values ran the same launches: {sigs}"
+    if auto_is == "":
+        return
     if auto_is is None:
         assert auto not in sigs.values(), f"{key}: auto ran like a forced value: auto {auto}, {sigs}"
     else:
