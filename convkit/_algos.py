@@ -123,16 +123,21 @@ def heuristic_cpu(p, args: ConvArgs) -> str:
 
 def heuristic_cuda(p, args: ConvArgs) -> str:
     """algo='auto' without timing on the CUDA backends ("cuda", and "cudasim", which runs the same
-    kernels), by shape alone: a pointwise layer (1x1 kernel, no padding) is a GEMM straight on
-    NCHW, "1x1"; a depthwise layer (C/groups == 1, any channel multiplier) has no reduction over
-    channels for a GEMM tile to fill, so "direct"; anything else is "im2col" + the tiled GEMM.
-    Deliberately simple and not yet tuned on GPU measurements: convkit.benchmark = True times
-    the choice per shape."""
+    kernels), by shape alone:
+    - a pointwise layer (1x1 kernel, no padding) is a GEMM straight on NCHW with 16-byte operand
+      loads and no index arithmetic: "1x1";
+    - a depthwise layer (C/groups == 1, any channel multiplier) has no reduction over channels for
+      a GEMM tile to fill: "direct", whose depthwise kernels keep a plane's window in shared memory;
+    - anything else: "implicit_gemm", which computes the same GEMM as "im2col" without writing and
+      re-reading its column buffer (R*S times the input: 87 MB for inception 3a's 3x3 at batch 32),
+      fits its tile and split-K to the layer, and gives grad input no zero taps at stride 2.
+    Read from the kernels' design, not from GPU timings (no GPU has run them yet):
+    convkit.benchmark = True times the candidates per shape."""
     if is_pointwise(p, args):
         return "1x1"
     if p.C // p.groups == 1:
         return "direct"
-    return "im2col"
+    return "implicit_gemm"
 
 
 def heuristic(p, args: ConvArgs, backend: str = "cpu") -> str:

@@ -58,7 +58,7 @@ def device_kind(device: str) -> str:
     raise SystemExit(f"convkit bench: --device must be 'cpu' or 'cuda[:N]', got {device!r}")
 
 
-def _algos_built_for(kind: str) -> List[str]:
+def algos_built_for(kind: str) -> List[str]:
     """The convolution algorithms the module of device kind `kind` builds (the registry,
     csrc/common/conv_algo.h); without that module here (planning a GPU run on a machine
     without one), the registry's names the CUDA modules build: those the emulator has."""
@@ -80,8 +80,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise SystemExit(f"convkit bench: --batch must be positive, got {args.batch}")
     if getattr(args, "budget", None) is not None and not args.budget > 0:
         raise SystemExit(f"convkit bench: --budget must be positive seconds, got {args.budget}")
-    known = ("auto",) + tuple(_algos_built_for(kind))
-    bad = [a for a in args.algos if a not in known]
+    known = ("auto",) + tuple(algos_built_for(kind))
+    # the default list names every device's algorithms (implicit_gemm: CUDA only); plan_cases
+    # keeps the device's
+    bad = [] if list(args.algos) == list(CONV_BENCH_ALGOS) else [a for a in args.algos if a not in known]
     if bad:
         raise SystemExit(f"convkit bench: unknown --algos {bad} on {args.device}; choose from {', '.join(known)}")
     batches, q_batches, repeat, q_repeat, warmup, q_warmup, passes = DEFAULTS[kind]

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from convkit.bench.ceilings import GEMM_KEYS, call_overhead, measure_ceilings
 from convkit.bench.checks import check_layer
-from convkit.bench.config import ITEMSIZE, BenchConfig, config_batches
+from convkit.bench.config import ITEMSIZE, BenchConfig, algos_built_for, config_batches
 from convkit.bench.env import cpu_model_name, git_commit, set_threads
 from convkit.bench.layer import Layer, LayerInputs
 from convkit.bench.layers import LAYERS, select_layers
@@ -99,7 +99,7 @@ def run_bench_cpu(cfg: BenchConfig, log=sys.stderr) -> Dict[str, object]:
 
     t_start = time.perf_counter()
     layers = select_layers(cfg.layers, device=cfg.device)
-    cases = plan_cases(layers, cfg.algos, cfg.passes)
+    cases = plan_cases(layers, cfg.algos, cfg.passes, algos_built_for("cpu"))
     if not cases:
         raise SystemExit("convkit bench: nothing to run (check --layers, --algos, --passes)")
     batches = config_batches(cfg)

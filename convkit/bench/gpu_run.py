@@ -20,7 +20,7 @@ from typing import Dict, List
 
 from convkit.bench import cupy_ref
 from convkit.bench.ceilings import call_overhead, measure_ceilings_cuda
-from convkit.bench.config import config_batches
+from convkit.bench.config import algos_built_for, config_batches
 from convkit.bench.env import cpu_model_name, git_commit, gpu_info
 from convkit.bench.gpu_rows import REF_CUPY, base_row, run_layer_pass
 from convkit.bench.layers import LAYERS, select_layers
@@ -96,7 +96,7 @@ def run_bench_cuda(cfg, log=sys.stderr) -> Dict[str, object]:
     torch.cuda.set_device(torch.device(device))
     layers = select_layers(cfg.layers, device=device)
     batches = list(config_batches(cfg))
-    cases = plan_cases(layers, cfg.algos, cfg.passes)
+    cases = plan_cases(layers, cfg.algos, cfg.passes, algos_built_for("cuda"))
     if not cases:
         raise SystemExit("convkit bench: nothing to run (check --layers, --algos, --passes)")
     dtype = getattr(torch, cfg.dtype)

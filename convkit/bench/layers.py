@@ -52,8 +52,9 @@ GOOGLENET_TABLE1: Dict[str, Tuple[int, ...]] = {
     "5b": (7, 832, 384, 192, 384, 48, 128, 128, 1024, 71),
 }
 
-# Conv algorithms the benchmark times by default ("auto" can be asked for with --algos).
-CONV_BENCH_ALGOS = ("direct", "im2col", "1x1")
+# Conv algorithms the benchmark times by default, where the device's module builds them
+# (implicit_gemm: the CUDA modules; "auto" can be asked for with --algos).
+CONV_BENCH_ALGOS = ("direct", "im2col", "1x1", "implicit_gemm")
 # A few layers that cover each kind of op (1x1, 3x3, 5x5, strided stem, max and avg pool), for
 # `convkit bench --quick`; on the GPU also a depthwise one (QUICK_LAYERS_CUDA).
 QUICK_LAYERS = ("stem.7x7", "3a.1x1", "3a.3x3", "4a.5x5", "lecture.3x3", "pool2", "3a.pool",

@@ -3,9 +3,9 @@ groups, timed callables and samples with an estimate of the run's length."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from convkit.bench.config import ITEMSIZE, BenchConfig, config_batches
+from convkit.bench.config import ITEMSIZE, BenchConfig, algos_built_for, config_batches
 from convkit.bench.layer import Layer
 from convkit.bench.layers import select_layers
 from convkit.bench.tables import pipe_table
@@ -21,17 +21,21 @@ class Case:
     algo: str
 
 
-def plan_cases(layers: Sequence[Layer], algos: Sequence[str], passes: Sequence[str]) -> List[Case]:
+def plan_cases(layers: Sequence[Layer], algos: Sequence[str], passes: Sequence[str],
+               built: Optional[Sequence[str]] = None) -> List[Case]:
     """(layer, pass, algo) in table order. Convolutions run each requested algo that applies
-    ("auto" applies everywhere); pools run their one implementation whatever --algos says."""
+    ("auto" applies everywhere) and that the device's module builds (`built`, None: any; the
+    default list names implicit_gemm, which only the CUDA modules build); pools run their one
+    implementation whatever --algos says."""
     cases = []
     for layer in layers:
         for pass_ in passes:
             if pass_ not in layer.passes():
                 continue
             if layer.is_conv:
-                applicable = layer.algos() + ["auto", "blocked"] + (["winograd"] if layer.takes_winograd else [])
-                run = [a for a in algos if a in applicable]
+                applicable = layer.algos() + ["auto", "blocked", "implicit_gemm"] + (
+                    ["winograd"] if layer.takes_winograd else [])
+                run = [a for a in algos if a in applicable and (built is None or a == "auto" or a in built)]
             else:
                 run = layer.algos()   # pools and ReLU: their one kernel
             cases += [Case(layer, pass_, a) for a in run]
@@ -66,7 +70,7 @@ def plan_run(cfg: BenchConfig, device_kind: str = "cpu") -> Dict[str, object]:
     length from PLAN_ASSUMPTIONS (it assumes convkit has every kernel and CuPy is there)."""
     a = PLAN_ASSUMPTIONS[device_kind]
     layers = select_layers(cfg.layers, device="cuda" if device_kind == "cuda" else "cpu")
-    cases = plan_cases(layers, cfg.algos, cfg.passes)
+    cases = plan_cases(layers, cfg.algos, cfg.passes, algos_built_for(device_kind))
     batches = config_batches(cfg)
     per_call = cfg.warmup + cfg.repeat if device_kind == "cuda" else max(1, cfg.warmup) + cfg.repeat
     groups = callables = 0
