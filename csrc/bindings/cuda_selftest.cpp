@@ -81,6 +81,12 @@ void register_cuda_selftest(py::module_& m) {
       },
       py::arg("out"), py::arg("threads"), py::arg("with_barrier"), dev, stream);
   s.def(
+      "async_copy",
+      [](Ptr x, Ptr out, int mode, int device, Ptr stream) {
+        st::async_copy(ptr<const float>(x), ptr<float>(out), mode, device, stream);
+      },
+      py::arg("x"), py::arg("out"), py::arg("mode"), dev, stream);
+  s.def(
       "shared_per_block",
       [](Ptr out, Ptr ui, Ptr uf, int blocks, int threads, int device, Ptr stream) {
         st::shared_per_block(ptr<int>(out), ptr<int>(ui), ptr<float>(uf), blocks, threads, device, stream);

@@ -295,7 +295,7 @@ def _all_ops(name, algo, dtype):
 def _bitwise_params():
     ps = []
     for n, (xs, ws, s, p, d, g) in SHAPES.items():
-        for a in ("direct", "im2col", "1x1"):
+        for a in ("direct", "im2col", "1x1", "implicit_gemm"):
             if a == "1x1" and not (tuple(ws[2:]) == (1, 1) and p == 0):
                 continue
             # direct with one-tap stages everywhere: there the stage's channel count (which

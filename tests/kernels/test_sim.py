@@ -112,6 +112,36 @@ def test_neighbor_exchange_with_barrier(dev, threads):
     assert torch.equal(out.cpu(), (3 * ((t + 1) % threads) + 1).to(torch.int32))
 
 
+def _async_copy(dev, mode):
+    x = torch.arange(1, 129, dtype=torch.float32)
+    out = dev.full((256,), -7.0, torch.float32)
+    dev.st.async_copy(dev.put(x).data_ptr(), out.data_ptr(), mode, **dev.kw())
+    dev.sync()
+    a, b = x[:64], x[64:].clone()
+    b[::4] = 0.0  # every 4th thread's second copy is a zero fill
+    return out.cpu().view(64, 4), a, b
+
+
+def test_async_copy_lands_at_the_wait(dev):
+    """cp.async (cuda/async_copy.cuh) after the wait and a barrier: every thread's copies, zero
+    fills included, are visible to the block."""
+    out, a, b = _async_copy(dev, 0)
+    assert torch.equal(out[:, 0], a) and torch.equal(out[:, 1], b)
+    assert torch.equal(out[:, 2], a.roll(-1)) and torch.equal(out[:, 3], b.roll(-1))
+
+
+def test_async_copy_destination_is_poison_until_its_wait(sim):
+    """The emulator lands an asynchronous copy at the wait that covers its group and keeps the
+    destination poisoned (NaN) until then, so a kernel that reads a stage too early fails here
+    instead of passing by luck (a GPU may or may not have delivered the data by then)."""
+    out, a, b = _async_copy(sim, 1)
+    assert torch.isnan(out[:, :2]).all(), "read before any wait: both copies still in flight"
+    out, a, b = _async_copy(sim, 2)
+    assert torch.equal(out[:, 0], a), "wait_prior(1) lands the older group"
+    assert torch.isnan(out[:, 1]).all(), "... and leaves the newest one in flight"
+    assert torch.equal(out[:, 3], b), "wait_prior(0) lands it"
+
+
 @pytest.mark.racy
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 12345])
 def test_missing_barrier_is_wrong_under_the_emulator(sim, seed):

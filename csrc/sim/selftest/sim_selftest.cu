@@ -5,6 +5,7 @@
 // the emulator agrees with a GPU on the well-defined ones.
 #include "sim/selftest/sim_selftest.h"
 
+#include "cuda/async_copy.cuh"
 #include "cuda/runtime.h"
 
 namespace convkit::cuda::selftest {
@@ -56,6 +57,38 @@ __global__ void neighbor_exchange_kernel(int* __restrict__ out) {
   vals[t] = 3 * t + 1;
   if (kBarrier) __syncthreads();
   out[t] = vals[(t + 1) % blockDim.x];
+}
+
+// cp.async (cuda/async_copy.cuh), one block of 64 threads, two commit groups: thread t copies
+// x[t] into a[t] (group 0) and x[64 + t] into b[t] (group 1), every 4th thread's second copy a
+// zero fill. out[4 t + 0..3] by mode:
+//   0 (clean)  wait for all, barrier: a[t], b[t], a[t + 1], b[t + 1] (neighbours' copies)
+//   1 (early)  a[t] and b[t] read before any wait, then waited for: a[t], b[t], 0, 0
+//   2 (prior)  wait until one group is pending: a[t] (landed), b[t] (not yet), then all: 0, b[t]
+template <int kMode>
+__global__ void async_copy_kernel(const float* __restrict__ x, float* __restrict__ out) {
+  CK_SHARED(float, a, [64]);
+  CK_SHARED(float, b, [64]);
+  const int t = threadIdx.x;
+  cp_async<4>(&a[t], x + t, true);
+  cp_async_commit();
+  cp_async<4>(&b[t], x + 64 + t, t % 4 != 0);
+  cp_async_commit();
+  float* o = out + 4 * t;
+  if (kMode == 0) {
+    cp_async_wait<0>();
+    __syncthreads();
+    o[0] = a[t], o[1] = b[t], o[2] = a[(t + 1) % 64], o[3] = b[(t + 1) % 64];
+  } else if (kMode == 1) {
+    o[0] = a[t], o[1] = b[t];
+    cp_async_wait<0>();
+    o[2] = 0.0f, o[3] = 0.0f;
+  } else {
+    cp_async_wait<1>();
+    o[0] = a[t], o[1] = b[t];
+    cp_async_wait<0>();
+    o[2] = 0.0f, o[3] = b[t];
+  }
 }
 
 __global__ void shared_per_block_kernel(int* __restrict__ out, int* __restrict__ unwritten_i,
@@ -287,6 +320,22 @@ void neighbor_exchange(int* out, int threads, bool with_barrier, int device, Str
   else
     launch("neighbor_exchange_kernel<no barrier>", neighbor_exchange_kernel<false>, dim3(1), dim3(threads), 0, stream,
            out);
+}
+
+void async_copy(const float* x, float* out, int mode, int device, StreamHandle stream) {
+  DeviceGuard guard(device);
+  switch (mode) {
+    case 0:
+      launch("async_copy_kernel<clean>", async_copy_kernel<0>, dim3(1), dim3(64), 0, stream, x, out);
+      return;
+    case 1:
+      launch("async_copy_kernel<early>", async_copy_kernel<1>, dim3(1), dim3(64), 0, stream, x, out);
+      return;
+    case 2:
+      launch("async_copy_kernel<prior>", async_copy_kernel<2>, dim3(1), dim3(64), 0, stream, x, out);
+      return;
+  }
+  throw Error("async_copy: mode must be 0, 1 or 2, got " + std::to_string(mode));
 }
 
 void shared_per_block(int* out, int* unwritten_i, float* unwritten_f, int blocks, int threads, int device,

@@ -29,6 +29,8 @@ void tiled_matmul(const float* A, const float* B, float* C, int M, int N, int K,
 // a __syncthreads() between the two when with_barrier; without it the result depends on the
 // schedule (and comes out wrong under the emulator, whose unwritten shared memory reads as -1).
 void neighbor_exchange(int* out, int threads, bool with_barrier, int device, StreamHandle stream);
+// cp.async's semantics (sim_selftest.cu's async_copy_kernel): x 128 floats, out 256; mode 0, 1, 2.
+void async_copy(const float* x, float* out, int mode, int device, StreamHandle stream);
 
 // blocks x threads threads, each block with a static int[threads] and `threads` floats of dynamic
 // shared memory: unwritten_i / unwritten_f get what each thread reads before anything is

@@ -1,0 +1,197 @@
+"""algo="implicit_gemm" on the CUDA backends (csrc/cuda/conv_implicit_gemm.cu{,h}): exact
+small-integer cases of every pass over the strides, dilations and groups whose index arithmetic
+differs (grad input's stride phases: taps that skip, phases with no tap at all, more phases than
+rows), medium multi-tile cases under every forced tile, pipeline and split-K, the workspace
+(none without split-K), chunking under a small workspace cap, and determinism. The parity sweeps
+(test_conv2d, test_conv_half, test_reference, test_cuda_variants) cover it too, since the
+modules list it. Outputs are NaN-poisoned before each kernel runs (CONVKIT_POISON)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import convkit
+import convkit.cuda_settings as cs
+import convkit.functional as CF
+from convkit import _backend
+
+from conftest import BACKENDS, assert_bitwise, assert_close, rand, small_ints
+
+CUDA_BACKENDS = [b for b in BACKENDS if b in ("cuda", "cudasim")]
+pytestmark = pytest.mark.skipif(not CUDA_BACKENDS, reason="needs a CUDA backend (cuda or cudasim)")
+ALGO = "implicit_gemm"
+
+
+def _dev(backend):
+    return "cuda" if backend == "cuda" else "cpu"
+
+
+def _passes(backend, x, w, b, dy, s, p, d, g):
+    with convkit.use_backend(backend):
+        y = CF.conv2d(x, w, b, s, p, d, g, algo=ALGO)
+        dx = CF.conv2d_backward_input(dy, w, tuple(x.shape), s, p, d, g, algo=ALGO)
+        dw = CF.conv2d_backward_weight(dy, x, tuple(w.shape), s, p, d, g, algo=ALGO)
+    return y, dx, dw
+
+
+def _reference(x, w, b, dy, s, p, d, g):
+    x64, w64 = x.double().cpu().requires_grad_(True), w.double().cpu().requires_grad_(True)
+    y = F.conv2d(x64, w64, None if b is None else b.double().cpu(), s, p, d, g)
+    gx, gw = torch.autograd.grad(y, (x64, w64), dy.double().cpu())
+    return y.detach(), gx, gw
+
+
+# (x shape, w shape, stride, padding, dilation, groups): each a different index path
+EXACT = {
+    "3x3": ((2, 5, 9, 11), (7, 5, 3, 3), 1, 1, 1, 1),
+    "s2": ((1, 3, 13, 12), (4, 3, 3, 3), 2, 1, 1, 1),               # two phases an axis, taps 2 + 1
+    "s3_2x2": ((2, 2, 10, 11), (3, 2, 2, 2), 3, 0, 1, 1),            # stride > kernel: phases with no tap
+    "s2_d2": ((1, 2, 11, 9), (3, 2, 3, 3), 2, 2, 2, 1),              # dilation a multiple of the stride
+    "s3_d2": ((1, 3, 14, 13), (2, 3, 3, 3), 3, 2, 2, 1),             # tap step 3 / gcd(3, 2)
+    "s2x3_asym": ((1, 4, 12, 13), (5, 4, 3, 5), (2, 3), (1, 2), (1, 2), 1),
+    "s5_tiny": ((2, 3, 3, 4), (2, 3, 2, 2), 5, 1, 1, 1),             # stride > H, W: fewer phases
+    "groups3": ((2, 6, 8, 7), (9, 2, 3, 3), (1, 2), 1, 1, 3),
+    "same2x4": ((1, 3, 10, 9), (5, 3, 2, 4), 1, "same", 1, 1),       # asymmetric padding
+    "1x1s2": ((2, 8, 9, 7), (6, 8, 1, 1), 2, 0, 1, 1),
+    "7x7s2": ((1, 3, 19, 17), (4, 3, 7, 7), 2, 3, 1, 1),
+    "pad_gt_kernel": ((1, 2, 5, 6), (3, 2, 3, 3), 1, 4, 1, 1),       # rows of output that see only padding
+}
+
+
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("name", list(EXACT))
+@pytest.mark.parametrize("spec", ["auto", "splitk=on", "igemm_pipeline=registers,igemm_tile=small"])
+def test_exact_small_integers(backend, name, spec):
+    """Integers in [-3, 3]: every product and partial sum is an exact float32 integer, so any
+    missing, extra or misplaced tap shows as an exact mismatch, whatever the summation order."""
+    xs, ws, s, p, d, g = EXACT[name]
+    gen = torch.Generator().manual_seed(len(name))
+    dev = _dev(backend)
+    x, w = small_ints(xs, gen=gen, lo=-3, hi=3, device=dev), small_ints(ws, gen=gen, lo=-3, hi=3, device=dev)
+    b = small_ints((ws[0],), gen=gen, lo=-3, hi=3, device=dev)
+    y_shape = F.conv2d(x.cpu(), w.cpu(), None, s, p, d, g).shape
+    dy = small_ints(tuple(y_shape), gen=gen, lo=-3, hi=3, device=dev)
+    with cs.variant(spec):
+        y, dx, dw = _passes(backend, x, w, b, dy, s, p, d, g)
+    ry, rx, rw = _reference(x, w, b, dy, s, p, d, g)
+    for what, a, e in (("forward", y, ry), ("grad input", dx, rx), ("grad weight", dw, rw)):
+        assert_bitwise(a.cpu(), e.float(), what=f"{name} {spec} {what}")
+
+
+# multi-tile in M, N and K (160 output channels, 24 x 3 x 3 = 216 reduction, 2 x 20 x 20 pixels)
+MEDIUM = ((2, 24, 20, 20), (160, 24, 3, 3), 1, 1, 1, 1)
+MEDIUM_STRIDED = ((1, 40, 17, 15), (24, 20, 3, 3), 2, 1, 1, 2)
+SPECS = ["auto", "igemm_tile=big", "igemm_tile=small", "igemm_tile=narrow", "igemm_tile=short",
+         "splitk=on", "splitk=off", "igemm_pipeline=registers", "igemm_tile=short,splitk=on"]
+
+
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("shape", ["medium", "medium_strided"])
+@pytest.mark.parametrize("spec", SPECS)
+def test_medium_every_variant_float64(backend, shape, spec):
+    xs, ws, s, p, d, g = MEDIUM if shape == "medium" else MEDIUM_STRIDED
+    gen = torch.Generator().manual_seed(7)
+    dev = _dev(backend)
+    x, w, b = rand(xs, gen=gen, device=dev), rand(ws, gen=gen, device=dev), rand((ws[0],), gen=gen, device=dev)
+    dy = rand(tuple(F.conv2d(x.cpu(), w.cpu(), None, s, p, d, g).shape), gen=gen, device=dev)
+    with cs.variant(spec):
+        y, dx, dw = _passes(backend, x, w, b, dy, s, p, d, g)
+    ry, rx, rw = _reference(x, w, b, dy, s, p, d, g)
+    L = ws[1] * ws[2] * ws[3]
+    assert_close(y.cpu(), ry, torch.float64, L=L, what=f"{spec} forward")
+    assert_close(dx.cpu(), rx, torch.float64, L=ws[0] // g * 9, what=f"{spec} grad input")
+    assert_close(dw.cpu(), rw, torch.float64, L=xs[0] * y.shape[2] * y.shape[3], what=f"{spec} grad weight")
+
+
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_medium_lower_precision(backend, dtype):
+    """float32 through the cp.async pipeline; the half types register-staged, in float."""
+    mod = _backend.module(backend)
+    if dtype != "float32" and not mod.has_half:
+        pytest.skip("this build has no half types")
+    xs, ws, s, p, d, g = MEDIUM
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(8)
+    dev = _dev(backend)
+    x, w, b = rand(xs, dt, gen=gen, device=dev), rand(ws, dt, gen=gen, device=dev), rand((ws[0],), dt, gen=gen, device=dev)
+    dy = rand((2, 160, 20, 20), dt, gen=gen, device=dev)
+    y, dx, dw = _passes(backend, x, w, b, dy, s, p, d, g)
+    ry, rx, rw = _reference(x, w, b, dy, s, p, d, g)
+    assert_close(y.cpu(), ry, dt, L=216, what="forward")
+    assert_close(dx.cpu(), rx, dt, L=160 * 9, what="grad input")
+    assert_close(dw.cpu(), rw, dt, L=800, what="grad weight")
+
+
+def _params(mod, xs, ws, s, p, d, g):
+    return mod.ConvParams(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], s, s, p, p, p, p, d, d, g)
+
+
+def test_workspace_is_split_k_partials_only():
+    """Forward without a split needs no workspace at all (no column buffer); a forced split
+    needs its partial sums: splits x the outputs of the images a launch covers, in float."""
+    mod = _backend.module("cudasim")
+    xs, ws = (2, 24, 20, 20), (160, 24, 3, 3)
+    prm = _params(mod, xs, ws, 1, 1, 1, 1)
+    with cs.variant("splitk=off"):
+        for pass_ in ("fwd", "bwd_input", "bwd_weight"):
+            assert mod.conv2d_workspace_bytes(ALGO, pass_, "float32", prm, 1 << 30) == 0, pass_
+    with cs.variant("splitk=on"):
+        got = mod.conv2d_workspace_bytes(ALGO, "fwd", "float32", prm, 1 << 30)
+        splits, rem = divmod(got, 2 * 160 * 20 * 20 * 4)
+        assert rem == 0 and splits >= 3, got
+        # a cap of one image's partials: the launch takes one image at a time
+        one = mod.conv2d_workspace_bytes(ALGO, "fwd", "float32", prm, got // 2)
+        assert one == got // 2
+    im2col = mod.conv2d_workspace_bytes("im2col", "fwd", "float32", prm, 1 << 30)
+    assert im2col >= 2 * 24 * 9 * 400 * 4  # what implicit GEMM does without
+
+
+def test_split_chunks_under_a_small_cap_are_bitwise_the_same():
+    """Split-K under a workspace cap that holds one image's partials: the batch goes one image a
+    launch, with the same plan, so the results are bitwise those of one launch."""
+    xs, ws, s, p, d, g = MEDIUM
+    gen = torch.Generator().manual_seed(9)
+    x, w, b = rand(xs, torch.float32, gen=gen), rand(ws, torch.float32, gen=gen), rand((160,), torch.float32, gen=gen)
+    dy = rand((2, 160, 20, 20), torch.float32, gen=gen)
+    cap = convkit.workspace_cap()
+    with cs.variant("splitk=on"):
+        whole = _passes("cudasim", x, w, b, dy, s, p, d, g)
+        mod = _backend.module("cudasim")
+        prm = _params(mod, xs, ws, s, p, d, g)
+        full = {k: mod.conv2d_workspace_bytes(ALGO, k, "float32", prm, 1 << 30) for k in ("fwd", "bwd_input")}
+        one = max(v // xs[0] for v in full.values())  # one image's partials (the larger pass's)
+        try:
+            convkit.set_workspace_cap(one)
+            assert mod.conv2d_workspace_bytes(ALGO, "fwd", "float32", prm, one) == full["fwd"] // xs[0]
+            chunked = _passes("cudasim", x, w, b, dy, s, p, d, g)
+        finally:
+            convkit.set_workspace_cap(cap)
+    # (grad weight's partials are the whole weight's: the cap changes its split, not its chunks)
+    for what, a, e in zip(("forward", "grad input"), chunked, whole):
+        assert_bitwise(a, e, what=what)
+
+
+@pytest.mark.parametrize("spec", ["auto", "splitk=on"])
+def test_deterministic(spec):
+    xs, ws, s, p, d, g = MEDIUM_STRIDED
+    gen = torch.Generator().manual_seed(10)
+    x, w = rand(xs, torch.float32, gen=gen), rand(ws, torch.float32, gen=gen)
+    dy = rand(tuple(F.conv2d(x, w, None, s, p, d, g).shape), torch.float32, gen=gen)
+    with cs.variant(spec):
+        first = _passes("cudasim", x, w, None, dy, s, p, d, g)
+        again = _passes("cudasim", x, w, None, dy, s, p, d, g)
+    for a, e in zip(again, first):
+        assert_bitwise(a, e)
+
+
+def test_auto_picks_implicit_gemm_where_the_heuristic_says():
+    from convkit._algos import heuristic_cuda
+    from convkit._params import check_conv as _check
+    cases = {((8, 64, 28, 28), (96, 64, 3, 3), 1): "implicit_gemm",
+             ((8, 64, 28, 28), (96, 64, 1, 1), 1): "1x1",
+             ((8, 64, 28, 28), (64, 1, 3, 3), 64): "direct"}
+    for (xs, ws, g), want in cases.items():
+        args = _check("t", xs, ws, torch.float32, torch.float32, groups=g, padding=1 if ws[2] == 3 else 0)
+        mod = _backend.module("cudasim")
+        prm = mod.ConvParams(*xs, ws[0], ws[2], ws[3], 1, 1, *(4 * [1 if ws[2] == 3 else 0]), 1, 1, g)
+        assert heuristic_cuda(prm, args) == want, (xs, ws, g)
