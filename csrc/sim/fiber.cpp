@@ -392,6 +392,7 @@ bool run_block(Worker& w, Launch& L, std::uint64_t linear_id) {
     f.wres = 0;
     f.wpred = 0;
     f.async_copies.clear();
+    f.async_done.clear();
     f.async_committed = 0;
     init_context(w, f, w.stacks[i]);
   }

@@ -381,6 +381,31 @@ void misaligned(const void* p, std::size_t align, const char* what) {
   abandon(f);
 }
 
+void async_push(const AsyncCopy& c) {
+  ThreadCtx* t = tls_thread;
+  t->async_copies.push_back(c);
+  t->async_copies.back().group = t->async_committed;
+}
+
+void async_commit() { ++tls_thread->async_committed; }
+
+std::size_t async_due(unsigned newest_pending) {
+  ThreadCtx* t = tls_thread;
+  const unsigned done_below = t->async_committed > newest_pending ? t->async_committed - newest_pending : 0;
+  t->async_done.clear();
+  std::size_t kept = 0;
+  for (const AsyncCopy& c : t->async_copies) {
+    if (c.group < done_below)
+      t->async_done.push_back(c);
+    else
+      t->async_copies[kept++] = c;
+  }
+  t->async_copies.resize(kept);
+  return t->async_done.size();
+}
+
+AsyncCopy async_due_copy(std::size_t i) { return tls_thread->async_done[i]; }
+
 void async_copy_error(const char* what) {
   Fiber* f = current_fiber();
   if (!f) throw LaunchError(what);

@@ -217,9 +217,9 @@ struct AsyncCopy {
 struct ThreadCtx {
   uint3 thread_idx;
   const BlockDims* dims;
-  // The thread's asynchronous copies not yet waited for, and the groups it has committed
-  // (cleared when a block starts).
-  std::vector<AsyncCopy> async_copies;
+  // The thread's asynchronous copies not yet waited for, those its last wait completed, and the
+  // groups it has committed (cleared when a block starts).
+  std::vector<AsyncCopy> async_copies, async_done;
   unsigned async_committed = 0;
 };
 // __thread, not thread_local: a plain TLS slot, no C++ init wrapper on every access.
@@ -515,35 +515,32 @@ SIMT_ATOMIC_BITS(unsigned long long)
 // are this thread's writes, compiled into the kernel's unit, so the race detector sees them.
 namespace simt::detail {
 [[noreturn]] void async_copy_error(const char* what);
+// The bookkeeping, in simt.cpp: compiled without the race detector's instrumentation, since the
+// pending list is the emulator's, not the kernel's memory. async_due moves the copies a wait
+// completes to the thread's due list and returns how many; async_due_copy(i) returns one.
+void async_push(const AsyncCopy& c);
+void async_commit();
+std::size_t async_due(unsigned newest_pending);
+AsyncCopy async_due_copy(std::size_t i);
 
 inline void memcpy_async(void* dst, const void* src, unsigned bytes, unsigned zfill, const char* file, int line) {
   if (bytes != 4 && bytes != 8 && bytes != 16) async_copy_error("memcpy_async: size must be 4, 8 or 16 bytes");
   if (zfill > bytes) async_copy_error("memcpy_async: zfill exceeds the size");
   check_aligned(dst, bytes, "memcpy_async destination", file, line);
   if (zfill < bytes) check_aligned(src, bytes, "memcpy_async source", file, line);
-  ThreadCtx* t = tls_thread;
   unsigned char* d = static_cast<unsigned char*>(dst);
   for (unsigned i = 0; i < bytes; ++i) d[i] = 0xFF;
-  t->async_copies.push_back(AsyncCopy{d, static_cast<const unsigned char*>(src), bytes, zfill, t->async_committed});
+  async_push(AsyncCopy{d, static_cast<const unsigned char*>(src), bytes, zfill, 0});
 }
-
-inline void async_commit() { ++tls_thread->async_committed; }
 
 // Completes every copy of the groups committed before the newest `newest_pending` ones.
 inline void async_wait_prior(unsigned newest_pending) {
-  ThreadCtx* t = tls_thread;
-  const unsigned done_below = t->async_committed > newest_pending ? t->async_committed - newest_pending : 0;
-  std::size_t kept = 0;
-  for (std::size_t i = 0; i < t->async_copies.size(); ++i) {
-    const AsyncCopy c = t->async_copies[i];
-    if (c.group < done_below) {
-      for (unsigned b = 0; b < c.bytes - c.zfill; ++b) c.dst[b] = c.src[b];
-      for (unsigned b = c.bytes - c.zfill; b < c.bytes; ++b) c.dst[b] = 0;
-    } else {
-      t->async_copies[kept++] = c;
-    }
+  const std::size_t n = async_due(newest_pending);
+  for (std::size_t i = 0; i < n; ++i) {
+    const AsyncCopy c = async_due_copy(i);
+    for (unsigned b = 0; b < c.bytes - c.zfill; ++b) c.dst[b] = c.src[b];
+    for (unsigned b = c.bytes - c.zfill; b < c.bytes; ++b) c.dst[b] = 0;
   }
-  t->async_copies.resize(kept);
 }
 }  // namespace simt::detail
 
