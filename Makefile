@@ -91,7 +91,7 @@ ASAN_BUILD     ?= build/asan
 SANITIZE_TESTS ?= tests/kernels/test_sim.py tests/ops/test_pool.py tests/ops/test_relu.py \
                   tests/kernels/test_cuda_kernels.py tests/ops/test_half.py tests/ops/test_conv2d.py \
                   tests/ops/test_conv_half.py tests/kernels/test_cuda_variants.py tests/ops/test_bias_grad.py \
-                  tests/integration/test_hostile.py tests/integration/test_transforms.py
+                  tests/integration/test_hostile.py tests/integration/test_transforms.py tests/ops/test_implicit_gemm.py
 
 .PHONY: test-sanitize
 test-sanitize: build
@@ -160,7 +160,7 @@ ASAN_CPU_BUILD     ?= build/asan-cpu
 SANITIZE_CPU_TESTS ?= tests/ops/test_blocked.py tests/ops/test_winograd.py tests/ops/test_reference.py \
                       tests/ops/test_conv2d.py tests/kernels/test_cpu_peak.py tests/ops/test_pool.py \
                       tests/ops/test_relu.py tests/integration/test_eager.py tests/integration/test_hostile_cpu.py \
-                      tests/integration/test_hostile.py tests/integration/test_transforms.py
+                      tests/integration/test_hostile.py tests/integration/test_transforms.py tests/ops/test_implicit_gemm.py
 
 .PHONY: test-sanitize-cpu
 test-sanitize-cpu: build

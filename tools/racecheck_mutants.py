@@ -20,12 +20,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Every algorithm's passes: direct (general, grad weight, depthwise), im2col and 1x1 (the GEMM),
-# grad bias (conv.cu), in float32 on 'cudasim'.
+# implicit GEMM (its cp.async pipeline, then its register-staged one), grad bias (conv.cu), in
+# float32 on 'cudasim'.
 EXERCISE = r"""
-import sys, torch, convkit, convkit.functional as CF
+import sys, torch, convkit, convkit.functional as CF, convkit.cuda_settings as cs
 assert convkit._backend.module("cudasim").sim_racecheck_built()
 torch.manual_seed(0)
-cases = [((2, 8, 9, 9), (16, 8, 3, 3), dict(padding=1), ("direct", "im2col")),
+cases = [((2, 8, 9, 9), (16, 8, 3, 3), dict(padding=1), ("direct", "im2col", "implicit_gemm", "igemm-registers")),
          ((2, 16, 8, 8), (70, 16, 1, 1), dict(), ("1x1", "im2col")),
          ((2, 8, 9, 9), (8, 1, 3, 3), dict(padding=1, groups=8), ("direct",)),
          ((1, 4, 11, 11), (6, 4, 5, 5), dict(stride=2, padding=2), ("direct",))]
@@ -33,6 +34,8 @@ with convkit.use_backend("cudasim"):
     for xs, ws, kw, algos in cases:
         x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
         for algo in algos:
+            cs.set_variant("igemm_pipeline=registers" if algo == "igemm-registers" else "auto")
+            algo = "implicit_gemm" if algo == "igemm-registers" else algo
             try:
                 y = CF.conv2d(x, w, b, algo=algo, **kw)
                 dy = torch.randn_like(y)
