@@ -4,6 +4,8 @@
 //   forward      Y_g[:, pixels] = W_g x X_g[:, strided pixels] (+ bias), one GEMM per group;
 //   grad input   dX_g[:, strided pixels] = W_g^T x dY_g, with dX zeroed first when the stride
 //                leaves input pixels that no output reads;
+//   (both split-K when the layer's tiles would leave the GPU idle, e.g. 7x7 maps at batch 1:
+//   the splits' float partials in the workspace, summed in split order into the output);
 //   grad weight  dW_g = dY_g x X_g^T over K = N*P*Q, split-K into float partials in the
 //                workspace, summed in order.
 #include <algorithm>
@@ -46,6 +48,29 @@ int64_t images_per_gemm(const ConvParams& p) {
   return std::max<int64_t>(1, std::min<int64_t>(p.N, kGemmMaxDim / (p.P * p.Q)));
 }
 
+// Split-K of forward and grad input (gemm.h's mapped split): the split count, images a GEMM and
+// the workspace of their partial sums under cap_bytes. A function of the shape and the cap only.
+struct OutPlan {
+  int splits;
+  int64_t chunk;
+  int64_t bytes;
+};
+
+OutPlan out_plan(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
+  const bool fwd = pass == ConvPass::Fwd;
+  const int64_t per_image = (fwd ? p.K : p.C) * p.P * p.Q * acc_bytes(dt);  // one image's outputs
+  const int64_t step = images_per_gemm(p);
+  const int max_fit = static_cast<int>(std::min<int64_t>(INT_MAX, std::max<int64_t>(cap_bytes, 0) / per_image));
+  int splits = 1;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    splits = gemm_output_splits<T>(fwd ? p.Kg() : p.Cg(), p.N * p.P * p.Q, fwd ? p.Cg() : p.Kg(), p.groups, max_fit);
+  });
+  if (splits == 1) return OutPlan{1, step, 0};
+  const int64_t chunk = std::max<int64_t>(1, std::min(step, cap_bytes / (splits * per_image)));
+  return OutPlan{splits, chunk, splits * chunk * per_image};
+}
+
 int bwd_weight_splits(DType dt, const ConvParams& p) {
   int splits = 1;
   dispatch_dtype(dt, [&](auto tag) {
@@ -57,8 +82,9 @@ int bwd_weight_splits(DType dt, const ConvParams& p) {
 }
 
 template <typename T>
-void fwd_typed(const ConvParams& p, const T* x, const T* w, const T* b, T* y, StreamHandle stream) {
-  const int64_t HW = p.H * p.W, PQ = p.P * p.Q, step = images_per_gemm(p);
+void fwd_typed(const ConvParams& p, const T* x, const T* w, const T* b, T* y, const OutPlan& plan, void* ws,
+               StreamHandle stream) {
+  const int64_t HW = p.H * p.W, PQ = p.P * p.Q, step = plan.chunk;
   for (int64_t n0 = 0; n0 < p.N; n0 += step) {
     const int64_t nb = std::min(step, p.N - n0);
     GemmDesc<T, T> d{};
@@ -70,13 +96,15 @@ void fwd_typed(const ConvParams& p, const T* x, const T* w, const T* b, T* y, St
     d.C = GemmOut<T>{y + n0 * p.K * PQ, PQ, p.Kg() * PQ, 0, IndexMap::images(PQ, p.K * PQ)};
     d.bias = b, d.bias_batch_stride = p.Kg();
     d.accumulate = false;
+    d.splits = plan.splits, d.partials = static_cast<acc_t<T>*>(ws);
     gemm_run(d, stream);
   }
 }
 
 template <typename T>
-void bwd_input_typed(const ConvParams& p, const T* dy, const T* w, T* dx, StreamHandle stream) {
-  const int64_t HW = p.H * p.W, PQ = p.P * p.Q, step = images_per_gemm(p);
+void bwd_input_typed(const ConvParams& p, const T* dy, const T* w, T* dx, const OutPlan& plan, void* ws,
+                     StreamHandle stream) {
+  const int64_t HW = p.H * p.W, PQ = p.P * p.Q, step = plan.chunk;
   if (!unit_stride(p)) {  // input pixels between the strided ones get no gradient
     zero_fill(p.N * p.C * HW, dx, stream);
   }
@@ -91,6 +119,7 @@ void bwd_input_typed(const ConvParams& p, const T* dy, const T* w, T* dx, Stream
     d.C = GemmOut<T>{dx + n0 * p.C * HW, HW, p.Cg() * HW, 0, input_map(p)};
     d.bias = nullptr, d.bias_batch_stride = 0;
     d.accumulate = false;
+    d.splits = plan.splits, d.partials = static_cast<acc_t<T>*>(ws);
     gemm_run(d, stream);
   }
 }
@@ -121,27 +150,33 @@ void bwd_weight_typed(const ConvParams& p, const T* dy, const T* x, T* dw, void*
 
 namespace onebyone {
 
-int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t) {
-  if (pass != ConvPass::BwdWeight) return 0;
+int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
+  if (pass != ConvPass::BwdWeight) {
+    check_sizes(p);
+    return out_plan(pass, dt, p, cap_bytes).bytes;
+  }
   return bwd_weight_splits(dt, p) * p.K * p.Cg() * acc_bytes(dt);
 }
 
-void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void*, int64_t,
-         StreamHandle stream) {
+void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void* ws,
+         int64_t ws_bytes, StreamHandle stream) {
   check_sizes(p);
+  const OutPlan plan = out_plan(ConvPass::Fwd, dt, p, ws_bytes);  // conv.cu has checked ws against the query
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     fwd_typed<T>(p, static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<T*>(y),
-                 stream);
+                 plan, ws, stream);
   });
 }
 
-void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, void* dx, void*, int64_t,
+void bwd_input(DType dt, const ConvParams& p, const void* dy, const void* w, void* dx, void* ws, int64_t ws_bytes,
                StreamHandle stream) {
   check_sizes(p);
+  const OutPlan plan = out_plan(ConvPass::BwdInput, dt, p, ws_bytes);
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
-    bwd_input_typed<T>(p, static_cast<const T*>(dy), static_cast<const T*>(w), static_cast<T*>(dx), stream);
+    bwd_input_typed<T>(p, static_cast<const T*>(dy), static_cast<const T*>(w), static_cast<T*>(dx), plan, ws,
+                       stream);
   });
 }
 

@@ -1,14 +1,10 @@
 // conv2d by implicit GEMM (kernels in conv_implicit_gemm.cuh): the launchers, and the plan each
 // pass runs with, a block tile and a split-K factor chosen per layer.
 //
-// The plan comes from a small model of the kernel on a reference device (132 SMs, an H100 SXM's
-// count, whatever this device has, so the summation order and the result are the same on every
-// GPU and on the emulator): for each tile and split count, the waves of blocks the reference
-// device runs (blocks a wave: the SMs times the blocks an SM holds at the tile's register and
-// shared-memory use), times each block's multiply-adds at the tile's efficiency (an 8 x 8 thread
-// tile does 16 FMAs a shared-memory read, a 4 x 4 one 8), plus, for a split, the partial sums'
-// round trip through memory and the reduction's launch. Forced variants (variant.h) override the
-// tile, the split and the pipeline.
+// The plan is the fastest tile and split count by tile_model.h's model of the reference device
+// (an H100's 132 SMs whatever this device has, so the summation order and the result are the same
+// on every GPU and on the emulator), over the four tiles of conv_implicit_gemm.cuh's TileSet.
+// Forced variants (variant.h) override the tile, the split and the pipeline.
 //
 // Workspace: none, but for split-K's partial sums (fwd, grad input: splits x a chunk's outputs;
 // grad weight: splits x the weight, also when the batch comes in more than one chunk).
@@ -23,6 +19,7 @@
 #include "cuda/dtype.cuh"
 #include "cuda/gemm.h"
 #include "cuda/runtime.h"
+#include "cuda/tile_model.h"
 #include "cuda/variant.h"
 
 namespace convkit::cuda {
@@ -33,36 +30,23 @@ using igemm::Plan;
 using igemm::TileId;
 
 constexpr int64_t kAlign = 256;
-constexpr int kMaxSplits = 32;
-constexpr int kMinSplitTiles = 4;  // k-steps a split covers at least
-
-// The reference device and the model's rates (an H100 SXM: 132 SMs, 67 TFLOP/s float32 SIMT,
-// half that in float64, about 3 TB/s of HBM, a few microseconds a launch).
-constexpr double kRefSms = 132;
-constexpr double kSmFmaPerSec = 67e12 / 2 / 132;
-constexpr double kBytesPerSec = 3.0e12;
-constexpr double kLaunchSec = 3e-6;
 
 void check_int32(int64_t v, const char* what, int64_t limit = INT32_MAX) {
   if (v > limit)
     throw Error(std::string("implicit_gemm: ") + what + " = " + std::to_string(v) + " exceeds " + std::to_string(limit));
 }
 
-// Every product the kernels form in 32 bits stays there (one image of a chunk included).
+// Every product the kernels form in 32 bits stays there (one image of a chunk included). Window
+// coordinates need nothing more than conv.cu's check: the padded input is below 2^31 and no
+// stride passes it, so p * sh, h = p * sh - pt + r * dh and grad input's (h + pt - r * dh) / sh
+// all lie within (-2^31, 2^31).
 void check_fits(const ConvParams& p) {
-  const int64_t half = INT32_MAX / 2;
   check_int32(p.C, "C");
   check_int32(p.K, "K");
   check_int32(p.H * p.W, "H*W", kGemmMaxDim);
   check_int32(p.P * p.Q, "P*Q", kGemmMaxDim);
   check_int32(p.Cg() * p.R * p.S, "C/groups*R*S");
   check_int32(p.Kg() * p.R * p.S, "K/groups*R*S");
-  check_int32(p.H + p.pad_t + p.pad_b, "H + padding", half);
-  check_int32(p.W + p.pad_l + p.pad_r, "W + padding", half);
-  check_int32((p.R - 1) * p.dil_h + 1, "dilated kernel height", half);
-  check_int32((p.S - 1) * p.dil_w + 1, "dilated kernel width", half);
-  check_int32(p.stride_h * p.P, "stride_h*P", half);
-  check_int32(p.stride_w * p.Q, "stride_w*Q", half);
 }
 
 Geom make_geom(const ConvParams& p) {
@@ -89,64 +73,37 @@ int64_t phase_pixels(const ConvParams& p) {
 }
 
 // The GEMM a pass runs, for the plan: `units` GEMMs of M x N x K (grad input: its first stride
-// phase's), the GEMM columns of one image, and the outputs of one image (fwd, grad input) or of
-// the whole pass (grad weight) that a split's partials hold.
-struct Shape {
-  int64_t units, M, N, K, columns_per_image, outputs;
+// phase's), the outputs of one image (fwd, grad input) or of the whole pass (grad weight) that a
+// split's partials hold, and the GEMM columns of one image.
+struct Shape : GemmShape {
+  int64_t columns_per_image;
 };
 
 Shape shape_of(ConvPass pass, const ConvParams& p) {
   const int64_t PQ = p.P * p.Q, CgRS = p.Cg() * p.R * p.S;
   switch (pass) {
     case ConvPass::Fwd:
-      return Shape{p.groups, p.Kg(), p.N * PQ, CgRS, PQ, p.K * PQ};
+      return Shape{{p.groups, p.Kg(), p.N * PQ, CgRS, p.K * PQ}, PQ};
     case ConvPass::BwdInput: {
       int r0, rstep, Rp, s0, sstep, Sp;
       igemm::BwdInput<float>::phase_taps(0, static_cast<int>(p.pad_t), static_cast<int>(p.stride_h),
                                          static_cast<int>(p.dil_h), static_cast<int>(p.R), r0, rstep, Rp);
       igemm::BwdInput<float>::phase_taps(0, static_cast<int>(p.pad_l), static_cast<int>(p.stride_w),
                                          static_cast<int>(p.dil_w), static_cast<int>(p.S), s0, sstep, Sp);
-      return Shape{phases(p) * p.groups, p.Cg(), p.N * phase_pixels(p), p.Kg() * Rp * Sp, phase_pixels(p),
-                   p.C * p.H * p.W};
+      return Shape{{phases(p) * p.groups, p.Cg(), p.N * phase_pixels(p), p.Kg() * Rp * Sp, p.C * p.H * p.W},
+                   phase_pixels(p)};
     }
     case ConvPass::BwdWeight:
       break;
   }
-  return Shape{p.groups, p.Kg(), CgRS, p.N * PQ, 0, p.K * CgRS};
+  return Shape{{p.groups, p.Kg(), CgRS, p.N * PQ, p.K * CgRS}, 0};
 }
 
-struct TileModel {
-  int BM, BN;
-  double efficiency;  // of the SM's FMA rate
-  int per_sm;         // blocks an SM holds
-};
-
-// From ptxas for sm_90 (make cuda-report): the 8 x 8 thread tiles and double's 256-thread tile
-// take about 128 registers a thread (2 blocks of 256 an SM), float's 4 x 4 ones 80 to 99 (2),
-// double's 64-thread ones 126 to 160 (6). A 4 x 4 thread tile reads shared memory twice as often
-// a FMA as an 8 x 8 one: about 0.6 of its rate.
 template <typename T>
 TileModel tile_model(TileId id) {
   TileModel m{};
-  igemm::with_tile<T>(id, [&](auto cfg) {
-    using Cfg = decltype(cfg);
-    const bool full = Cfg::TM * Cfg::TN >= 64 || (sizeof(T) == 8 && Cfg::kThreads == 256);
-    m = TileModel{Cfg::BM, Cfg::BN, full ? 1.0 : 0.6, Cfg::kThreads == 256 ? 2 : 6};
-  });
+  igemm::with_tile<T>(id, [&](auto cfg) { m = gemm_detail::tile_model_of<T, decltype(cfg)>(); });
   return m;
-}
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Seconds on the reference device.
-double model_seconds(const TileModel& t, const Shape& s, int splits, int64_t acc, bool f64) {
-  const double blocks = static_cast<double>(ceil_div(s.M, t.BM) * ceil_div(s.N, t.BN) * s.units * splits);
-  const double waves = std::ceil(blocks / (kRefSms * t.per_sm));
-  const double depth = static_cast<double>(ceil_div(ceil_div(s.K, 8), splits) * 8);
-  const double block_rate = kSmFmaPerSec * (f64 ? 0.5 : 1.0) * t.efficiency / t.per_sm;
-  double sec = waves * t.BM * t.BN * std::max(depth, 8.0) / block_rate;
-  if (splits > 1) sec += (2.0 * splits + 1) * static_cast<double>(s.outputs) * acc / kBytesPerSec + kLaunchSec;
-  return sec;
 }
 
 // Bytes of split partials for `splits` over `images` images (grad weight: the whole weight).
@@ -171,8 +128,8 @@ Choice choose(ConvPass pass, const ConvParams& p, int64_t cap_bytes) {
   const int64_t by_index = pass == ConvPass::BwdWeight ? kGemmMaxDim / (p.P * p.Q) : kGemmMaxDim / s.columns_per_image;
   const int64_t max_chunk = std::max<int64_t>(1, std::min(p.N, by_index));
   const bool chunked_weight = pass == ConvPass::BwdWeight && max_chunk < p.N;
-  const int64_t ktiles = std::max<int64_t>(1, ceil_div(s.K, 8));
-  const int max_splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kMaxSplits, ktiles / kMinSplitTiles)));
+  const int64_t ktiles = std::max<int64_t>(1, plan_ceil_div(s.K, 8));
+  const int max_splits = plan_max_splits(s.K);
   // Whether `splits` fits the cap with one image a chunk (or needs no partials).
   const auto fits = [&](int splits) {
     if (splits == 1 && !chunked_weight) return true;

@@ -185,7 +185,7 @@ struct BwdInput {
     const int phase = u / g.groups;
     t.grp = u - phase * g.groups;
     t.hf = phase / phases_w, t.wf = phase - t.hf * phases_w;
-    t.Hp = (g.H - t.hf + g.sh - 1) / g.sh, t.Wp = (g.W - t.wf + g.sw - 1) / g.sw;
+    t.Hp = (g.H - t.hf - 1) / g.sh + 1, t.Wp = (g.W - t.wf - 1) / g.sw + 1;  // (hf < H: no overflow)
     phase_taps(t.hf, g.pt, g.sh, g.dh, g.R, t.r0, t.rstep, t.Rp);
     phase_taps(t.wf, g.pl, g.sw, g.dw, g.S, t.s0, t.sstep, t.Sp);
     t.M = g.Cg, t.N = g.nb * t.Hp * t.Wp, t.K = g.Kg * t.Rp * t.Sp;
@@ -576,7 +576,7 @@ template <typename T>
 void run_bwd_input(const ConvParams& p, Geom g, const T* dy, const T* w, T* dx, acc_t<T>* ws, const Plan& plan,
                    int64_t chunk, StreamHandle stream) {
   const int ph = std::min(g.sh, g.H), pw = std::min(g.sw, g.W);
-  const int64_t max_n_image = static_cast<int64_t>((g.H + g.sh - 1) / g.sh) * ((g.W + g.sw - 1) / g.sw);
+  const int64_t max_n_image = static_cast<int64_t>((g.H - 1) / g.sh + 1) * ((g.W - 1) / g.sw + 1);
   for (int64_t n0 = 0; n0 < p.N; n0 += chunk) {
     g.nb = static_cast<int>(std::min(chunk, p.N - n0));
     BwdInput<T> prob{g, dy + n0 * g.KPQ, w, dx + n0 * g.CHW, plan.splits > 1 ? ws : nullptr, g.nb * g.CHW, pw};

@@ -305,6 +305,24 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   }
 }
 
+// C (through its map, + bias, += C when accumulating) = the sum of the splits' partials,
+// [split][batch][M][N], in split order.
+template <typename T, typename Out>
+__global__ void splitk_reduce_mapped_kernel(GemmDesc<T, Out> d) {
+  using A = acc_t<T>;
+  const int64_t MN = static_cast<int64_t>(d.M) * d.N, count = MN * d.batches;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += step) {
+    A sum = A(0);
+    for (int s = 0; s < d.splits; ++s) sum += d.partials[s * count + i];
+    const int64_t b = i / MN, mn = i - b * MN, m = mn / d.N, n = mn - m * d.N;
+    if (d.bias) sum += to_acc(load_ro(d.bias + b * d.bias_batch_stride + m));
+    Out* p = d.C.ptr + b * d.C.batch_stride + m * d.C.ld + d.C.map.offset(static_cast<uint32_t>(n));
+    if (d.accumulate) sum += to_acc(*p);
+    *p = from_acc<Out>(sum);
+  }
+}
+
 template <typename T>
 __global__ void splitk_reduce_kernel(const acc_t<T>* __restrict__ part, int splits, int64_t count,
                                      T* __restrict__ out) {
@@ -411,6 +429,27 @@ int gemm_splits(int M, int N, int64_t K, int batches) {
   return static_cast<int>(chosen);
 }
 
+template <typename T>
+int gemm_output_splits(int64_t M, int64_t N, int64_t K, int64_t batches, int max_fit) {
+  using namespace gemm_detail;
+  const int64_t ktiles = std::max<int64_t>(1, plan_ceil_div(K, Tiles<T>::Big::BK));
+  const int most = std::max(1, std::min(plan_max_splits(K), max_fit));
+  int chosen = 1;
+  if (variant().splitk != SplitMode::Off && M <= kGemmMaxDim && N <= kGemmMaxDim) {
+    const bool big = use_big_tile<T>(static_cast<int>(M), static_cast<int>(N), static_cast<int>(batches));
+    const TileModel t = big ? tile_model_of<T, typename Tiles<T>::Big>() : tile_model_of<T, typename Tiles<T>::Small>();
+    const GemmShape shape{batches, M, N, K, batches * M * N};
+    double best = -1;
+    for (int s = 1; s <= most; ++s) {
+      const double sec = model_seconds(t, shape, s, sizeof(acc_t<T>), sizeof(T) == 8);
+      if (best < 0 || sec < best) best = sec, chosen = s;
+    }
+  }
+  if (variant().splitk == SplitMode::On)
+    chosen = std::max(chosen, static_cast<int>(std::min<int64_t>({kForcedSplits, ktiles, std::max(max_fit, 1)})));
+  return chosen;
+}
+
 template <typename T, typename Out>
 void gemm_run(const GemmDesc<T, Out>& d, StreamHandle stream) {
   using namespace gemm_detail;
@@ -419,6 +458,18 @@ void gemm_run(const GemmDesc<T, Out>& d, StreamHandle stream) {
     throw Error("gemm: bad problem " + std::to_string(d.M) + " x " + std::to_string(d.N) + " x " +
                 std::to_string(d.K) + ", batches " + std::to_string(d.batches) + ", splits " +
                 std::to_string(d.splits));
+  if (d.partials && d.splits > 1) {  // the splits into the partials, then one mapped reduction
+    GemmDesc<T, acc_t<T>> part{};
+    part.M = d.M, part.N = d.N, part.K = d.K, part.batches = d.batches, part.splits = d.splits;
+    part.trans_a = d.trans_a, part.trans_b = d.trans_b, part.A = d.A, part.B = d.B;
+    const int64_t MN = static_cast<int64_t>(d.M) * d.N;
+    part.C = GemmOut<acc_t<T>>{d.partials, d.N, MN, MN * d.batches, IndexMap::plain()};
+    part.bias = nullptr, part.bias_batch_stride = 0, part.accumulate = false, part.partials = nullptr;
+    gemm_run(part, stream);
+    launch("splitk_reduce_mapped_kernel", splitk_reduce_mapped_kernel<T, Out>, dim3(grid_blocks(MN * d.batches, 256)),
+           dim3(256), 0, stream, d);
+    return;
+  }
   if (use_big_tile<T>(d.M, d.N, d.batches))
     dispatch_layout<T, Out, typename Tiles<T>::Big>(d, stream);
   else
@@ -436,6 +487,7 @@ void splitk_reduce(const acc_t<T>* part, int splits, int64_t count, T* out, Stre
 // split-K partials, in its accumulator type.
 #define CONVKIT_INSTANTIATE_GEMM(T)                                                        \
   template GemmTile gemm_tile<T>(int, int, int);                                           \
+  template int gemm_output_splits<T>(int64_t, int64_t, int64_t, int64_t, int);             \
   template int gemm_splits<T>(int, int, int64_t, int);                                     \
   template void gemm_run<T, T>(const GemmDesc<T, T>&, StreamHandle);                       \
   template void splitk_reduce<T>(const acc_t<T>*, int, int64_t, T*, StreamHandle);

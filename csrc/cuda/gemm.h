@@ -15,6 +15,7 @@
 #include "cuda/dtype.cuh"
 #include "cuda/fast_divmod.cuh"
 #include "cuda/runtime.h"
+#include "cuda/tile_model.h"
 
 namespace convkit::cuda {
 
@@ -101,6 +102,12 @@ struct GemmDesc {
   const T* bias;  // nullptr: none; else bias[b * bias_batch_stride + m]
   int64_t bias_batch_stride;
   bool accumulate;  // C += A x B instead of C = A x B
+  // Split-K into a workspace: with splits > 1 and partials given, the splits write float
+  // partial sums to partials ([split][batch][M][N], splits * batches * M * N accumulator
+  // elements) and a second kernel adds them in split order and stores C through its map (bias,
+  // accumulate and all). nullptr: the splits write C's own slabs (split_stride apart), which the
+  // caller reduces (grad weight).
+  acc_t<T>* partials;
 };
 
 // Tile configurations (gemm.cuh): large problems get the big tile, small ones the small tile
@@ -121,6 +128,13 @@ int gemm_splits(int M, int N, int64_t K, int batches);
 
 template <typename T, typename Out>
 void gemm_run(const GemmDesc<T, Out>& d, StreamHandle stream);
+
+// Split-K for a GEMM whose output is a convolution's forward or grad input (a map into NCHW):
+// the split count tile_model.h's model picks for an M x N x K problem over `batches` (the tile
+// gemm_run will use), at most max_fit (the most splits whose partials fit the workspace);
+// variant.h's forced split-K overrides it (on: at least kForcedSplits, or one a k-step).
+template <typename T>
+int gemm_output_splits(int64_t M, int64_t N, int64_t K, int64_t batches, int max_fit);
 
 // out[i] = sum over s < splits of part[s * count + i], in order of s (deterministic).
 template <typename T>

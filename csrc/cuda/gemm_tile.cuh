@@ -5,6 +5,7 @@
 // (tile_row / tile_col) is the same for both, so their epilogues agree with the loop.
 #pragma once
 #include "cuda/runtime.h"
+#include "cuda/tile_model.h"
 
 namespace convkit::cuda {
 namespace gemm_detail {
@@ -23,6 +24,17 @@ struct Tile {
   static_assert(TM % 4 == 0 && TN % 4 == 0, "thread tiles are groups of 4");
   static_assert(BM % TM == 0 && BN % TN == 0 && BK % 4 == 0, "tile shape");
 };
+
+// What tile_model.h's plan model assumes of a block of Cfg with elements T, from ptxas for sm_90
+// (make cuda-report): 8 x 8 thread tiles and double's 256-thread 4 x 4 tile take about 128
+// registers a thread, so an SM holds 2 blocks of 256; float's 4 x 4 tiles 80 to 99 (2 blocks);
+// double's 64-thread tiles 126 to 160 (6). A 4 x 4 thread tile reads shared memory twice as
+// often a FMA as an 8 x 8 one: about 0.6 of the rate.
+template <typename T, class Cfg>
+TileModel tile_model_of() {
+  const bool full = Cfg::TM * Cfg::TN >= 64 || (sizeof(T) == 8 && Cfg::kThreads == 256);
+  return TileModel{Cfg::BM, Cfg::BN, full ? 1.0 : 0.6, Cfg::kThreads == 256 ? 2 : 6};
+}
 
 // Row (column) of the block tile that a thread's accumulator row i (column j) holds: groups of
 // 4, group g at g * BM / (TM / 4) + ty * 4.

@@ -811,16 +811,16 @@ HEURISTIC = [  # (x shape, w shape, kwargs, the CUDA backends' pick, the cpu's p
     ((8, 192, 28, 28), (64, 192, 1, 1), {}, "1x1", "1x1"),                       # pointwise
     ((8, 192, 28, 28), (64, 192, 1, 1), dict(stride=2), "1x1", "1x1"),           # strided pointwise
     ((8, 64, 28, 28), (64, 32, 1, 1), dict(groups=2), "1x1", "1x1"),             # grouped pointwise
-    ((8, 192, 28, 28), (64, 192, 1, 1), dict(padding=1), "im2col", "blocked"),   # 1x1 with padding: not "1x1"
+    ((8, 192, 28, 28), (64, 192, 1, 1), dict(padding=1), "implicit_gemm", "blocked"),   # 1x1 with padding: not "1x1"
     ((8, 32, 56, 56), (32, 1, 3, 3), dict(padding=1, groups=32), "direct", "direct"),   # depthwise
     ((8, 32, 28, 28), (64, 1, 3, 3), dict(padding=1, groups=32), "direct", "direct"),   # depthwise x2
-    ((8, 64, 56, 56), (192, 64, 3, 3), dict(padding=1), "im2col", "blocked"),    # 3x3 at 56x56
-    ((8, 96, 28, 28), (128, 96, 3, 3), dict(padding=1), "im2col", "blocked"),
-    ((8, 832, 7, 7), (384, 832, 3, 3), dict(padding=1), "im2col", "blocked"),    # 3x3 at 7x7
-    ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "im2col", "blocked"),  # the 7x7 stem
-    ((8, 32, 14, 14), (64, 16, 5, 5), dict(padding=2, groups=2), "im2col", "blocked"),  # grouped 5x5
-    ((8, 16, 28, 28), (8, 16, 3, 3), dict(padding=1), "im2col", "im2col"),       # 8 outputs: half a vector
-    ((8, 4, 64, 64), (8, 4, 3, 3), dict(padding=1), "im2col", "direct"),         # ... on a large plane
+    ((8, 64, 56, 56), (192, 64, 3, 3), dict(padding=1), "implicit_gemm", "blocked"),    # 3x3 at 56x56
+    ((8, 96, 28, 28), (128, 96, 3, 3), dict(padding=1), "implicit_gemm", "blocked"),
+    ((8, 832, 7, 7), (384, 832, 3, 3), dict(padding=1), "implicit_gemm", "blocked"),    # 3x3 at 7x7
+    ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), "implicit_gemm", "blocked"),  # the 7x7 stem
+    ((8, 32, 14, 14), (64, 16, 5, 5), dict(padding=2, groups=2), "implicit_gemm", "blocked"),  # grouped 5x5
+    ((8, 16, 28, 28), (8, 16, 3, 3), dict(padding=1), "implicit_gemm", "im2col"),       # 8 outputs: half a vector
+    ((8, 4, 64, 64), (8, 4, 3, 3), dict(padding=1), "implicit_gemm", "direct"),         # ... on a large plane
 ]
 
 
@@ -828,7 +828,7 @@ HEURISTIC = [  # (x shape, w shape, kwargs, the CUDA backends' pick, the cpu's p
                          ids=[f"{h[0]}-{h[1]}-{h[2]}" for h in HEURISTIC])
 def test_auto_heuristic_by_backend(x_shape, w_shape, kw, cuda_pick, cpu_pick):
     """The CUDA backends ('cuda', 'cudasim') pick by shape alone: 1x1 without padding -> '1x1',
-    depthwise (C/groups == 1) -> 'direct', otherwise 'im2col'; the cpu backend keeps the
+    depthwise (C/groups == 1) -> 'direct', otherwise 'implicit_gemm'; the cpu backend keeps the
     heuristic measured on the CPU."""
     import convkit._algos as AL
     p, args = _params_of(x_shape, w_shape, **kw)
