@@ -2,6 +2,8 @@
 // the column buffer col[C*R*S][chunk*P*Q] for a chunk of the batch (group g owns rows
 // g*Cg*R*S..), so one batched GEMM per chunk (batch = groups) covers its images:
 //   forward      Y_g = W_g x col_g (+ bias), written straight into NCHW by the output map;
+//                split-K when the layer's tiles would leave the GPU idle (gemm.h's mapped split,
+//                the partials behind the columns), as is the grad-input GEMM;
 //   grad input   dcol_g = W_g^T x dY_g (kept in the accumulator type: float for the half types,
 //                so they round once), then col2im in gather form (each dx element sums its
 //                column entries in a fixed order: no atomics, deterministic);
@@ -132,11 +134,35 @@ int64_t image_bytes(ConvPass pass, DType dt, const ConvParams& p) {
   return p.C * p.R * p.S * p.P * p.Q * elem;
 }
 
-// Images per chunk: as many as the column bytes allow, and few enough that a chunk's columns
-// (the GEMM's N, or K in grad weight) stay within the GEMM's 32-bit indexing (kGemmMaxDim).
-int64_t chunk_for(const ConvParams& p, int64_t col_bytes, int64_t per_image) {
+// Images per chunk: as many as the bytes allow, and few enough that a chunk's columns (the
+// GEMM's N, or K in grad weight) stay within the GEMM's 32-bit indexing (kGemmMaxDim).
+int64_t chunk_for(const ConvParams& p, int64_t bytes, int64_t per_image) {
   const int64_t by_index = std::max<int64_t>(1, kGemmMaxDim / (p.P * p.Q));
-  return std::max<int64_t>(1, std::min({p.N, col_bytes / per_image, by_index}));
+  return std::max<int64_t>(1, std::min({p.N, bytes / per_image, by_index}));
+}
+
+// Split-K of forward and grad input (gemm.h's mapped split: the splits' partial sums of a
+// chunk's GEMM output behind its columns, summed in order into the output: y, or the grad-input
+// columns): the split count and each image's bytes of partials. The count depends on the shape
+// and on whether the cap leaves room for one image's columns and partials.
+struct OutSplit {
+  int splits;
+  int64_t per_image;  // partial bytes of one image, all splits
+};
+
+OutSplit out_split(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
+  if (pass == ConvPass::BwdWeight) return OutSplit{1, 0};
+  const bool fwd = pass == ConvPass::Fwd;
+  const int64_t out_image = (fwd ? p.K : p.C * p.R * p.S) * p.P * p.Q * acc_bytes(dt);
+  const int64_t room = std::max<int64_t>(0, cap_bytes - kAlign - image_bytes(pass, dt, p));
+  const int max_fit = static_cast<int>(std::min<int64_t>(INT_MAX, room / out_image));
+  int splits = 1;
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t CgRS = p.Cg() * p.R * p.S;
+    splits = gemm_output_splits<T>(fwd ? p.Kg() : CgRS, p.N * p.P * p.Q, fwd ? CgRS : p.Kg(), p.groups, max_fit);
+  });
+  return OutSplit{splits, splits > 1 ? splits * out_image : 0};
 }
 
 ColGeom make_geom(const ConvParams& p, int64_t images) {
@@ -174,19 +200,39 @@ void im2col_launch(const ColGeom& g, const T* x, T* col, StreamHandle stream) {
          stream, g, x, col);
 }
 
+// The workspace: [grad weight's split-K partials][a chunk's columns][pad to 256 bytes][forward's
+// or grad input's split-K partials of the chunk]. The pad is there only with output partials.
 struct Workspace {
-  void* partials;  // bwd_weight's split-K partials (nullptr otherwise)
+  void* partials;      // bwd_weight's split-K partials (nullptr otherwise)
   void* col;
   int64_t chunk;
+  int splits;          // forward's / grad input's split-K
+  void* out_partials;  // their partial sums (nullptr with one split)
 };
 
+// Bytes the parts take for `chunk` images, and the chunk ws_bytes holds.
+struct Layout {
+  int64_t part, per_image, pad;
+  OutSplit out;
+};
+
+Layout layout(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
+  const OutSplit out = out_split(pass, dt, p, cap_bytes);
+  return Layout{partial_bytes(pass, dt, p), image_bytes(pass, dt, p) + out.per_image, out.splits > 1 ? kAlign : 0,
+                out};
+}
+
 Workspace carve(ConvPass pass, DType dt, const ConvParams& p, void* ws, int64_t ws_bytes) {
-  const int64_t part = partial_bytes(pass, dt, p), per_image = image_bytes(pass, dt, p);
-  if (ws == nullptr || ws_bytes < part + per_image)
+  const Layout l = layout(pass, dt, p, ws_bytes);
+  const int64_t need = l.part + l.per_image + l.pad;
+  if (ws == nullptr || ws_bytes < need)
     throw Error("im2col: workspace of " + std::to_string(ws_bytes) + " bytes is smaller than the " +
-                std::to_string(part + per_image) + " one image needs");
+                std::to_string(need) + " one image needs");
   unsigned char* base = static_cast<unsigned char*>(ws);
-  return Workspace{part ? base : nullptr, base + part, chunk_for(p, ws_bytes - part, per_image)};
+  const int64_t chunk = chunk_for(p, ws_bytes - l.part - l.pad, l.per_image);
+  void* out_part = nullptr;
+  if (l.out.splits > 1) out_part = base + l.part + align_up(chunk * image_bytes(pass, dt, p));
+  return Workspace{l.part ? base : nullptr, base + l.part, chunk, l.out.splits, out_part};
 }
 
 template <typename T>
@@ -207,6 +253,7 @@ void fwd_typed(const ConvParams& p, const T* x, const T* w, const T* b, T* y, co
     d.C = GemmOut<T>{y + n0 * p.K * PQ, PQ, p.Kg() * PQ, 0, IndexMap::images(PQ, p.K * PQ)};
     d.bias = b, d.bias_batch_stride = p.Kg();
     d.accumulate = false;
+    d.splits = ws.splits, d.partials = static_cast<acc_t<T>*>(ws.out_partials);
     gemm_run(d, stream);
   }
 }
@@ -228,6 +275,7 @@ void bwd_input_typed(const ConvParams& p, const T* dy, const T* w, T* dx, const 
     d.C = GemmOut<A>{dcol, g.L, CgRS * g.L, 0, IndexMap::plain()};
     d.bias = nullptr, d.bias_batch_stride = 0;
     d.accumulate = false;
+    d.splits = ws.splits, d.partials = static_cast<A*>(ws.out_partials);
     gemm_run(d, stream);
     const int planes = static_cast<int>(nb * p.C);
     launch("col2im_kernel", col2im_kernel<T>, grid_2d(p.H * p.W, planes), dim3(kThreads), 0, stream, g, planes,
@@ -265,9 +313,9 @@ void bwd_weight_typed(const ConvParams& p, const T* dy, const T* x, T* dw, const
 namespace im2col {
 
 int64_t workspace_bytes(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
-  const int64_t per_image = image_bytes(pass, dt, p);
-  const int64_t chunk = chunk_for(p, std::max<int64_t>(cap_bytes, 0), per_image);
-  return partial_bytes(pass, dt, p) + chunk * per_image;
+  const Layout l = layout(pass, dt, p, cap_bytes);
+  const int64_t chunk = chunk_for(p, std::max<int64_t>(cap_bytes - l.part - l.pad, 0), l.per_image);
+  return l.part + chunk * l.per_image + l.pad;
 }
 
 void fwd(DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y, void* ws,

@@ -161,6 +161,9 @@ SWITCHES = [
     ("splitk", "13x13_k128", "implicit_gemm", "fwd", ("on", "off"), ""),
     ("splitk", "7x7s2", "implicit_gemm", "bwd_input", ("on", "off"), ""),
     ("splitk", "long", "implicit_gemm", "bwd_weight", ("on", "off"), ""),
+    ("splitk", "1x1s2", "1x1", "fwd", ("on", "off"), ""),
+    ("splitk", "13x13_k128", "im2col", "fwd", ("on", "off"), ""),
+    ("splitk", "13x13_k128", "im2col", "bwd_input", ("on", "off"), ""),
 ]
 
 
@@ -197,6 +200,29 @@ def test_splitk_workspace_follows_the_forced_variant():
             sizes[v] = mod.conv2d_workspace_bytes("direct", "bwd_weight", "float32", params, 1 << 30)
     assert sizes["off"] == 0
     assert sizes["on"] == 3 * ws[0] * ws[1] * ws[2] * ws[3] * 4
+
+
+@pytest.mark.parametrize("algo,shape,pass_,outputs", [
+    ("1x1", ((1, 832, 7, 7), (384, 832, 1, 1), 0), "fwd", 384 * 49),
+    ("1x1", ((1, 832, 7, 7), (384, 832, 1, 1), 0), "bwd_input", 832 * 49),
+    ("im2col", ((1, 160, 7, 7), (320, 160, 3, 3), 1), "fwd", 320 * 49),
+    ("implicit_gemm", ((1, 160, 7, 7), (320, 160, 3, 3), 1), "fwd", 320 * 49),
+    ("implicit_gemm", ((1, 160, 7, 7), (320, 160, 3, 3), 1), "bwd_input", 160 * 49),
+])
+def test_output_split_k_where_tiles_would_idle(algo, shape, pass_, outputs):
+    """A batch-1 7x7 layer (inception 5b) gives the GEMM a few tiles on 132 SMs: the plan splits
+    the reduction (its partials are the workspace: splits x the outputs in float) by itself; a
+    forced off takes them away. Read from the workspace query, which follows the plan."""
+    mod = _backend.module(SIM)
+    xs, ws, pad = shape
+    params = mod.ConvParams(xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], 1, 1, pad, pad, pad, pad, 1, 1, 1)
+    cols = 0 if algo != "im2col" else xs[1] * ws[2] * ws[3] * 49 * 4
+    with cs.variant("auto"):
+        auto = mod.conv2d_workspace_bytes(algo, pass_, "float32", params, 1 << 30)
+    splits, rem = divmod(auto - cols - (256 if algo == "im2col" else 0), outputs * 4)
+    assert splits > 1 and rem < 256, (auto, splits, rem)  # (implicit GEMM rounds its slabs up to 256 bytes)
+    with cs.variant("splitk=off"):
+        assert mod.conv2d_workspace_bytes(algo, pass_, "float32", params, 1 << 30) == cols
 
 
 def test_variant_sweep_covers_every_value():

@@ -195,3 +195,43 @@ def test_auto_picks_implicit_gemm_where_the_heuristic_says():
         mod = _backend.module("cudasim")
         prm = mod.ConvParams(*xs, ws[0], ws[2], ws[3], 1, 1, *(4 * [1 if ws[2] == 3 else 0]), 1, 1, g)
         assert heuristic_cuda(prm, args) == want, (xs, ws, g)
+
+
+@pytest.mark.parametrize("algo", ["im2col", "1x1"])
+def test_gemm_output_split_chunks_are_bitwise_the_same(algo):
+    """The tiled GEMM's split-K of forward and grad input (gemm.h's mapped split) under a cap of
+    one image's columns and partials: one image a GEMM, the same splits, bitwise the results of
+    one GEMM over the batch."""
+    if algo == "1x1":
+        xs, ws, s, p, d, g = (3, 64, 6, 5), (40, 64, 1, 1), 1, 0, 1, 1
+    else:
+        xs, ws, s, p, d, g = (3, 24, 7, 6), (40, 24, 3, 3), 1, 1, 1, 1
+    gen = torch.Generator().manual_seed(11)
+    x, w, b = rand(xs, torch.float32, gen=gen), rand(ws, torch.float32, gen=gen), rand((40,), torch.float32, gen=gen)
+    dy = rand(tuple(F.conv2d(x, w, None, s, p, d, g).shape), torch.float32, gen=gen)
+    mod = _backend.module("cudasim")
+    prm = _params(mod, xs, ws, s, p, d, g)
+    cap = convkit.workspace_cap()
+
+    def run():
+        with convkit.use_backend("cudasim"):
+            y = CF.conv2d(x, w, b, s, p, d, g, algo=algo)
+            dx = CF.conv2d_backward_input(dy, w, xs, s, p, d, g, algo=algo)
+        return y, dx
+
+    with cs.variant("splitk=on"):
+        whole = run()
+        full = {k: mod.conv2d_workspace_bytes(algo, k, "float32", prm, 1 << 30) for k in ("fwd", "bwd_input")}
+        pad = 256 if algo == "im2col" else 0
+        one = max((v - pad) // xs[0] + pad for v in full.values())
+        for k, v in full.items():
+            assert v > (0 if algo == "1x1" else mod.conv2d_workspace_bytes(algo, k, "float32", prm, 1)), k
+        try:
+            convkit.set_workspace_cap(one)
+            chunked = run()
+        finally:
+            convkit.set_workspace_cap(cap)
+    ref = F.conv2d(x.double(), w.double(), b.double(), s, p, d, g)
+    assert_close(whole[0], ref, torch.float32, L=ws[1] * ws[2] * ws[3])
+    for what, a, e in zip(("forward", "grad input"), chunked, whole):
+        assert_bitwise(a, e, what=what)
