@@ -20,7 +20,7 @@ forward and backward (count_include_pad, divisor_override), both with padding, s
 ceil_mode (a last window starting in the padding), dilation (max), windows of 1 and of the
 whole plane; ReLU forward, in place and backward, on misaligned views that end at their
 allocation's end (so a vector access past the end leaves the allocation); convolutions: every
-algorithm that applies (direct, im2col, 1x1, auto) x every pass (forward with and without bias, grad
+algorithm that applies (direct, im2col, implicit_gemm, 1x1, auto) x every pass (forward with and without bias, grad
 input, grad weight, grad bias) x every dtype, on small odd shapes: stride 2, depthwise (also
 strided), groups, dilation, 1x1 strided and grouped, the stem's 7x7/2, an even kernel with
 torch's asymmetric 'same' padding, channels not a multiple of 4, a long grad-weight reduction
@@ -99,10 +99,12 @@ def _one_image_cap(x, w, stride, pad, dil, groups, algo):
 
 # Convolutions the variant cases use beside CONVS: a 5x5 depthwise (grad weight's 25-tap kernel),
 # 32 output channels on a 16x16 plane (a direct tile that shrinks), one input channel under a
-# 3x5 window (each axis one tap a stage gives a different stage count).
+# 3x5 window (each axis one tap a stage gives a different stage count); PW40.
 DW5 = ((1, 4, 13, 11), (8, 1, 5, 5), 2, 2, 1, 4)
 K32 = ((1, 4, 16, 16), (32, 4, 3, 3), 1, 1, 1, 1)
 C1 = ((2, 1, 12, 13), (16, 1, 3, 5), 1, (1, 2), 1, 1)
+# a pointwise layer with a reduction of 5 k-steps: forward and grad input split K when forced
+PW40 = ((1, 40, 5, 6), (24, 40, 1, 1), 1, 0, 1, 1)
 # (forced variant, convolution, algorithm): one small case per kernel variant. "auto" runs the
 # size-selected kernels these small shapes get (direct's fixed 3x3 and general kernels, both
 # depthwise kernels and grad weight's 9- and 25-tap ones, the GEMM's small tile, split-K);
@@ -119,6 +121,9 @@ VARIANT_CONVS = [
     ("direct_axes=cols", C1, "direct"), ("direct_axes=rows", C1, "direct"),
     ("direct_axes=compact", CONVS[6], "direct"),
     ("depthwise=off", CONVS[1], "direct"), ("depthwise=off", DW5, "direct"),
+    ("auto", CONVS[0], "implicit_gemm"), ("igemm_tile=big", CONVS[8], "implicit_gemm"),
+    ("igemm_tile=short", CONVS[6], "implicit_gemm"), ("igemm_pipeline=registers", CONVS[0], "implicit_gemm"),
+    ("splitk=on", CONVS[0], "implicit_gemm"), ("splitk=on", PW40, "1x1"), ("splitk=on", CONVS[8], "im2col"),
 ]
 
 
@@ -237,7 +242,7 @@ def case_relu(device, dtype, gen, n, offset):
 def _conv_algos(ws, pad) -> list:
     """The algorithms that apply to a weight shape and padding: 1x1 only for 1x1 kernels with
     zero padding."""
-    return ["direct", "im2col", "auto"] + (["1x1"] if tuple(ws[2:]) == (1, 1) and pad == 0 else [])
+    return ["direct", "im2col", "implicit_gemm", "auto"] + (["1x1"] if tuple(ws[2:]) == (1, 1) and pad == 0 else [])
 
 
 def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo, chunked=False):
@@ -246,6 +251,10 @@ def case_conv(device, dtype, gen, xs, ws, stride, pad, dil, groups, algo, chunke
     import torch
     import torch.nn.functional as F
     import convkit.functional as CF
+    from convkit import _algos, _backend
+    backend = _backend.backend_for(torch.device(device).type)   # the one use_backend chose
+    if algo != "auto" and algo not in _algos.built(backend):
+        raise Skip(f"algo {algo} is not built for the {backend} backend")
     x = _rand(xs, dtype, device, gen)
     w = _rand(ws, dtype, device, gen)
     b = _rand((ws[0],), dtype, device, gen)

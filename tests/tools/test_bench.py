@@ -1250,7 +1250,7 @@ def test_sanitizer_covers_every_conv_path():
     cases = gpu_sanitize.build_cases(dtypes)
     conv = [(name, args) for name, fn, args in cases if fn is gpu_sanitize.case_conv]
     seen = {(a[0], a[7]) for _, a in conv}
-    assert seen == {(dt, algo) for dt in dtypes for algo in ("direct", "im2col", "auto", "1x1")}
+    assert seen == {(dt, algo) for dt in dtypes for algo in ("direct", "im2col", "implicit_gemm", "auto", "1x1")}
     specs = gpu_sanitize.CONVS
     assert any(ws[1] == 1 and g == xs[1] > 1 and st == 2 for xs, ws, st, p, d, g in specs)   # depthwise /2
     assert any(d == 2 for *_, d, g in specs) and any(1 < g < ws[0] for xs, ws, st, p, d, g in specs)
