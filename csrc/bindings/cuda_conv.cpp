@@ -53,6 +53,34 @@ void register_cuda_conv(pybind11::module_& m, const char* backend) {
       "cap_bytes but at least one image, plus split-K partials for bwd_weight");
 
   m.def(
+      "implicit_gemm_plan",
+      [backend](const std::string& pass_, const std::string& dtype, const ConvParams& p, int64_t cap_bytes) {
+        constexpr const char* op = "implicit_gemm_plan";
+        cuda::ConvPlanInfo info{};
+        run_op(op, [&] { return conv_shapes("implicit_gemm", dtype, p); }, [&] {
+          (void)cuda::conv2d_workspace_bytes(ConvAlgo::ImplicitGemm, parse_conv_pass(pass_, op),
+                                             cuda_dtype(dtype, op, backend), p, cap_bytes);  // the argument checks
+          info = cuda::implicit_gemm_plan(parse_conv_pass(pass_, op), cuda_dtype(dtype, op, backend), p, cap_bytes);
+        });
+        py::dict d;
+        d["tile"] = info.tile;
+        d["BM"] = info.BM;
+        d["BN"] = info.BN;
+        d["threads"] = info.threads;
+        d["blocks_per_sm"] = info.blocks_per_sm;
+        d["splits"] = info.splits;
+        d["pipeline"] = info.async ? "cp.async" : "registers";
+        d["chunk"] = info.chunk;
+        d["workspace_bytes"] = info.bytes;
+        d["blocks"] = info.blocks;
+        d["model_seconds"] = info.model_seconds;
+        return d;
+      },
+      py::arg("pass_"), py::arg("dtype"), py::arg("p"), py::arg("cap_bytes"),
+      "algo='implicit_gemm''s plan for pass_ (tile, split-K, pipeline, images a launch, workspace, blocks, the "
+      "model's seconds on a 132-SM H100); conv_implicit_gemm.cu");
+
+  m.def(
       "conv2d_fwd",
       [backend](const std::string& algo, const std::string& dtype, const ConvParams& p, std::uintptr_t x,
                 std::uintptr_t w, std::uintptr_t b, std::uintptr_t y, std::uintptr_t ws, int64_t ws_bytes, int device,

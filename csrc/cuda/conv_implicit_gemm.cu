@@ -178,7 +178,40 @@ acc_t<T>* workspace(const Choice& c, void* ws, int64_t ws_bytes) {
   return c.bytes > 0 ? static_cast<acc_t<T>*>(ws) : nullptr;
 }
 
+const char* tile_name(TileId id) {
+  switch (id) {
+    case TileId::Big:
+      return "big";
+    case TileId::Small:
+      return "small";
+    case TileId::Narrow:
+      return "narrow";
+    case TileId::Short:
+      return "short";
+  }
+  return "?";
+}
+
 }  // namespace
+
+ConvPlanInfo implicit_gemm_plan(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
+  const Choice c = choice_for(pass, dt, p, cap_bytes);
+  ConvPlanInfo info{};
+  dispatch_dtype(dt, [&](auto tag) {
+    using T = decltype(tag);
+    const Shape s = shape_of(pass, p);
+    const TileModel m = tile_model<T>(c.plan.tile);
+    igemm::with_tile<T>(c.plan.tile, [&](auto cfg) { info.threads = decltype(cfg)::kThreads; });
+    info.model_seconds = model_seconds(m, s, c.plan.splits, sizeof(acc_t<T>), sizeof(T) == 8);
+    info.BM = m.BM, info.BN = m.BN, info.blocks_per_sm = m.per_sm;
+    const int64_t cols = pass == ConvPass::BwdWeight ? s.N : std::min(c.chunk, p.N) * s.columns_per_image;
+    info.blocks = plan_ceil_div(s.M, m.BM) * plan_ceil_div(cols, m.BN) * s.units * c.plan.splits;
+  });
+  info.tile = tile_name(c.plan.tile);
+  info.splits = c.plan.splits, info.async = c.plan.async;
+  info.chunk = c.chunk, info.bytes = c.bytes;
+  return info;
+}
 
 namespace implicit_gemm {
 

@@ -46,8 +46,6 @@ struct Tiles<double> {
   using Small = Tile<32, 32, 8, 4, 4>;
 };
 
-// Blocks below which the big tile is not used: about a wave on a large GPU (132 SMs).
-constexpr int64_t kBigTileMinBlocks = 128;
 // Split-K aims at this many blocks (a few waves of 132 SMs), whatever this device has.
 constexpr int64_t kSplitTargetBlocks = 384;
 constexpr int kMaxSplits = 32;
@@ -338,13 +336,10 @@ __global__ void splitk_reduce_kernel(const acc_t<T>* __restrict__ part, int spli
 // ---------------------------------------------------------------------------------------------
 // kernel launcher
 
-template <class Cfg>
-int64_t tile_blocks(int M, int N, int batches) {
-  return static_cast<int64_t>((M + Cfg::BM - 1) / Cfg::BM) * ((N + Cfg::BN - 1) / Cfg::BN) * batches;
-}
-
-// The big tile for problems of at least kBigTileMinBlocks of its blocks, unless variant.h's
-// forced variant says which.
+// The big tile where tile_model.h's model says it is the faster of the two for this grid (the
+// waves each fills on the reference device, at its rate: about when the big tile has more than a
+// wave's worth of blocks), unless variant.h's forced variant says which. The k-depth is the same
+// for both, so it does not enter the comparison; the tile does not change the summation order.
 template <typename T>
 bool use_big_tile(int M, int N, int batches) {
   switch (variant().gemm_tile) {
@@ -355,7 +350,10 @@ bool use_big_tile(int M, int N, int batches) {
     case GemmTileMode::Auto:
       break;
   }
-  return tile_blocks<typename Tiles<T>::Big>(M, N, batches) >= kBigTileMinBlocks;
+  const GemmShape shape{batches, M, N, 8, 0};
+  const bool f64 = sizeof(T) == 8;
+  return model_seconds(tile_model_of<T, typename Tiles<T>::Big>(), shape, 1, 0, f64) <=
+         model_seconds(tile_model_of<T, typename Tiles<T>::Small>(), shape, 1, 0, f64);
 }
 
 template <typename T, typename Out, class Cfg, bool kTransA, bool kTransB, bool kMappedB, bool kMappedC>

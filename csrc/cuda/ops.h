@@ -5,6 +5,7 @@
 // cudaStream_t handles as integers, and every failure throws convkit::Error.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "common/conv_algo.h"
 #include "common/dtype.h"
@@ -66,6 +67,20 @@ using convkit::ConvPass;
 // images, at most cap_bytes but at least one image; split-K partials come on top. A pure size
 // query: no CUDA call, the same answer on every device.
 int64_t conv2d_workspace_bytes(ConvAlgo algo, ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes);
+
+// What algo="implicit_gemm" would run for (pass, dt, p) under cap_bytes of workspace
+// (conv_implicit_gemm.cu's plan; variant.h's forced variants included): the block tile, the
+// split-K factor, the operand pipeline, images a launch, workspace bytes, blocks of the largest
+// launch (all splits), and tile_model.h's seconds on the reference H100. A pure query.
+struct ConvPlanInfo {
+  std::string tile;  // "big", "small", "narrow", "short"
+  int BM, BN, threads, splits;
+  int blocks_per_sm;  // what the model assumes an SM holds
+  bool async;  // the cp.async pipeline (else register-staged)
+  int64_t chunk, bytes, blocks;
+  double model_seconds;
+};
+ConvPlanInfo implicit_gemm_plan(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes);
 
 // y = conv2d(x, w) + b (b == nullptr: no bias).
 void conv2d_fwd(ConvAlgo algo, DType dt, const ConvParams& p, const void* x, const void* w, const void* b, void* y,

@@ -3,7 +3,7 @@
 // convkit/_cuda_settings.py; nothing here reads the environment):
 //
 // - Forced variants. The launchers pick some kernel variants by problem size: the GEMM's tile
-//   (gemm.cuh: 128x128 only with at least 128 blocks, i.e. about two million outputs), split-K
+//   (gemm.cuh: 128x128 where tile_model.h prefers it, past about a wave of its blocks), split-K
 //   on or off (gemm.cuh, conv_direct.cu's grad weight), the direct kernels' tile plans
 //   (conv_direct.cu: how far a tile shrinks, dense or one-tap-a-chunk axes, depthwise kernel or
 //   the general one), the implicit-GEMM tile and operand pipeline (conv_implicit_gemm.cu).

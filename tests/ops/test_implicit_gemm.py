@@ -235,3 +235,23 @@ def test_gemm_output_split_chunks_are_bitwise_the_same(algo):
     assert_close(whole[0], ref, torch.float32, L=ws[1] * ws[2] * ws[3])
     for what, a, e in zip(("forward", "grad input"), chunked, whole):
         assert_bitwise(a, e, what=what)
+
+
+def test_plan_query_follows_the_launch():
+    """implicit_gemm_plan reports what the launch runs: the forced tile and split, the workspace
+    the size query gives, and a split of its own for inception 5b's 3x3 at batch 1."""
+    mod = _backend.module("cudasim")
+    prm = mod.ConvParams(1, 160, 7, 7, 320, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+    cap = 1 << 30
+    auto = mod.implicit_gemm_plan("fwd", "float32", prm, cap)
+    assert auto["splits"] > 1 and auto["pipeline"] == "cp.async"
+    assert auto["workspace_bytes"] == mod.conv2d_workspace_bytes(ALGO, "fwd", "float32", prm, cap)
+    assert auto["blocks"] == -(-320 // auto["BM"]) * -(-49 // auto["BN"]) * auto["splits"]
+    for tile, (bm, bn) in {"big": (128, 128), "small": (64, 64), "narrow": (32, 128), "short": (128, 32)}.items():
+        with cs.variant(f"igemm_tile={tile},splitk=off,igemm_pipeline=registers"):
+            plan = mod.implicit_gemm_plan("bwd_weight", "float32", prm, cap)
+        assert (plan["tile"], plan["BM"], plan["BN"], plan["splits"], plan["pipeline"]) == (tile, bm, bn, 1, "registers")
+        assert plan["workspace_bytes"] == 0
+    half = mod.implicit_gemm_plan("fwd", "float16", prm, cap) if mod.has_half else {"pipeline": "registers"}
+    assert half["pipeline"] == "registers"  # cp.async moves 4 bytes or more
+    assert mod.implicit_gemm_plan("fwd", "float64", prm, cap)["BM"] <= 64
