@@ -73,30 +73,31 @@ int64_t phase_pixels(const ConvParams& p) {
 }
 
 // The GEMM a pass runs, for the plan: `units` GEMMs of M x N x K (grad input: its first stride
-// phase's), the outputs of one image (fwd, grad input) or of the whole pass (grad weight) that a
-// split's partials hold, and the GEMM columns of one image.
+// phase's) and the outputs a split's partials hold (the model's), the GEMM columns of one image,
+// and the partials' elements a split needs for one image (fwd, grad input) or for the whole pass
+// (grad weight, whose partials are the weight's).
 struct Shape : GemmShape {
-  int64_t columns_per_image;
+  int64_t columns_per_image, partials_per_image;
 };
 
 Shape shape_of(ConvPass pass, const ConvParams& p) {
   const int64_t PQ = p.P * p.Q, CgRS = p.Cg() * p.R * p.S;
   switch (pass) {
     case ConvPass::Fwd:
-      return Shape{{p.groups, p.Kg(), p.N * PQ, CgRS, p.K * PQ}, PQ};
+      return Shape{{p.groups, p.Kg(), p.N * PQ, CgRS, p.N * p.K * PQ}, PQ, p.K * PQ};
     case ConvPass::BwdInput: {
       int r0, rstep, Rp, s0, sstep, Sp;
       igemm::BwdInput<float>::phase_taps(0, static_cast<int>(p.pad_t), static_cast<int>(p.stride_h),
                                          static_cast<int>(p.dil_h), static_cast<int>(p.R), r0, rstep, Rp);
       igemm::BwdInput<float>::phase_taps(0, static_cast<int>(p.pad_l), static_cast<int>(p.stride_w),
                                          static_cast<int>(p.dil_w), static_cast<int>(p.S), s0, sstep, Sp);
-      return Shape{{phases(p) * p.groups, p.Cg(), p.N * phase_pixels(p), p.Kg() * Rp * Sp, p.C * p.H * p.W},
-                   phase_pixels(p)};
+      return Shape{{phases(p) * p.groups, p.Cg(), p.N * phase_pixels(p), p.Kg() * Rp * Sp, p.N * p.C * p.H * p.W},
+                   phase_pixels(p), p.C * p.H * p.W};
     }
     case ConvPass::BwdWeight:
       break;
   }
-  return Shape{{p.groups, p.Kg(), CgRS, p.N * PQ, p.K * CgRS}, 0};
+  return Shape{{p.groups, p.Kg(), CgRS, p.N * PQ, p.K * CgRS}, 0, p.K * CgRS};
 }
 
 template <typename T>
@@ -108,7 +109,7 @@ TileModel tile_model(TileId id) {
 
 // Bytes of split partials for `splits` over `images` images (grad weight: the whole weight).
 int64_t partial_bytes(ConvPass pass, const Shape& s, int splits, int64_t images, int64_t acc) {
-  const int64_t per = pass == ConvPass::BwdWeight ? s.outputs : s.outputs * images;
+  const int64_t per = pass == ConvPass::BwdWeight ? s.partials_per_image : s.partials_per_image * images;
   return (splits * per * acc + kAlign - 1) / kAlign * kAlign;
 }
 

@@ -20,7 +20,7 @@ constexpr double kRefSms = 132;
 constexpr double kRefSmFmaPerSec = 67e12 / 2 / 132;
 constexpr double kRefBytesPerSec = 3.0e12;
 constexpr double kRefLaunchSec = 3e-6;
-constexpr int kPlanMaxSplits = 32;
+constexpr int kPlanMaxSplits = 128;
 constexpr int kPlanMinSplitSteps = 4;  // k-steps (of 8) a split covers at least
 
 struct TileModel {
