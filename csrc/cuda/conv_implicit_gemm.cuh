@@ -56,6 +56,11 @@ __host__ __device__ __forceinline__ int gcd_int(int a, int b) {
   return a;
 }
 
+// Whether (h, w) lies in an H x W plane (one unsigned compare an axis).
+__device__ __forceinline__ bool in_plane(int h, int w, int H, int W) {
+  return static_cast<unsigned>(h) < static_cast<unsigned>(H) && static_cast<unsigned>(w) < static_cast<unsigned>(W);
+}
+
 // ---- operand tile walks ----------------------------------------------------------------------
 // A thread moves kPer elements of a BK x BW operand tile per k-step, each at a fixed
 // (row, column) of the tile, so a column's state is computed once. kKFast: a warp's lanes run
@@ -131,8 +136,7 @@ struct Fwd {
     g.by_RS.divmod(static_cast<uint32_t>(k), ch, rs);
     g.by_S.divmod(rs, r, s);
     const int h = c.h0 + static_cast<int>(r) * g.dh, wc = c.w0 + static_cast<int>(s) * g.dw;
-    if (static_cast<unsigned>(h) >= static_cast<unsigned>(g.H) || static_cast<unsigned>(wc) >= static_cast<unsigned>(g.W))
-      return nullptr;
+    if (!in_plane(h, wc, g.H, g.W)) return nullptr;
     return c.base + static_cast<int64_t>(ch) * g.HW + h * g.W + wc;
   }
   // Output (m, n) of the unit: its offset in y (and in a split's slab).
@@ -232,8 +236,7 @@ struct BwdInput {
     tap(u, k, kc, r, s);
     // exact divisions: the phase's taps make the numerators multiples of the strides
     const int p = c.th + (u.hf + g.pt - r * g.dh) / g.sh, q = c.tw + (u.wf + g.pl - s * g.dw) / g.sw;
-    if (static_cast<unsigned>(p) >= static_cast<unsigned>(g.P) || static_cast<unsigned>(q) >= static_cast<unsigned>(g.Q))
-      return nullptr;
+    if (!in_plane(p, q, g.P, g.Q)) return nullptr;
     return c.base + static_cast<int64_t>(kc) * g.PQ + p * g.Q + q;
   }
   __device__ __forceinline__ int64_t out_offset(const Unit& u, int m, int n) const {
@@ -300,8 +303,7 @@ struct BwdWeight {
     g.by_PQ.divmod(static_cast<uint32_t>(k), img, pq);
     g.by_Q.divmod(pq, p, q);
     const int h = static_cast<int>(p) * g.sh + c.rh, wc = static_cast<int>(q) * g.sw + c.sw;
-    if (static_cast<unsigned>(h) >= static_cast<unsigned>(g.H) || static_cast<unsigned>(wc) >= static_cast<unsigned>(g.W))
-      return nullptr;
+    if (!in_plane(h, wc, g.H, g.W)) return nullptr;
     return c.base + img * g.CHW + h * g.W + wc;
   }
   __device__ __forceinline__ void store(const Unit& u, int split, int m, int n, acc_t<T> v) const {
