@@ -81,6 +81,15 @@ void register_cuda_selftest(py::module_& m) {
       },
       py::arg("out"), py::arg("threads"), py::arg("with_barrier"), dev, stream);
   s.def(
+      "wmma_gemm",
+      [](const std::string& type, bool a_col, bool b_col, int mode, Ptr a, Ptr at, Ptr b, Ptr bt, Ptr c, Ptr d, int K,
+         int device, Ptr stream) {
+        st::wmma_gemm(type.c_str(), a_col, b_col, mode, ptr<const void>(a), ptr<const void>(at), ptr<const void>(b),
+                      ptr<const void>(bt), ptr<const float>(c), ptr<float>(d), K, device, stream);
+      },
+      py::arg("type"), py::arg("a_col"), py::arg("b_col"), py::arg("mode"), py::arg("a"), py::arg("at"), py::arg("b"),
+      py::arg("bt"), py::arg("c"), py::arg("d"), py::arg("K"), dev, stream);
+  s.def(
       "async_copy",
       [](Ptr x, Ptr out, int mode, int device, Ptr stream) {
         st::async_copy(ptr<const float>(x), ptr<float>(out), mode, device, stream);

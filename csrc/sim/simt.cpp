@@ -78,6 +78,7 @@ const char* op_name(WarpOp op) {
     case WarpOp::ReduceAnd: return "__reduce_and_sync";
     case WarpOp::ReduceOr: return "__reduce_or_sync";
     case WarpOp::ReduceXor: return "__reduce_xor_sync";
+    case WarpOp::Mma: return "wmma::mma_sync";
   }
   return "warp op";
 }
@@ -199,6 +200,84 @@ int shuffle_source(int i, WarpOp op, int arg, int width) {
 }
 
 // Every lane of a complete meeting gets its result (lanes: the warp's fibers, index = lane).
+// ---- wmma (simt_wmma.h) ---------------------------------------------------------------------------
+
+// The seeded layouts: for each fragment kind, slot (lane, i) -> matrix element, a permutation of
+// the slots taken modulo the tile's elements (so each element is held equally often), drawn from
+// the emulator's seed and the kind. Cached per OS thread.
+struct WmmaLayoutKey {
+  int kind, per_lane, total;
+  std::uint64_t seed;
+  bool operator==(const WmmaLayoutKey& o) const {
+    return kind == o.kind && per_lane == o.per_lane && total == o.total && seed == o.seed;
+  }
+};
+
+const std::uint16_t* wmma_layout_for(WmmaKind kind, int per_lane, int total) {
+  thread_local std::vector<std::pair<WmmaLayoutKey, std::vector<std::uint16_t>>> cache;
+  const WmmaLayoutKey key{static_cast<int>(kind), per_lane, total, simt::seed()};
+  for (auto& e : cache)
+    if (e.first == key) return e.second.data();
+  const int slots = 32 * per_lane;
+  std::vector<std::uint16_t> map(static_cast<std::size_t>(slots));
+  for (int i = 0; i < slots; ++i) map[i] = static_cast<std::uint16_t>(i);
+  std::uint64_t x = key.seed * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(key.kind + 1) * 0xD1B54A32D192ED03ull;
+  for (int i = slots - 1; i > 0; --i) {  // Fisher-Yates with xorshift64*
+    x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+    const int j = static_cast<int>((x * 0x2545F4914F6CDD1Dull) % static_cast<std::uint64_t>(i + 1));
+    std::swap(map[i], map[j]);
+  }
+  for (auto& v : map) v = static_cast<std::uint16_t>(v % total);
+  cache.emplace_back(key, std::move(map));
+  return cache.back().second.data();
+}
+
+// Gathers the warp's A, B and C tiles from its lanes' fragment values (checking that slots
+// holding one element agree), computes D = A x B + C in float in k order, and scatters D.
+void wmma_complete(Fiber* lanes, unsigned mask) {
+  const WmmaArgs& a0 = *reinterpret_cast<const WmmaArgs*>(lanes[__builtin_ctz(mask)].wval);
+  const int M = a0.m, N = a0.n, K = a0.k;
+  std::vector<float> A(static_cast<std::size_t>(M) * K), B(static_cast<std::size_t>(K) * N), C(static_cast<std::size_t>(M) * N);
+  std::vector<char> seenA(A.size()), seenB(B.size()), seenC(C.size());
+  const std::uint16_t* la = wmma_layout_for(a0.ka, a0.na, M * K);
+  const std::uint16_t* lb = wmma_layout_for(a0.kb, a0.nb, K * N);
+  const std::uint16_t* lc = wmma_layout_for(a0.kc, a0.nc, M * N);
+  const auto gather = [&](std::vector<float>& dst, std::vector<char>& seen, const std::uint16_t* map, int per,
+                          const float* vals, int lane, const char* which) {
+    for (int i = 0; i < per; ++i) {
+      const int e = map[lane * per + i];
+      const float v = vals[i];
+      if (seen[e] && std::memcmp(&dst[e], &v, 4) != 0) {
+        Block& b = block_of(&lanes[lane]);
+        b.error = std::string("wmma::mma_sync in ") + where(b) + " " + thread_name(&lanes[lane]) + " at " +
+                  fmt_site(lanes[lane].wfile, lanes[lane].wline) + ": the " + which +
+                  " fragment holds one matrix element in several slots, and they differ (code that assumes "
+                  "a fragment layout?)";
+        abandon(current_fiber());
+      }
+      dst[e] = v, seen[e] = 1;
+    }
+  };
+  for (unsigned r = mask; r; r &= r - 1) {
+    const int lane = __builtin_ctz(r);
+    const WmmaArgs& w = *reinterpret_cast<const WmmaArgs*>(lanes[lane].wval);
+    gather(A, seenA, la, w.na, w.a, lane, "A");
+    gather(B, seenB, lb, w.nb, w.b, lane, "B");
+    gather(C, seenC, lc, w.nc, w.c, lane, "C");
+  }
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      float acc = C[static_cast<std::size_t>(m) * N + n];
+      for (int k = 0; k < K; ++k) acc = std::fmaf(A[static_cast<std::size_t>(m) * K + k], B[static_cast<std::size_t>(k) * N + n], acc);
+      C[static_cast<std::size_t>(m) * N + n] = acc;
+    }
+  for (unsigned r = mask; r; r &= r - 1) {
+    const int lane = __builtin_ctz(r);
+    WmmaArgs& w = *reinterpret_cast<WmmaArgs*>(lanes[lane].wval);
+    for (int i = 0; i < w.nc; ++i) w.d[i] = C[lc[lane * w.nc + i]];
+  }
+}
+
 void complete_meeting(Fiber* lanes, const Meeting& m) {
   unsigned mask = m.mask;
   switch (m.op) {
@@ -219,6 +298,9 @@ void complete_meeting(Fiber* lanes, const Meeting& m) {
       return;
     case WarpOp::SyncWarp:
       if (block_of(&lanes[__builtin_ctz(mask)]).launch->racecheck) rc::warp_synced(lanes, mask);
+      return;
+    case WarpOp::Mma:  // orders no memory: no happens-before for the race detector
+      wmma_complete(lanes, mask);
       return;
     default: break;
   }
@@ -405,6 +487,14 @@ std::size_t async_due(unsigned newest_pending) {
 }
 
 AsyncCopy async_due_copy(std::size_t i) { return tls_thread->async_done[i]; }
+
+const std::uint16_t* wmma_layout(WmmaKind kind, int per_lane, int total) {
+  return wmma_layout_for(kind, per_lane, total);
+}
+
+void wmma_mma(const char* file, int line, WmmaArgs& args) {
+  warp_meet(file, line, WarpOp::Mma, 0xffffffffu, reinterpret_cast<std::uintptr_t>(&args), 0, 32);
+}
 
 void async_copy_error(const char* what) {
   Fiber* f = current_fiber();

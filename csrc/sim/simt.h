@@ -230,7 +230,7 @@ inline int warp_size() { return 32; }
 enum class WarpOp : int {
   ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All, SyncWarp,
   MatchAny, MatchAll, ReduceAddI, ReduceAddU, ReduceMinI, ReduceMinU, ReduceMaxI, ReduceMaxU,
-  ReduceAnd, ReduceOr, ReduceXor
+  ReduceAnd, ReduceOr, ReduceXor, Mma
 };
 enum class BarrierOp : int { Sync, Count, And, Or };
 
@@ -544,6 +544,38 @@ inline void async_wait_prior(unsigned newest_pending) {
 }
 }  // namespace simt::detail
 
+// ---- wmma's emulator side (the nvcuda::wmma API is simt_wmma.h) -----------------------------
+namespace simt::detail {
+
+// The fragment kinds the emulator models, for the seeded layouts.
+enum class WmmaKind : int { AHalf, BHalf, ABf16, BBf16, ATf32, BTf32, Acc16, Acc8 };
+
+// Matrix element (0 .. total-1, row-major over the tile) that slot (lane, i) of a fragment of
+// `kind` with `per_lane` elements holds, for the current seed (simt.cpp).
+const std::uint16_t* wmma_layout(WmmaKind kind, int per_lane, int total);
+
+// mma_sync's meeting: lane values in, D out (simt.cpp). a, b: this lane's A and B elements as
+// float; c: its C elements; d: where its D elements go.
+struct WmmaArgs {
+  const float* a;
+  const float* b;
+  const float* c;
+  float* d;
+  int m, n, k, na, nb, nc;
+  WmmaKind ka, kb, kc;
+};
+void wmma_mma(const char* file, int line, WmmaArgs& args);
+
+inline float tf32_truncate(float v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u &= 0xFFFFE000u;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+}  // namespace simt::detail
+
 // ---- loads and math ---------------------------------------------------------------------------
 template <typename T>
 inline T __ldg(const T* p) {
@@ -668,3 +700,7 @@ inline long long __mul64hi(long long a, long long b) { return static_cast<long l
 inline unsigned long long __umul64hi(unsigned long long a, unsigned long long b) {
   return static_cast<unsigned long long>((static_cast<unsigned __int128>(a) * b) >> 64);
 }
+
+#if CK_HAVE_HALF
+#include "sim/simt_wmma.h"  // nvcuda::wmma on the emulator
+#endif

@@ -641,3 +641,88 @@ def test_counters(sim):
     assert c["launches"] == 2 and c["blocks"] == 2 and c["threads"] == 256 + 64
     assert c["barriers"] == 1 and c["warp_ops"] == 2
     assert c["switches"] >= 256 + 64
+
+
+# ---- WMMA (nvcuda::wmma; the emulator's csrc/sim/simt_wmma.h) ------------------------------------
+
+_WMMA_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "tf32": torch.float32}
+
+
+def _wmma(dev, type_, a, b, c, a_col=False, b_col=False, mode=0):
+    if not dev.st.has_half():
+        pytest.skip("this build has no half types (no WMMA)")
+    K = a.shape[1]
+    da, db = dev.put(a), dev.put(b)
+    dat, dbt = dev.put(a.t().contiguous()), dev.put(b.t().contiguous())
+    dc, d = dev.put(c), dev.full((16, 16), float("nan"), torch.float32)
+    dev.st.wmma_gemm(type_, a_col, b_col, mode, da.data_ptr(), dat.data_ptr(), db.data_ptr(), dbt.data_ptr(),
+                     dc.data_ptr(), d.data_ptr(), K, **dev.kw())
+    dev.sync()
+    return d.cpu()
+
+
+def _tf32(x, mode):
+    """float32 -> tf32 bits: "rna" (round to nearest, ties away; __float_to_tf32) or "trunc"."""
+    u = x.view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    special = (u & 0x7F800000) == 0x7F800000
+    r = ((u + 0x1000) if mode == "rna" else u) & 0xFFFFE000
+    r = torch.where(special, u, r)
+    return ((r + 2**31) % 2**32 - 2**31).to(torch.int32).view(torch.float32)
+
+
+@pytest.mark.parametrize("type_", list(_WMMA_DTYPES))
+@pytest.mark.parametrize("a_col,b_col", [(False, False), (False, True), (True, False), (True, True)])
+def test_wmma_gemm_small_integers(dev, type_, a_col, b_col):
+    """D = A x B + C through wmma fragments in every layout: exact on small integers."""
+    g = torch.Generator().manual_seed(1)
+    dt = _WMMA_DTYPES[type_]
+    a = torch.randint(-4, 5, (16, 48), generator=g).to(dt)
+    b = torch.randint(-4, 5, (48, 16), generator=g).to(dt)
+    c = torch.randint(-9, 10, (16, 16), generator=g).float()
+    d = _wmma(dev, type_, a, b, c, a_col, b_col)
+    assert torch.equal(d.double(), a.double() @ b.double() + c.double())
+
+
+def test_wmma_float_to_tf32_rounds_to_nearest_ties_away(dev):
+    """__float_to_tf32 keeps 10 mantissa bits, rounding to nearest with ties away from zero: A
+    times the identity returns A's rounded values exactly (ties, both signs, included)."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(16, 16, generator=g)
+    bits = a.view(torch.int32)
+    bits[0] = (bits[0] & ~0x1FFF) | 0x1000          # exact ties: away from zero
+    bits[1] = (bits[1] & ~0x1FFF) | 0x0FFF          # just below a tie: down
+    a = bits.view(torch.float32)
+    a[2] = -a[2].abs()
+    d = _wmma(dev, "tf32", a, torch.eye(16), torch.zeros(16, 16), mode=1)
+    assert torch.equal(d, _tf32(a, "rna"))
+    assert not torch.equal(d, _tf32(a, "trunc"))
+
+
+def test_wmma_tf32_unconverted_inputs_are_truncated(sim):
+    """The tensor cores read a tf32 element's top 19 bits: an input not converted first is
+    truncated, not rounded (the emulator models that)."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(16, 16, generator=g)
+    assert torch.equal(_wmma(sim, "tf32", a, torch.eye(16), torch.zeros(16, 16)), _tf32(a, "trunc"))
+
+
+def test_wmma_assumed_fragment_layout_fails(sim):
+    """A kernel that fills a fragment as if it knew which slot holds which element: a __half A
+    (each element in two slots) is refused by mma_sync when the slots disagree; a bfloat16 A
+    (one slot each) gives results that change with the seed, and are wrong under some."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randint(-4, 5, (16, 16), generator=g)
+    eye, zero = torch.eye(16), torch.zeros(16, 16)
+    with pytest.raises(RuntimeError, match="differ"):
+        _wmma(sim, "float16", a.half(), eye.half(), zero, mode=2)
+    results = []
+    for seed in (0, 1, 2):
+        sim.mod.sim_set_seed(seed)
+        results.append(_wmma(sim, "bfloat16", a.bfloat16(), eye.bfloat16(), zero, mode=2))
+    assert not all(torch.equal(r, results[0]) for r in results[1:])
+    assert any(not torch.equal(r, a.float()) for r in results)
+    # loaded properly, every seed gives the right answer
+    for seed in (0, 1, 2):
+        sim.mod.sim_set_seed(seed)
+        assert torch.equal(_wmma(sim, "bfloat16", a.bfloat16(), eye.bfloat16(), zero), a.float())
+

@@ -5,8 +5,14 @@
 // the emulator agrees with a GPU on the well-defined ones.
 #include "sim/selftest/sim_selftest.h"
 
+#include <string>
+#include <type_traits>
+
 #include "cuda/async_copy.cuh"
 #include "cuda/runtime.h"
+#if defined(__CUDACC__) && CK_HAVE_HALF
+#include <mma.h>
+#endif
 
 namespace convkit::cuda::selftest {
 
@@ -90,6 +96,38 @@ __global__ void async_copy_kernel(const float* __restrict__ x, float* __restrict
     o[2] = 0.0f, o[3] = b[t];
   }
 }
+
+
+#if CK_HAVE_HALF
+// WMMA (nvcuda::wmma; the emulator's simt_wmma.h): one warp computes D[16][16] = A[16][K] x
+// B[K][16] + C in steps of kK. A and B come row-major (a, b) and transposed (at: K x 16, bt:
+// 16 x K) for the column-major fragment layouts. kMode 0: as loaded; 1: tf32 inputs rounded by
+// __float_to_tf32 after the load; 2: A's fragment written element by element as if slot i of
+// lane l held A[l / 2][(l % 2) * 8 + i] (an assumed layout: wrong, layout-dependent results).
+template <typename T, typename E, int kK, typename LA, typename LB, int kMode>
+__global__ void wmma_gemm_kernel(const E* a, const E* at, const E* b, const E* bt, const float* c, float* d, int K) {
+  using namespace nvcuda;
+  wmma::fragment<wmma::matrix_a, 16, 16, kK, T, LA> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, kK, T, LB> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, kK, float> acc;
+  constexpr bool a_col = std::is_same<LA, wmma::col_major>::value, b_col = std::is_same<LB, wmma::col_major>::value;
+  wmma::load_matrix_sync(acc, c, 16, wmma::mem_row_major);
+  for (int k0 = 0; k0 < K; k0 += kK) {
+    wmma::load_matrix_sync(fa, a_col ? at + k0 * 16 : a + k0, a_col ? 16 : K);
+    wmma::load_matrix_sync(fb, b_col ? bt + k0 : b + k0 * 16, b_col ? K : 16);
+    if (kMode == 1) {
+      for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = wmma::__float_to_tf32(fa.x[i]);
+      for (int i = 0; i < fb.num_elements; ++i) fb.x[i] = wmma::__float_to_tf32(fb.x[i]);
+    }
+    if (kMode == 2) {
+      const int lane = threadIdx.x % 32;
+      for (int i = 0; i < fa.num_elements; ++i) fa.x[i] = a[(lane / 2) * K + k0 + (lane % 2) * 8 + i % 8];
+    }
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+  wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+#endif
 
 __global__ void shared_per_block_kernel(int* __restrict__ out, int* __restrict__ unwritten_i,
                                         float* __restrict__ unwritten_f) {
@@ -336,6 +374,48 @@ void async_copy(const float* x, float* out, int mode, int device, StreamHandle s
       return;
   }
   throw Error("async_copy: mode must be 0, 1 or 2, got " + std::to_string(mode));
+}
+
+void wmma_gemm(const char* type, bool a_col, bool b_col, int mode, const void* a, const void* at, const void* b,
+               const void* bt, const float* c, float* d, int K, int device, StreamHandle stream) {
+#if CK_HAVE_HALF
+  DeviceGuard guard(device);
+  const std::string t(type);
+  const int step = t == "tf32" ? 8 : 16;
+  if (K <= 0 || K % step != 0) throw Error("wmma_gemm: K must be a positive multiple of " + std::to_string(step));
+  if (mode < 0 || mode > 2 || (mode == 1 && t != "tf32")) throw Error("wmma_gemm: bad mode");
+  using namespace nvcuda;
+  auto go = [&](auto kernel, auto tag) {
+    using E = decltype(tag);
+    launch("wmma_gemm_kernel", kernel, dim3(1), dim3(32), 0, stream, static_cast<const E*>(a),
+           static_cast<const E*>(at), static_cast<const E*>(b), static_cast<const E*>(bt), c, d, K);
+  };
+  // the layouts and modes the tests use: every (a_col, b_col) in mode 0; row-major in modes 1, 2
+  const int which = (a_col ? 2 : 0) + (b_col ? 1 : 0);
+#define CK_WMMA_CASES(T, E, KK)                                                                                    \
+  if (mode == 0 && which == 0) return go(wmma_gemm_kernel<T, E, KK, wmma::row_major, wmma::row_major, 0>, E{}); \
+  if (mode == 0 && which == 1) return go(wmma_gemm_kernel<T, E, KK, wmma::row_major, wmma::col_major, 0>, E{}); \
+  if (mode == 0 && which == 2) return go(wmma_gemm_kernel<T, E, KK, wmma::col_major, wmma::row_major, 0>, E{}); \
+  if (mode == 0 && which == 3) return go(wmma_gemm_kernel<T, E, KK, wmma::col_major, wmma::col_major, 0>, E{}); \
+  if (mode == 2 && which == 0) return go(wmma_gemm_kernel<T, E, KK, wmma::row_major, wmma::row_major, 2>, E{});
+  if (t == "float16") {
+    CK_WMMA_CASES(__half, __half, 16)
+  } else if (t == "bfloat16") {
+    CK_WMMA_CASES(__nv_bfloat16, __nv_bfloat16, 16)
+  } else if (t == "tf32") {
+    CK_WMMA_CASES(wmma::precision::tf32, float, 8)
+    if (mode == 1 && which == 0)
+      return go(wmma_gemm_kernel<wmma::precision::tf32, float, 8, wmma::row_major, wmma::row_major, 1>, float{});
+  } else {
+    throw Error("wmma_gemm: type must be float16, bfloat16 or tf32");
+  }
+#undef CK_WMMA_CASES
+  throw Error("wmma_gemm: modes 1 and 2 take row-major A and B");
+#else
+  (void)type, (void)a_col, (void)b_col, (void)mode, (void)a, (void)at, (void)b, (void)bt, (void)c, (void)d, (void)K,
+      (void)device, (void)stream;
+  throw Error("wmma_gemm: this build has no half types");
+#endif
 }
 
 void shared_per_block(int* out, int* unwritten_i, float* unwritten_f, int blocks, int threads, int device,

@@ -29,6 +29,12 @@ void tiled_matmul(const float* A, const float* B, float* C, int M, int N, int K,
 // a __syncthreads() between the two when with_barrier; without it the result depends on the
 // schedule (and comes out wrong under the emulator, whose unwritten shared memory reads as -1).
 void neighbor_exchange(int* out, int threads, bool with_barrier, int device, StreamHandle stream);
+// WMMA (sim_selftest.cu's wmma_gemm_kernel): one warp, d[16][16] = a[16][K] x b[K][16] + c; at
+// and bt the transposes (for column-major fragments); type "float16" / "bfloat16" (a, b in it)
+// or "tf32" (float); mode 0 as loaded, 1 tf32 rounded by __float_to_tf32, 2 A's fragment filled
+// by an assumed layout.
+void wmma_gemm(const char* type, bool a_col, bool b_col, int mode, const void* a, const void* at, const void* b,
+               const void* bt, const float* c, float* d, int K, int device, StreamHandle stream);
 // cp.async's semantics (sim_selftest.cu's async_copy_kernel): x 128 floats, out 256; mode 0, 1, 2.
 void async_copy(const float* x, float* out, int mode, int device, StreamHandle stream);
 
