@@ -3,8 +3,9 @@
 the emulator's self-test kernels, csrc/sim/selftest/*.cu) for one architecture (sm_90 by
 default) with `nvcc -Xptxas -v`, and prints one row per kernel instantiation: registers,
 shared memory, spill stores and loads, stack frame, barriers, constant bank 0, flagging spills
-and stack use (a local-memory array, or registers spilled to local memory: slow). Needs nvcc,
-no GPU. Standard library only.
+and stack use (a local-memory array, or registers spilled to local memory: slow), and whether
+the kernel's PTX uses tensor-core instructions (column tc; from a second, -ptx, compile of each
+file). Needs nvcc, no GPU. Standard library only.
 
   python3 tools/ptxas_report.py                    # the table (make cuda-report)
   python3 tools/ptxas_report.py --json             # the same as JSON
@@ -23,6 +24,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -123,8 +125,41 @@ def short_name(demangled: str) -> str:
     return s[cut:]
 
 
+# Tensor-core instructions in PTX: WMMA (wmma.mma), the warp-level mma.sync, Hopper's wgmma.
+_TENSOR_CORE = re.compile(r"^\s*(?:@!?%p\d+\s+)?(wmma\.mma|mma\.sync|wgmma\.mma_async)\b", re.M)
+_PTX_ENTRY = re.compile(r"^(?:\.visible\s+)?\.entry\s+(\S+?)\s*\(", re.M)
+
+
+def tensor_core_entries(ptx: str) -> Dict[str, bool]:
+    """For each kernel (.entry, by mangled name) of a PTX text: whether its body has a
+    tensor-core instruction."""
+    out: Dict[str, bool] = {}
+    starts = [(m.start(), m.group(1)) for m in _PTX_ENTRY.finditer(ptx)]
+    for i, (pos, name) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else len(ptx)
+        out[name] = bool(_TENSOR_CORE.search(ptx, pos, end))
+    return out
+
+
+def compile_ptx(path: str, nvcc: str, arch: str, extra: Sequence[str]) -> Dict[str, bool]:
+    """The file's PTX for `arch` (a second nvcc run): tensor_core_entries of it, {} on failure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "k.ptx")
+        cmd = [nvcc, "-std=c++17", "-O3", f"-arch={arch}", "--expt-relaxed-constexpr",
+               "-I", os.path.join(ROOT, "csrc"), *extra, "-ptx", path, "-o", out]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            return {}
+        if p.returncode != 0:
+            return {}
+        with open(out) as f:
+            return tensor_core_entries(f.read())
+
+
 def compile_report(path: str, nvcc: str, arch: str, extra: Sequence[str]) -> Dict[str, object]:
-    """Compile one .cu with ptxas -v; returns {"file", "ok", "kernels", "log"}."""
+    """Compile one .cu with ptxas -v, and to PTX for the tensor-core column; returns {"file",
+    "ok", "kernels", "log"}."""
     cmd = [nvcc, "-std=c++17", "-O3", f"-arch={arch}", "--expt-relaxed-constexpr",
            "-I", os.path.join(ROOT, "csrc"), "-Xptxas", "-v", *extra, "-c", path, "-o", os.devnull]
     rel = os.path.relpath(path, ROOT)
@@ -133,7 +168,11 @@ def compile_report(path: str, nvcc: str, arch: str, extra: Sequence[str]) -> Dic
     except subprocess.TimeoutExpired:
         return {"file": rel, "ok": False, "kernels": [], "log": "nvcc timed out after 900 s"}
     log = p.stdout + p.stderr
-    return {"file": rel, "ok": p.returncode == 0, "kernels": parse_ptxas(log, rel),
+    kernels = parse_ptxas(log, rel)
+    tc = compile_ptx(path, nvcc, arch, extra) if p.returncode == 0 else {}
+    for k in kernels:
+        k["tensor_cores"] = tc.get(str(k["mangled"]))
+    return {"file": rel, "ok": p.returncode == 0, "kernels": kernels,
             "log": log if p.returncode != 0 else "", "command": " ".join(cmd)}
 
 
@@ -147,12 +186,14 @@ def flags(k: Dict[str, object]) -> str:
 
 
 def table(kernels: List[Dict[str, object]]) -> str:
-    header = ["file", "kernel", "regs", "smem B", "spill st B", "spill ld B", "stack B", "bar", "flags"]
+    header = ["file", "kernel", "regs", "smem B", "spill st B", "spill ld B", "stack B", "bar", "tc", "flags"]
+    tc = {True: "yes", False: "no", None: "?"}
     body = [[os.path.basename(str(k["file"])), str(k["name"]), str(k["regs"]), str(k["smem"]),
              str(k["spill_stores"]), str(k["spill_loads"]), str(k["stack"]),
-             "" if k["barriers"] is None else str(k["barriers"]), flags(k)] for k in kernels]
+             "" if k["barriers"] is None else str(k["barriers"]), tc[k.get("tensor_cores")], flags(k)]
+            for k in kernels]
     widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-    right = [False, False, True, True, True, True, True, True, False]
+    right = [False, False, True, True, True, True, True, True, False, False]
 
     def line(cells):
         return "  ".join(c.rjust(w) if rj else c.ljust(w) for c, w, rj in zip(cells, widths, right)).rstrip()
@@ -210,6 +251,9 @@ def main(argv=None) -> int:
                   f"at run time?): " + ", ".join(str(k["name"]) for k in stack))
         if not spilling and not stack:
             print("\nno spills, no stack frames")
+        on_tc = [str(k["name"]) for k in kernels if k.get("tensor_cores")]
+        print(f"tensor-core instructions (tc: wmma.mma, mma.sync or wgmma in the kernel's PTX) in "
+              f"{len(on_tc)} kernel(s)" + (": " + ", ".join(on_tc) if on_tc else ""))
     for r in failed:
         print(f"\nptxas_report: {r['file']} does not compile:\n{r['log']}", file=sys.stderr)
     return 1 if failed else 0

@@ -1266,3 +1266,10 @@ def test_sanitizer_script_runs_on_the_cpu_kernels(capsys):
     assert gpu_sanitize.main(["--backend", "cpu", "--dtypes", "float32"]) == 0
     out = capsys.readouterr().out
     assert "ok   conv2d[0] direct float32" in out and " 0 failed" in out
+
+
+def test_ptxas_report_finds_tensor_core_instructions_per_kernel():
+    ptx = (".visible .entry _Z3tcv(\n)\n{\n\twmma.mma.sync.aligned.row.col.m16n16k16.f32.f16 {%f1}, {%r1}, {%r2}, {%f2};\n}\n"
+           ".visible .entry _Z4simtv(\n)\n{\n\tfma.rn.f32 %f1, %f2, %f3, %f4;\n}\n"
+           ".entry _Z3hopv(\n)\n{\n\t@%p1 mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%f1}, {%r1}, {%r2}, {%f2};\n}\n")
+    assert ptxas_report.tensor_core_entries(ptx) == {"_Z3tcv": True, "_Z4simtv": False, "_Z3hopv": True}
