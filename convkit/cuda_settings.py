@@ -21,6 +21,8 @@ CONVKIT_CUDA_VARIANT  forces the kernel variants the launchers otherwise pick by
                                    double: half of each
       igemm_pipeline=auto|registers  implicit GEMM's operands through registers (double
                                    buffered) instead of the cp.async pipeline (float, double)
+      igemm_math=auto|simt         implicit GEMM in float16 / bfloat16 on the SIMT kernel
+                                   instead of the tensor cores (WMMA)
     e.g. CONVKIT_CUDA_VARIANT=gemm_tile=big,splitk=on. A forced variant changes the summation
     order (results within rounding of auto's), never what is computed.
 CONVKIT_CUDA_SYNC=1  synchronizes the stream and checks it after every kernel launch, so a fault
@@ -55,6 +57,7 @@ VARIANT_CHOICES: Dict[str, tuple] = {
     "depthwise": ("auto", "off"),
     "igemm_tile": ("auto", "big", "small", "narrow", "short"),
     "igemm_pipeline": ("auto", "registers"),
+    "igemm_math": ("auto", "simt"),
 }
 
 #: Every forced value once: the variants a sweep runs (tests/kernels/test_cuda_variants.py, the GPU

@@ -39,7 +39,7 @@ PYBIND11_MODULE(CONVKIT_MODULE_NAME, m) {
   m.def(
       "set_variant",
       [](int gemm_tile, int splitk, int direct_tile, int direct_axes, int depthwise, int igemm_tile,
-         int igemm_pipeline) {
+         int igemm_pipeline, int igemm_math) {
         cuda::Variant v;
         v.gemm_tile = static_cast<cuda::GemmTileMode>(gemm_tile);
         v.splitk = static_cast<cuda::SplitMode>(splitk);
@@ -48,10 +48,11 @@ PYBIND11_MODULE(CONVKIT_MODULE_NAME, m) {
         v.depthwise = static_cast<cuda::DepthwiseMode>(depthwise);
         v.igemm_tile = static_cast<cuda::IgemmTileMode>(igemm_tile);
         v.igemm_pipeline = static_cast<cuda::IgemmPipelineMode>(igemm_pipeline);
+        v.igemm_math = static_cast<cuda::IgemmMathMode>(igemm_math);
         cuda::set_variant(v);
       },
       py::arg("gemm_tile") = 0, py::arg("splitk") = 0, py::arg("direct_tile") = 0, py::arg("direct_axes") = 0,
-      py::arg("depthwise") = 0, py::arg("igemm_tile") = 0, py::arg("igemm_pipeline") = 0, "Forces size-selected kernel variants (0 = auto each; cuda/variant.h)");
+      py::arg("depthwise") = 0, py::arg("igemm_tile") = 0, py::arg("igemm_pipeline") = 0, py::arg("igemm_math") = 0, "Forces size-selected kernel variants (0 = auto each; cuda/variant.h)");
   m.def("get_variant", []() {
     const cuda::Variant v = cuda::variant();
     py::dict d;
@@ -62,6 +63,7 @@ PYBIND11_MODULE(CONVKIT_MODULE_NAME, m) {
     d["depthwise"] = static_cast<int>(v.depthwise);
     d["igemm_tile"] = static_cast<int>(v.igemm_tile);
     d["igemm_pipeline"] = static_cast<int>(v.igemm_pipeline);
+    d["igemm_math"] = static_cast<int>(v.igemm_math);
     return d;
   });
   m.def("set_launch_sync", &cuda::set_launch_sync, py::arg("on"),

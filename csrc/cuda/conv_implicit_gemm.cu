@@ -107,6 +107,13 @@ TileModel tile_model(TileId id) {
   return m;
 }
 
+// The tensor-core kernel (igemm_tc_kernel, 64x64, 4 warps) in the model's units: WMMA on an
+// H100 without wgmma and with register-staged operands, taken as 4x the SIMT FMA rate (the
+// 16-bit tensor cores' peak is about 15x), 4 blocks an SM.
+TileModel tc_tile_model() {
+  return TileModel{igemm::TcTileDefault::BM, igemm::TcTileDefault::BN, 4.0, 4};
+}
+
 // Bytes of split partials for `splits` over `images` images (grad weight: the whole weight).
 int64_t partial_bytes(ConvPass pass, const Shape& s, int splits, int64_t images, int64_t acc) {
   const int64_t per = pass == ConvPass::BwdWeight ? s.partials_per_image : s.partials_per_image * images;
@@ -136,12 +143,14 @@ Choice choose(ConvPass pass, const ConvParams& p, int64_t cap_bytes) {
     if (splits == 1 && !chunked_weight) return true;
     return partial_bytes(pass, s, splits, 1, acc) <= std::max<int64_t>(cap_bytes, 0);
   };
-  Plan best{TileId::Big, 1, igemm::kAsyncCopyable<T> && v.igemm_pipeline == IgemmPipelineMode::Auto};
+  const bool tc = igemm::kTensorCoreType<T> && v.igemm_math == IgemmMathMode::Auto;
+  Plan best{TileId::Big, 1, igemm::kAsyncCopyable<T> && v.igemm_pipeline == IgemmPipelineMode::Auto, tc};
   double best_sec = -1;
   for (int t = 0; t < igemm::kTileCount; ++t) {
     const TileId id = static_cast<TileId>(t);
-    if (v.igemm_tile != IgemmTileMode::Auto && static_cast<int>(v.igemm_tile) != t + 1) continue;
-    const TileModel m = tile_model<T>(id);
+    if (tc && t > 0) break;  // one tensor-core tile
+    if (!tc && v.igemm_tile != IgemmTileMode::Auto && static_cast<int>(v.igemm_tile) != t + 1) continue;
+    const TileModel m = tc ? tc_tile_model() : tile_model<T>(id);
     for (int splits = 1; splits <= (v.splitk == SplitMode::Off ? 1 : max_splits); ++splits) {
       if (!fits(splits)) break;  // more splits need more bytes
       const double sec = model_seconds(m, s, splits, acc, f64);
@@ -201,14 +210,15 @@ ConvPlanInfo implicit_gemm_plan(ConvPass pass, DType dt, const ConvParams& p, in
   dispatch_dtype(dt, [&](auto tag) {
     using T = decltype(tag);
     const Shape s = shape_of(pass, p);
-    const TileModel m = tile_model<T>(c.plan.tile);
+    const TileModel m = c.plan.tensor_cores ? tc_tile_model() : tile_model<T>(c.plan.tile);
     igemm::with_tile<T>(c.plan.tile, [&](auto cfg) { info.threads = decltype(cfg)::kThreads; });
+    if (c.plan.tensor_cores) info.threads = igemm::TcTileDefault::kThreads;
     info.model_seconds = model_seconds(m, s, c.plan.splits, sizeof(acc_t<T>), sizeof(T) == 8);
     info.BM = m.BM, info.BN = m.BN, info.blocks_per_sm = m.per_sm;
     const int64_t cols = pass == ConvPass::BwdWeight ? s.N : std::min(c.chunk, p.N) * s.columns_per_image;
     info.blocks = plan_ceil_div(s.M, m.BM) * plan_ceil_div(cols, m.BN) * s.units * c.plan.splits;
   });
-  info.tile = tile_name(c.plan.tile);
+  info.tile = c.plan.tensor_cores ? "tensor_cores" : tile_name(c.plan.tile);
   info.splits = c.plan.splits, info.async = c.plan.async;
   info.chunk = c.chunk, info.bytes = c.bytes;
   return info;

@@ -31,6 +31,9 @@
 #include "cuda/gemm_tile.cuh"
 #include "cuda/grid.cuh"
 #include "common/params.h"
+#if defined(__CUDACC__) && CK_HAVE_HALF
+#include <mma.h>
+#endif
 #include "cuda/runtime.h"
 
 namespace convkit::cuda {
@@ -460,6 +463,134 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocksPerSm)
   }
 }
 
+#if CK_HAVE_HALF
+// ---- tensor cores (float16, bfloat16) --------------------------------------------------------
+
+// The tensor-core block tile: BM x BN outputs, k-steps of 16 (one WMMA k), warps of WM x WN
+// outputs each as (WM / 16) x (WN / 16) 16x16 float accumulator fragments.
+template <int BM_, int BN_, int WM_, int WN_>
+struct TcTile {
+  static constexpr int BM = BM_, BN = BN_, BK = 16, WM = WM_, WN = WN_;
+  static constexpr int kWarpsM = BM / WM, kWarpsN = BN / WN, kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int FM = WM / 16, FN = WN / 16;
+  // shared rows: 16-bit operands 8 elements past the tile (WMMA wants ldm a multiple of 8 and
+  // fragment bases 32-byte aligned: every base below is a multiple of 16 elements into a row);
+  // the float staging of the accumulators 4 past
+  static constexpr int LDA = BM + 8, LDB = BN + 8, LDC = BN + 4;
+  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 16 == 0, "tile shape");
+};
+using TcTileDefault = TcTile<64, 64, 32, 32>;  // 4 warps, 2 x 2 fragments each
+
+template <typename T, int LDA, int LDB, int BM, int LDC>
+struct alignas(32) TcShared {
+  T As[2][16][LDA];  // A's k-step (k, m): an A fragment reads it column-major
+  T Bs[2][16][LDB];  // B's k-step (k, n): a B fragment reads it row-major
+  float Cs[BM][LDC];  // the accumulators, staged for the problem's stores
+};
+
+// The block's tile as igemm_kernel's register-staged path computes it, with the inner product on
+// the tensor cores (nvcuda::wmma: float accumulation of the 16-bit products, exact in float),
+// then the accumulators staged in shared memory and stored through the problem (split partials
+// included).
+template <typename T, class Cfg, class Prob>
+__global__ void __launch_bounds__(Cfg::kThreads) igemm_tc_kernel(Prob prob, int splits, int y0, int z0) {
+  using namespace nvcuda;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kThreads = Cfg::kThreads;
+  using WalkA = Walk<BK, BM, kThreads, Prob::kAKFast>;
+  using WalkB = Walk<BK, BN, kThreads, Prob::kBKFast>;
+  using Tiles = TcShared<T, Cfg::LDA, Cfg::LDB, BM, Cfg::LDC>;
+  CK_SHARED(Tiles, tiles, );
+  auto& As = tiles.As;
+  auto& Bs = tiles.Bs;
+  auto& Cs = tiles.Cs;
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid / 32, wm = warp / Cfg::kWarpsN, wn = warp % Cfg::kWarpsN;
+  const int z = static_cast<int>(blockIdx.z) + z0;
+  const int split = z % splits;
+  const Unit u = prob.unit(z / splits);
+  const int m0 = (static_cast<int>(blockIdx.y) + y0) * BM, n0 = static_cast<int>(blockIdx.x) * BN;
+  if (m0 >= u.M || n0 >= u.N) return;  // whole block
+
+  const int ktiles = (u.K + BK - 1) / BK;
+  const int per_split = (ktiles + splits - 1) / splits;
+  const int kt_begin = min(split * per_split, ktiles), kt_end = min(kt_begin + per_split, ktiles);
+
+  typename Prob::ColA ca[WalkA::kStates];
+  typename Prob::ColB cb[WalkB::kStates];
+#pragma unroll
+  for (int i = 0; i < WalkA::kStates; ++i) ca[i] = prob.col_a(u, m0 + WalkA::col(tid, i));
+#pragma unroll
+  for (int i = 0; i < WalkB::kStates; ++i) cb[i] = prob.col_b(u, n0 + WalkB::col(tid, i));
+
+  T ra[WalkA::kPer], rb[WalkB::kPer];
+  const T zero = from_acc<T>(0.0f);
+  auto load = [&](int kt) {
+    const int k0 = kt * BK;
+#pragma unroll
+    for (int i = 0; i < WalkA::kPer; ++i) {
+      const T* src = prob.elem_a(u, ca[WalkA::kStates == 1 ? 0 : i], k0 + WalkA::row(tid, i));
+      ra[i] = src ? load_ro(src) : zero;
+    }
+#pragma unroll
+    for (int i = 0; i < WalkB::kPer; ++i) {
+      const T* src = prob.elem_b(u, cb[WalkB::kStates == 1 ? 0 : i], k0 + WalkB::row(tid, i));
+      rb[i] = src ? load_ro(src) : zero;
+    }
+  };
+  auto store = [&](int buf) {
+#pragma unroll
+    for (int i = 0; i < WalkA::kPer; ++i) As[buf][WalkA::row(tid, i)][WalkA::col(tid, i)] = ra[i];
+#pragma unroll
+    for (int i = 0; i < WalkB::kPer; ++i) Bs[buf][WalkB::row(tid, i)][WalkB::col(tid, i)] = rb[i];
+  };
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[Cfg::FM][Cfg::FN];
+#pragma unroll
+  for (int i = 0; i < Cfg::FM; ++i)
+#pragma unroll
+    for (int j = 0; j < Cfg::FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+  if (kt_begin < kt_end) {
+    load(kt_begin);
+    store(0);
+  }
+  __syncthreads();
+  int buf = 0;
+  for (int kt = kt_begin; kt < kt_end; ++kt) {
+    const bool more = kt + 1 < kt_end;  // uniform across the block
+    if (more) load(kt + 1);
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major> fa[Cfg::FM];
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb[Cfg::FN];
+#pragma unroll
+    for (int i = 0; i < Cfg::FM; ++i) wmma::load_matrix_sync(fa[i], &As[buf][0][wm * Cfg::WM + i * 16], Cfg::LDA);
+#pragma unroll
+    for (int j = 0; j < Cfg::FN; ++j) wmma::load_matrix_sync(fb[j], &Bs[buf][0][wn * Cfg::WN + j * 16], Cfg::LDB);
+#pragma unroll
+    for (int i = 0; i < Cfg::FM; ++i)
+#pragma unroll
+      for (int j = 0; j < Cfg::FN; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    if (more) store(buf ^ 1);
+    __syncthreads();
+    buf ^= 1;
+  }
+
+  // Epilogue: the accumulators through shared memory, then every output of the tile inside the
+  // unit's GEMM stored by the problem.
+#pragma unroll
+  for (int i = 0; i < Cfg::FM; ++i)
+#pragma unroll
+    for (int j = 0; j < Cfg::FN; ++j)
+      wmma::store_matrix_sync(&Cs[wm * Cfg::WM + i * 16][wn * Cfg::WN + j * 16], acc[i][j], Cfg::LDC,
+                              wmma::mem_row_major);
+  __syncthreads();
+  for (int e = tid; e < BM * BN; e += kThreads) {
+    const int r = e / BN, c = e - r * BN, m = m0 + r, n = n0 + c;
+    if (m < u.M && n < u.N) prob.store(u, split, m, n, Cs[r][c]);
+  }
+}
+#endif
+
 // out[i] = sum over s < splits of part[s * count + i] in order of s (+ bias[(i / PQ) % K] when
 // bias is given), rounded once to T.
 template <typename T>
@@ -506,10 +637,20 @@ struct TileSet<double> {
 constexpr int kStages = 4;
 
 struct Plan {
-  TileId tile;
+  TileId tile;  // (SIMT tiles; the tensor-core kernel has one, TcTileDefault)
   int splits;
-  bool async;  // cp.async pipeline (float, double) or register-staged
+  bool async;         // cp.async pipeline (float, double) or register-staged
+  bool tensor_cores;  // float16 / bfloat16 on igemm_tc_kernel
 };
+
+// Whether T's multiply-adds can run on the tensor cores (16-bit inputs, float accumulation).
+template <typename T>
+constexpr bool kTensorCoreType =
+#if CK_HAVE_HALF
+    std::is_same<T, __half>::value || std::is_same<T, __nv_bfloat16>::value;
+#else
+    false;
+#endif
 
 template <typename T, class Fn>
 void with_tile(TileId id, Fn&& fn) {
@@ -534,10 +675,25 @@ void with_tile(TileId id, Fn&& fn) {
 template <typename T, class Prob>
 void launch_problem(const char* name, const Prob& prob, int units, int64_t max_m, int64_t max_n, const Plan& plan,
                     StreamHandle stream) {
+  const int64_t zs = static_cast<int64_t>(units) * plan.splits;
+#if CK_HAVE_HALF
+  if constexpr (kTensorCoreType<T>) {
+    if (plan.tensor_cores) {
+      using Cfg = TcTileDefault;
+      const int64_t gx = (max_n + Cfg::BN - 1) / Cfg::BN, gy = (max_m + Cfg::BM - 1) / Cfg::BM;
+      for (int64_t y0 = 0; y0 < gy; y0 += 65535)
+        for (int64_t z0 = 0; z0 < zs; z0 += 65535)
+          launch(name, igemm_tc_kernel<T, Cfg, Prob>,
+                 dim3(static_cast<unsigned>(gx), static_cast<unsigned>(std::min<int64_t>(65535, gy - y0)),
+                      static_cast<unsigned>(std::min<int64_t>(65535, zs - z0))),
+                 dim3(Cfg::kThreads), 0, stream, prob, plan.splits, static_cast<int>(y0), static_cast<int>(z0));
+      return;
+    }
+  }
+#endif
   with_tile<T>(plan.tile, [&](auto cfg) {
     using Cfg = decltype(cfg);
     const int64_t gx = (max_n + Cfg::BN - 1) / Cfg::BN, gy = (max_m + Cfg::BM - 1) / Cfg::BM;
-    const int64_t zs = static_cast<int64_t>(units) * plan.splits;
     auto kernel = [&]() {
       if constexpr (kAsyncCopyable<T>)
         if (plan.async) return igemm_kernel<T, Cfg, Prob, true, kStages>;

@@ -10,7 +10,7 @@ namespace convkit::cuda {
 namespace {
 
 std::atomic<int> g_gemm_tile{0}, g_splitk{0}, g_direct_tile{0}, g_direct_axes{0}, g_depthwise{0}, g_igemm_tile{0},
-    g_igemm_pipeline{0};
+    g_igemm_pipeline{0}, g_igemm_math{0};
 std::atomic<bool> g_sync{false};
 std::atomic<std::uint64_t> g_sync_count{0};
 
@@ -32,6 +32,7 @@ Variant variant() {
   v.depthwise = static_cast<DepthwiseMode>(g_depthwise.load(std::memory_order_relaxed));
   v.igemm_tile = static_cast<IgemmTileMode>(g_igemm_tile.load(std::memory_order_relaxed));
   v.igemm_pipeline = static_cast<IgemmPipelineMode>(g_igemm_pipeline.load(std::memory_order_relaxed));
+  v.igemm_math = static_cast<IgemmMathMode>(g_igemm_math.load(std::memory_order_relaxed));
   return v;
 }
 
@@ -44,8 +45,9 @@ void set_variant(const Variant& v) {
   const int dw = checked(static_cast<int>(v.depthwise), 1, "depthwise");
   const int it = checked(static_cast<int>(v.igemm_tile), 4, "igemm_tile");
   const int ip = checked(static_cast<int>(v.igemm_pipeline), 1, "igemm_pipeline");
+  const int im = checked(static_cast<int>(v.igemm_math), 1, "igemm_math");
   g_gemm_tile = gt, g_splitk = sk, g_direct_tile = dt, g_direct_axes = da, g_depthwise = dw;
-  g_igemm_tile = it, g_igemm_pipeline = ip;
+  g_igemm_tile = it, g_igemm_pipeline = ip, g_igemm_math = im;
 }
 
 bool launch_sync() { return g_sync.load(std::memory_order_relaxed); }

@@ -40,6 +40,9 @@ enum class IgemmTileMode : int { Auto = 0, Big = 1, Small = 2, Narrow = 3, Short
 // The implicit-GEMM operand pipeline: Registers = register-staged double buffering for every
 // dtype (Auto: the cp.async pipeline for float and double, registers for the half types).
 enum class IgemmPipelineMode : int { Auto = 0, Registers = 1 };
+// The implicit-GEMM multiply-adds of float16 / bfloat16: Auto = the tensor cores (WMMA);
+// Simt = the SIMT kernel (converted to float), as float32 runs.
+enum class IgemmMathMode : int { Auto = 0, Simt = 1 };
 
 constexpr int kForcedSplits = 3;
 
@@ -51,6 +54,7 @@ struct Variant {
   DepthwiseMode depthwise = DepthwiseMode::Auto;
   IgemmTileMode igemm_tile = IgemmTileMode::Auto;
   IgemmPipelineMode igemm_pipeline = IgemmPipelineMode::Auto;
+  IgemmMathMode igemm_math = IgemmMathMode::Auto;
 };
 
 // The variant now in force (all Auto unless set). Cheap: a copy of a few ints.

@@ -46,7 +46,8 @@ SHAPES = {
 # The algorithms each forced key changes (split-K: every grad weight).
 _KEY_ALGOS = {"gemm_tile": ("im2col", "1x1"), "splitk": ("direct", "im2col", "1x1", "implicit_gemm"),
               "direct_tile": ("direct",), "direct_axes": ("direct",), "depthwise": ("direct",),
-              "igemm_tile": ("implicit_gemm",), "igemm_pipeline": ("implicit_gemm",)}
+              "igemm_tile": ("implicit_gemm",), "igemm_pipeline": ("implicit_gemm",),
+              "igemm_math": ("implicit_gemm",)}
 
 
 def _algos(spec, ws, pad):

@@ -255,3 +255,35 @@ def test_plan_query_follows_the_launch():
     half = mod.implicit_gemm_plan("fwd", "float16", prm, cap) if mod.has_half else {"pipeline": "registers"}
     assert half["pipeline"] == "registers"  # cp.async moves 4 bytes or more
     assert mod.implicit_gemm_plan("fwd", "float64", prm, cap)["BM"] <= 64
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_types_run_on_tensor_cores(dtype):
+    """float16 and bfloat16 run implicit GEMM's WMMA kernel (128 threads a block, warp meetings
+    for mma_sync) unless igemm_math=simt forces the SIMT kernel (256 threads, no warp meetings);
+    both match float64 within the half types' bound, and the plan query says which."""
+    mod = _backend.module("cudasim")
+    if not mod.has_half:
+        pytest.skip("this build has no half types")
+    xs, ws, s, p, d, g = MEDIUM_STRIDED
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(12)
+    x, w = rand(xs, dt, gen=gen), rand(ws, dt, gen=gen)
+    dy = rand(tuple(F.conv2d(x.double(), w.double(), None, s, p, d, g).shape), dt, gen=gen)
+    prm = _params(mod, xs, ws, s, p, d, g)
+    runs = {}
+    for spec in ("auto", "igemm_math=simt"):
+        with cs.variant(spec):
+            plan = mod.implicit_gemm_plan("fwd", dtype, prm, 1 << 30)
+            before = mod.sim_counters()
+            outs = _passes("cudasim", x, w, None, dy, s, p, d, g)
+            after = mod.sim_counters()
+        runs[spec] = (plan, {k: after[k] - before[k] for k in after}, outs)
+    assert runs["auto"][0]["tile"] == "tensor_cores" and runs["auto"][0]["threads"] == 128
+    assert runs["igemm_math=simt"][0]["tile"] != "tensor_cores"
+    assert runs["auto"][1]["warp_ops"] > 0 and runs["igemm_math=simt"][1]["warp_ops"] == 0
+    ry, rx, rw = _reference(x, w, None, dy, s, p, d, g)
+    for spec, (_, _, (y, dx, dw)) in runs.items():
+        assert_close(y, ry, dt, L=ws[1] * 9, what=f"{spec} forward")
+        assert_close(dx, rx, dt, L=ws[0] // g * 9, what=f"{spec} grad input")
+        assert_close(dw, rw, dt, L=y.shape[2] * y.shape[3], what=f"{spec} grad weight")
