@@ -123,7 +123,7 @@ VARIANT_CONVS = [
     ("depthwise=off", CONVS[1], "direct"), ("depthwise=off", DW5, "direct"),
     ("auto", CONVS[0], "implicit_gemm"), ("igemm_tile=big", CONVS[8], "implicit_gemm"),
     ("igemm_tile=short", CONVS[6], "implicit_gemm"), ("igemm_pipeline=registers", CONVS[0], "implicit_gemm"),
-    ("splitk=on", CONVS[0], "implicit_gemm"), ("splitk=on", PW40, "1x1"), ("splitk=on", CONVS[8], "im2col"),
+    ("splitk=on", CONVS[0], "implicit_gemm"), ("igemm_math=simt", CONVS[0], "implicit_gemm"), ("splitk=on", PW40, "1x1"), ("splitk=on", CONVS[8], "im2col"),
 ]
 
 

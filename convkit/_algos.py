@@ -14,6 +14,7 @@ import collections
 import sys
 import time
 import warnings
+from typing import Optional
 
 from . import _arrays as A
 from . import _backend
@@ -121,7 +122,7 @@ def heuristic_cpu(p, args: ConvArgs) -> str:
     return "im2col"
 
 
-def heuristic_cuda(p, args: ConvArgs) -> str:
+def heuristic_cuda(p, args: ConvArgs, dtype: Optional[str] = None) -> str:
     """algo='auto' without timing on the CUDA backends ("cuda", and "cudasim", which runs the same
     kernels), by shape alone:
     - a pointwise layer (1x1 kernel, no padding) is a GEMM straight on NCHW with 16-byte operand
@@ -131,19 +132,24 @@ def heuristic_cuda(p, args: ConvArgs) -> str:
     - anything else: "implicit_gemm", which computes the same GEMM as "im2col" without writing and
       re-reading its column buffer (R*S times the input: 87 MB for inception 3a's 3x3 at batch 32),
       fits its tile and split-K to the layer, and gives grad input no zero taps at stride 2.
+    In float16 and bfloat16 (`dtype`) every layer but depthwise is "implicit_gemm": its multiply-adds
+    run on the tensor cores, several times the SIMT kernels' rate, pointwise layers included.
     Read from the kernels' design, not from GPU timings (no GPU has run them yet):
     convkit.benchmark = True times the candidates per shape."""
-    if is_pointwise(p, args):
-        return "1x1"
     if p.C // p.groups == 1:
         return "direct"
+    if dtype in ("float16", "bfloat16"):
+        return "implicit_gemm"
+    if is_pointwise(p, args):
+        return "1x1"
     return "implicit_gemm"
 
 
-def heuristic(p, args: ConvArgs, backend: str = "cpu") -> str:
-    """algo='auto' without timing: the heuristic of `backend`'s kind (CPU or CUDA kernels)."""
+def heuristic(p, args: ConvArgs, backend: str = "cpu", dtype: Optional[str] = None) -> str:
+    """algo='auto' without timing: the heuristic of `backend`'s kind (CPU or CUDA kernels); the
+    CUDA one also looks at the dtype (`dtype`'s name: tensor cores for the half types)."""
     if _backend.is_cuda_backend(backend):
-        return heuristic_cuda(p, args)
+        return heuristic_cuda(p, args, dtype)
     return heuristic_cpu(p, args)
 
 
@@ -182,16 +188,16 @@ def resolve(k, like, x_shape, w_shape, p, args: ConvArgs) -> str:
     pick."""
     if args.algo != "auto":
         return args.algo
-    if not sys.modules["convkit"].benchmark:  # (the package's public switch, read at call time)
-        return heuristic(p, args, k.name)
     dt = dtype_name(like.dtype)
+    if not sys.modules["convkit"].benchmark:  # (the package's public switch, read at call time)
+        return heuristic(p, args, k.name, dt)
     key = (k.name, dt, tuple(x_shape), tuple(w_shape), args.stride, args.pads, args.dilation, args.groups)
     algo = _cache.get(key)
     if algo is not None:
         _cache.move_to_end(key)
         return algo
     if A.capturing(like):
-        algo = heuristic(p, args, k.name)
+        algo = heuristic(p, args, k.name, dt)
         warnings.warn(
             f"convkit.benchmark: conv2d with input {tuple(x_shape)}, weight {tuple(w_shape)} ({dt}) was first "
             f"seen during a CUDA-graph capture, where timing (which synchronizes) cannot run; the graph uses "

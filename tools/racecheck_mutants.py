@@ -20,13 +20,13 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Every algorithm's passes: direct (general, grad weight, depthwise), im2col and 1x1 (the GEMM),
-# implicit GEMM (its cp.async pipeline, then its register-staged one), grad bias (conv.cu), in
-# float32 on 'cudasim'.
+# implicit GEMM (its cp.async pipeline, its register-staged one, its tensor-core kernel in
+# float16), grad bias (conv.cu), in float32 on 'cudasim' (but for the last).
 EXERCISE = r"""
 import sys, torch, convkit, convkit.functional as CF, convkit.cuda_settings as cs
 assert convkit._backend.module("cudasim").sim_racecheck_built()
 torch.manual_seed(0)
-cases = [((2, 8, 9, 9), (16, 8, 3, 3), dict(padding=1), ("direct", "im2col", "implicit_gemm", "igemm-registers")),
+cases = [((2, 8, 9, 9), (16, 8, 3, 3), dict(padding=1), ("direct", "im2col", "implicit_gemm", "igemm-registers", "igemm-half")),
          ((2, 16, 8, 8), (70, 16, 1, 1), dict(), ("1x1", "im2col")),
          ((2, 8, 9, 9), (8, 1, 3, 3), dict(padding=1, groups=8), ("direct",)),
          ((1, 4, 11, 11), (6, 4, 5, 5), dict(stride=2, padding=2), ("direct",))]
@@ -35,7 +35,10 @@ with convkit.use_backend("cudasim"):
         x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
         for algo in algos:
             cs.set_variant("igemm_pipeline=registers" if algo == "igemm-registers" else "auto")
-            algo = "implicit_gemm" if algo == "igemm-registers" else algo
+            half = algo == "igemm-half"  # the tensor-core kernel
+            algo = "implicit_gemm" if algo.startswith("igemm") else algo
+            if half:
+                x, w, b = x.half(), w.half(), b.half()
             try:
                 y = CF.conv2d(x, w, b, algo=algo, **kw)
                 dy = torch.randn_like(y)

@@ -846,7 +846,7 @@ def test_auto_runs_the_backend_heuristic(backend, monkeypatch):
     w = rand((8, 8, 3, 3), torch.float32, dev).requires_grad_(True)
     kinds = []
     heuristic = AL.heuristic
-    monkeypatch.setattr(AL, "heuristic", lambda p, a, name: kinds.append(name) or heuristic(p, a, name))
+    monkeypatch.setattr(AL, "heuristic", lambda p, a, name, dt=None: kinds.append((name, dt)) or heuristic(p, a, name, dt))
     with convkit.use_backend(backend):
         CF.conv2d(x, w, padding=1).sum().backward()
-    assert kinds == [backend] * 3
+    assert kinds == [(backend, "float32")] * 3

@@ -195,6 +195,11 @@ def test_auto_picks_implicit_gemm_where_the_heuristic_says():
         mod = _backend.module("cudasim")
         prm = mod.ConvParams(*xs, ws[0], ws[2], ws[3], 1, 1, *(4 * [1 if ws[2] == 3 else 0]), 1, 1, g)
         assert heuristic_cuda(prm, args) == want, (xs, ws, g)
+        # in the half types the tensor cores take every layer but depthwise
+        half_want = "direct" if want == "direct" else "implicit_gemm"
+        for dt in ("float16", "bfloat16"):
+            assert heuristic_cuda(prm, args, dt) == half_want, (xs, ws, g, dt)
+        assert heuristic_cuda(prm, args, "float32") == want
 
 
 @pytest.mark.parametrize("algo", ["im2col", "1x1"])
