@@ -491,9 +491,10 @@ struct alignas(32) TcShared {
 // The block's tile as igemm_kernel's register-staged path computes it, with the inner product on
 // the tensor cores (nvcuda::wmma: float accumulation of the 16-bit products, exact in float),
 // then the accumulators staged in shared memory and stored through the problem (split partials
-// included).
+// included). Four blocks an SM (the plan model's figure; 26.6 KB of shared memory each): the
+// bound caps registers at 128, where ptxas otherwise spilled the float16 forward at 96.
 template <typename T, class Cfg, class Prob>
-__global__ void __launch_bounds__(Cfg::kThreads) igemm_tc_kernel(Prob prob, int splits, int y0, int z0) {
+__global__ void __launch_bounds__(Cfg::kThreads, 4) igemm_tc_kernel(Prob prob, int splits, int y0, int z0) {
   using namespace nvcuda;
   constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, kThreads = Cfg::kThreads;
   using WalkA = Walk<BK, BM, kThreads, Prob::kAKFast>;
