@@ -60,12 +60,8 @@ OutPlan out_plan(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes
   const bool fwd = pass == ConvPass::Fwd;
   const int64_t per_image = (fwd ? p.K : p.C) * p.P * p.Q * acc_bytes(dt);  // one image's outputs
   const int64_t step = images_per_gemm(p);
-  const int max_fit = static_cast<int>(std::min<int64_t>(INT_MAX, std::max<int64_t>(cap_bytes, 0) / per_image));
-  int splits = 1;
-  dispatch_dtype(dt, [&](auto tag) {
-    using T = decltype(tag);
-    splits = gemm_output_splits<T>(fwd ? p.Kg() : p.Cg(), p.N * p.P * p.Q, fwd ? p.Cg() : p.Kg(), p.groups, max_fit);
-  });
+  const int splits = gemm_output_splits(dt, fwd ? p.Kg() : p.Cg(), p.N * p.P * p.Q, fwd ? p.Cg() : p.Kg(), p.groups,
+                                        cap_bytes, per_image);
   if (splits == 1) return OutPlan{1, step, 0};
   const int64_t chunk = std::max<int64_t>(1, std::min(step, cap_bytes / (splits * per_image)));
   return OutPlan{splits, chunk, splits * chunk * per_image};

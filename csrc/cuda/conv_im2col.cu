@@ -154,14 +154,9 @@ OutSplit out_split(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_byt
   if (pass == ConvPass::BwdWeight) return OutSplit{1, 0};
   const bool fwd = pass == ConvPass::Fwd;
   const int64_t out_image = (fwd ? p.K : p.C * p.R * p.S) * p.P * p.Q * acc_bytes(dt);
-  const int64_t room = std::max<int64_t>(0, cap_bytes - kAlign - image_bytes(pass, dt, p));
-  const int max_fit = static_cast<int>(std::min<int64_t>(INT_MAX, room / out_image));
-  int splits = 1;
-  dispatch_dtype(dt, [&](auto tag) {
-    using T = decltype(tag);
-    const int64_t CgRS = p.Cg() * p.R * p.S;
-    splits = gemm_output_splits<T>(fwd ? p.Kg() : CgRS, p.N * p.P * p.Q, fwd ? CgRS : p.Kg(), p.groups, max_fit);
-  });
+  const int64_t CgRS = p.Cg() * p.R * p.S;
+  const int splits = gemm_output_splits(dt, fwd ? p.Kg() : CgRS, p.N * p.P * p.Q, fwd ? CgRS : p.Kg(), p.groups,
+                                        cap_bytes - kAlign - image_bytes(pass, dt, p), out_image);
   return OutSplit{splits, splits > 1 ? splits * out_image : 0};
 }
 

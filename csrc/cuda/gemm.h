@@ -8,6 +8,7 @@
 // (n -> (image, pixel)), or over a strided subset of the pixels (1x1 convolution with stride).
 // Transposes are the choice of which logical dimension is the fast one (no copies).
 #pragma once
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -135,6 +136,16 @@ void gemm_run(const GemmDesc<T, Out>& d, StreamHandle stream);
 // variant.h's forced split-K overrides it (on: at least kForcedSplits, or one a k-step).
 template <typename T>
 int gemm_output_splits(int64_t M, int64_t N, int64_t K, int64_t batches, int max_fit);
+
+// The same for dtype dt, with the workspace given in bytes: `room` bytes for the partials, of
+// which one split needs split_bytes (so at most room / split_bytes splits).
+inline int gemm_output_splits(DType dt, int64_t M, int64_t N, int64_t K, int64_t batches, int64_t room,
+                              int64_t split_bytes) {
+  const int max_fit = static_cast<int>(std::min<int64_t>(INT_MAX, std::max<int64_t>(room, 0) / split_bytes));
+  int splits = 1;
+  dispatch_dtype(dt, [&](auto tag) { splits = gemm_output_splits<decltype(tag)>(M, N, K, batches, max_fit); });
+  return splits;
+}
 
 // out[i] = sum over s < splits of part[s * count + i], in order of s (deterministic).
 template <typename T>
