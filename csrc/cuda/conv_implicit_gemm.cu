@@ -12,6 +12,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "cuda/conv_algos.h"
@@ -173,10 +174,33 @@ Choice choose(ConvPass pass, const ConvParams& p, int64_t cap_bytes) {
   return c;
 }
 
+// The plan of (pass, dt, p) under cap_bytes. The search evaluates the model for every tile and
+// split count (a few microseconds), and each op asks twice (its workspace query, then its launch
+// with the bytes the query gave), every step of a training loop: so the last few answers are kept
+// per thread, keyed by everything the plan reads (the forced variant included).
 Choice choice_for(ConvPass pass, DType dt, const ConvParams& p, int64_t cap_bytes) {
   check_fits(p);
+  struct Key {
+    int pass, dt;
+    int64_t cap;
+    ConvParams p;
+    Variant v;
+    bool operator==(const Key& o) const {  // (ConvParams and Variant: plain fields, no padding)
+      return pass == o.pass && dt == o.dt && cap == o.cap && std::memcmp(&p, &o.p, sizeof p) == 0 &&
+             std::memcmp(&v, &o.v, sizeof v) == 0;
+    }
+  };
+  const Key key{static_cast<int>(pass), static_cast<int>(dt), cap_bytes, p, variant()};
+  constexpr int kCached = 8;
+  thread_local Key keys[kCached];
+  thread_local Choice choices[kCached];
+  thread_local int used = 0, next = 0;
+  for (int i = 0; i < used; ++i)
+    if (keys[i] == key) return choices[i];
   Choice c{};
   dispatch_dtype(dt, [&](auto tag) { c = choose<decltype(tag)>(pass, p, cap_bytes); });
+  keys[next] = key, choices[next] = c;
+  next = (next + 1) % kCached, used = std::min(used + 1, kCached);
   return c;
 }
 
