@@ -19,7 +19,8 @@
 //
 // Split-K: the k-tiles of a block's reduction are cut into `splits` contiguous ranges (blockIdx.z
 // = unit * splits + split); each split writes its partial sums to a workspace slab, and
-// igemm_reduce_kernel adds the slabs in split order: deterministic, no atomics.
+// igemm_reduce_kernel (forward, with the bias) or gemm.h's splitk_reduce adds the slabs in split
+// order: deterministic, no atomics.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -28,6 +29,7 @@
 #include "cuda/async_copy.cuh"
 #include "cuda/dtype.cuh"
 #include "cuda/fast_divmod.cuh"
+#include "cuda/gemm.h"
 #include "cuda/gemm_tile.cuh"
 #include "cuda/grid.cuh"
 #include "common/params.h"
@@ -592,8 +594,9 @@ __global__ void __launch_bounds__(Cfg::kThreads, 4) igemm_tc_kernel(Prob prob, i
 }
 #endif
 
-// out[i] = sum over s < splits of part[s * count + i] in order of s (+ bias[(i / PQ) % K] when
-// bias is given), rounded once to T.
+// Forward's split-K reduction: y[i] = sum over s < splits of part[s * count + i] in order of s
+// (+ bias[(i / PQ) % K] when bias is given), rounded once to T. (Grad input and grad weight have
+// no bias: gemm.h's splitk_reduce sums theirs the same way.)
 template <typename T>
 __global__ void igemm_reduce_kernel(const acc_t<T>* __restrict__ part, int splits, int64_t count,
                                     const T* __restrict__ bias, int64_t PQ, int64_t K, T* __restrict__ out) {
@@ -710,8 +713,8 @@ void launch_problem(const char* name, const Prob& prob, int units, int64_t max_m
 }
 
 template <typename T>
-void reduce_splits(const acc_t<T>* part, int splits, int64_t count, const T* bias, int64_t PQ, int64_t K, T* out,
-                   StreamHandle stream) {
+void reduce_forward(const acc_t<T>* part, int splits, int64_t count, const T* bias, int64_t PQ, int64_t K, T* out,
+                    StreamHandle stream) {
   if (count <= 0) return;
   launch("igemm_reduce_kernel", igemm_reduce_kernel<T>, dim3(grid_blocks(count, 256)), dim3(256), 0, stream, part,
          splits, count, bias, PQ, K, out);
@@ -727,7 +730,7 @@ void run_fwd(const ConvParams& p, Geom g, const T* x, const T* w, const T* b, T*
     g.nb = static_cast<int>(std::min(chunk, p.N - n0));
     Fwd<T> prob{g, x + n0 * g.CHW, w, b, y + n0 * g.KPQ, plan.splits > 1 ? ws : nullptr, g.nb * g.KPQ};
     launch_problem<T>("igemm_fwd_kernel", prob, g.groups, g.Kg, static_cast<int64_t>(g.nb) * g.PQ, plan, stream);
-    if (plan.splits > 1) reduce_splits<T>(ws, plan.splits, prob.count, b, g.PQ, g.K, prob.y, stream);
+    if (plan.splits > 1) reduce_forward<T>(ws, plan.splits, prob.count, b, g.PQ, g.K, prob.y, stream);
   }
 }
 
@@ -740,7 +743,7 @@ void run_bwd_input(const ConvParams& p, Geom g, const T* dy, const T* w, T* dx, 
     g.nb = static_cast<int>(std::min(chunk, p.N - n0));
     BwdInput<T> prob{g, dy + n0 * g.KPQ, w, dx + n0 * g.CHW, plan.splits > 1 ? ws : nullptr, g.nb * g.CHW, pw};
     launch_problem<T>("igemm_bwd_input_kernel", prob, ph * pw * g.groups, g.Cg, g.nb * max_n_image, plan, stream);
-    if (plan.splits > 1) reduce_splits<T>(ws, plan.splits, prob.count, nullptr, 1, 1, prob.dx, stream);
+    if (plan.splits > 1) splitk_reduce<T>(ws, plan.splits, prob.count, prob.dx, stream);
   }
 }
 
@@ -754,7 +757,7 @@ void run_bwd_weight(const ConvParams& p, Geom g, const T* dy, const T* x, T* dw,
     BwdWeight<T> prob{g, dy + n0 * g.KPQ, x + n0 * g.CHW, dw, slabs ? ws : nullptr, count, n0 > 0};
     launch_problem<T>("igemm_bwd_weight_kernel", prob, g.groups, g.Kg, g.CgRS, plan, stream);
   }
-  if (slabs) reduce_splits<T>(ws, plan.splits, count, nullptr, 1, 1, dw, stream);
+  if (slabs) splitk_reduce<T>(ws, plan.splits, count, dw, stream);
 }
 
 #define CONVKIT_INSTANTIATE_IGEMM(T)                                                                         \
