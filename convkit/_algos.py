@@ -136,12 +136,13 @@ def heuristic_cuda(p, args: ConvArgs, dtype: Optional[str] = None) -> str:
     run on the tensor cores, several times the SIMT kernels' rate, pointwise layers included.
     Read from the kernels' design, not from GPU timings (no GPU has run them yet):
     convkit.benchmark = True times the candidates per shape."""
-    if p.C // p.groups == 1:
-        return "direct"
-    if dtype in ("float16", "bfloat16"):
+    depthwise = p.C // p.groups == 1
+    if dtype in ("float16", "bfloat16") and not depthwise:
         return "implicit_gemm"
     if is_pointwise(p, args):
         return "1x1"
+    if depthwise:
+        return "direct"
     return "implicit_gemm"
 
 

@@ -189,14 +189,15 @@ def test_auto_picks_implicit_gemm_where_the_heuristic_says():
     from convkit._params import check_conv as _check
     cases = {((8, 64, 28, 28), (96, 64, 3, 3), 1): "implicit_gemm",
              ((8, 64, 28, 28), (96, 64, 1, 1), 1): "1x1",
-             ((8, 64, 28, 28), (64, 1, 3, 3), 64): "direct"}
+             ((8, 64, 28, 28), (64, 1, 3, 3), 64): "direct",
+             ((8, 64, 28, 28), (64, 1, 1, 1), 64): "1x1"}  # pointwise before depthwise
     for (xs, ws, g), want in cases.items():
         args = _check("t", xs, ws, torch.float32, torch.float32, groups=g, padding=1 if ws[2] == 3 else 0)
         mod = _backend.module("cudasim")
         prm = mod.ConvParams(*xs, ws[0], ws[2], ws[3], 1, 1, *(4 * [1 if ws[2] == 3 else 0]), 1, 1, g)
         assert heuristic_cuda(prm, args) == want, (xs, ws, g)
         # in the half types the tensor cores take every layer but depthwise
-        half_want = "direct" if want == "direct" else "implicit_gemm"
+        half_want = "implicit_gemm" if ws[1] > 1 else want
         for dt in ("float16", "bfloat16"):
             assert heuristic_cuda(prm, args, dt) == half_want, (xs, ws, g, dt)
         assert heuristic_cuda(prm, args, "float32") == want
